@@ -1,0 +1,40 @@
+# kagiya: `make run` serves the embedded defaults, `make test` runs every test, `make bench` the benchmarks.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint system-deps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+run: venv
+	@echo "kagiya: serving the embedded defaults on http://127.0.0.1:8080 (data in ./.kagiya)"
+	@echo "  try: curl -s localhost:8080/healthz ; curl -s localhost:8080/openapi.json | head"
+	@echo "       $(BIN)/kagiya secrets keygen && $(BIN)/kagiya secrets encrypt secret.yaml"
+	$(BIN)/kagiya serve
+
+test: venv system-deps
+	$(BIN)/ruff check kagiya tests benchmarks app.py
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check kagiya tests benchmarks app.py
+	$(BIN)/ruff format --check kagiya || true
+	$(BIN)/mypy
+
+bench: venv system-deps
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .kagiya .pytest_cache .ruff_cache .mypy_cache

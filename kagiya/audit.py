@@ -1,0 +1,258 @@
+"""Append-only audit events: who did what to which target, with what outcome, under which request id.
+
+Events go to the store (table `audit_events`) and to the log as one JSON line each. They must never carry a
+secret value or a raw token: `redact()` runs over every string before it is written, replacing values under
+secret-looking keys and anything shaped like a credential (JWT, PEM block, cloud or forge token, long
+high-entropy run) with `[redacted sha256:<prefix>]`. Callers that want to name a token use `fingerprint()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from kagiya.errors import BadRequest
+from kagiya.store import Schema, Store, create_tables, metadata
+
+log = logging.getLogger("kagiya.audit")
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("actor", sa.String(256), nullable=False, index=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(512), nullable=False, index=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+)
+
+SCHEMA = Schema("audit", [create_tables(audit_events)])
+
+OUTCOMES = frozenset({"success", "failure", "denied", "allowed", "approved", "pending", "error"})
+ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+SECRET_KEY_RE = re.compile(
+    r"(?i)(^|[_.-])(token|password|passwd|secret|secret_?access_?key|session_?token|credentials?|plaintext|"
+    r"private_?key|dek|data_?key|value|values|authorization|cookie)($|[_.-])"
+)
+#: Keys that look secret by name but hold only safe, derived data.
+SAFE_KEYS = frozenset({"token_hash", "token_fingerprint", "key_ids", "keys", "value_count", "secret_name"})
+SECRET_SHAPES = [
+    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT / JWS compact
+    re.compile(r"-----BEGIN [A-Z ]*-----"),  # PEM
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"),
+    re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\bya29\.[A-Za-z0-9_-]{10,}"),  # Google OAuth access token
+]
+LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{40,}")
+MAX_DETAIL_BYTES = 8192
+
+
+def fingerprint(secret: str | bytes) -> str:
+    """A short, non-reversible name for a token or secret: safe for logs and audit rows."""
+    raw = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _redacted(value: str) -> str:
+    return f"[redacted {fingerprint(value)}]"
+
+
+def _looks_secret(text: str) -> bool:
+    if any(p.search(text) for p in SECRET_SHAPES):
+        return True
+    for run in LONG_RUN.findall(text):
+        if re.search(r"[a-z]", run) and re.search(r"[A-Z]", run) and re.search(r"[0-9]", run):
+            return True
+    return False
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Return `value` with every secret-looking part replaced; structure (dicts, lists) is kept."""
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact(v, key) for v in value]
+    if isinstance(value, bytes):
+        return _redacted(base64.b64encode(value).decode())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return value
+    text = str(value)
+    if key and key not in SAFE_KEYS and SECRET_KEY_RE.search(key):
+        return _redacted(text)
+    if _looks_secret(text):
+        return _redacted(text)
+    return text
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def as_dict(self, event_id: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time": self.time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "requestId": self.request_id,
+            "details": dict(self.details),
+        }
+        if event_id is not None:
+            out = {"id": event_id, **out}
+        return out
+
+
+def record(
+    store: Store,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    request_id: str = "",
+    details: Mapping[str, Any] | None = None,
+    conn: Any = None,
+) -> AuditEvent:
+    """Append one event (inside `conn`'s transaction when given, so it commits with the change it records)."""
+    if not ACTION_RE.match(action):
+        raise ValueError(f"audit action {action!r} is not a lower-case dotted name")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome {outcome!r} is not one of {sorted(OUTCOMES)}")
+    clean_details = redact(dict(details or {}))
+    encoded = json.dumps(clean_details, sort_keys=True, default=str)
+    if len(encoded) > MAX_DETAIL_BYTES:
+        clean_details = {"truncated": True, "size": len(encoded)}
+        encoded = json.dumps(clean_details)
+    event = AuditEvent(
+        actor=redact(actor or "anonymous")[:256],
+        action=action,
+        target=redact(target)[:512],
+        outcome=outcome,
+        request_id=redact(request_id)[:64],
+        details=clean_details,
+    )
+    row = {
+        "time": event.time,
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "details": encoded,
+    }
+    if conn is not None:
+        conn.execute(audit_events.insert().values(**row))
+    else:
+        with store.begin() as c:
+            c.execute(audit_events.insert().values(**row))
+    log.info("audit", extra={"audit": event.as_dict()})
+    return event
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    outcome: str | None = None
+    request_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    after_id: int = 0
+    limit: int = 100
+
+
+MAX_PAGE = 500
+
+
+def query(store: Store, q: AuditQuery) -> tuple[list[dict[str, Any]], int | None]:
+    """Events matching `q`, oldest first; returns (items, id to continue after or None)."""
+    t = audit_events
+    stmt = sa.select(t).where(t.c.id > q.after_id).order_by(t.c.id).limit(min(q.limit, MAX_PAGE) + 1)
+    if q.actor:
+        stmt = stmt.where(t.c.actor == q.actor)
+    if q.action:
+        # "iam.binding" matches "iam.binding.approve": a trailing dot-less prefix selects a family.
+        stmt = stmt.where(sa.or_(t.c.action == q.action, t.c.action.startswith(q.action + ".", autoescape=True)))
+    if q.target:
+        stmt = stmt.where(t.c.target == q.target)
+    if q.outcome:
+        stmt = stmt.where(t.c.outcome == q.outcome)
+    if q.request_id:
+        stmt = stmt.where(t.c.request_id == q.request_id)
+    if q.since:
+        stmt = stmt.where(t.c.time >= q.since)
+    if q.until:
+        stmt = stmt.where(t.c.time < q.until)
+    with store.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    limit = min(q.limit, MAX_PAGE)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = []
+    for r in rows:
+        when = r["time"] if r["time"].tzinfo else r["time"].replace(tzinfo=dt.UTC)
+        ev = AuditEvent(
+            actor=r["actor"], action=r["action"], target=r["target"], outcome=r["outcome"],
+            request_id=r["request_id"], details=json.loads(r["details"]), time=when,
+        )
+        items.append(ev.as_dict(r["id"]))
+    return items, (rows[-1]["id"] if more and rows else None)
+
+
+def parse_query(args: Mapping[str, str]) -> AuditQuery:
+    """Build a query from URL parameters; raises BadRequest naming the parameter."""
+    allowed = {"actor", "action", "target", "outcome", "requestId", "since", "until", "continue", "limit"}
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}")
+
+    def when(name: str) -> dt.datetime | None:
+        value = args.get(name)
+        if not value:
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"{name} must be an RFC 3339 time") from None
+        return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+    def number(name: str, default: int, low: int, high: int) -> int:
+        value = args.get(name)
+        if value in (None, ""):
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+        return int(value)
+
+    return AuditQuery(
+        actor=args.get("actor") or None,
+        action=args.get("action") or None,
+        target=args.get("target") or None,
+        outcome=args.get("outcome") or None,
+        request_id=args.get("requestId") or None,
+        since=when("since"),
+        until=when("until"),
+        after_id=number("continue", 0, 0, 2**62),
+        limit=number("limit", 100, 1, MAX_PAGE),
+    )

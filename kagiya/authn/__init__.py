@@ -1,0 +1,1 @@
+"""authn: TokenReview / SubjectAccessReview webhooks for kube-apiserver, identity providers, mTLS tooling."""

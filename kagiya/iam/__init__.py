@@ -1,0 +1,1 @@
+"""iam: map pods to cloud IAM identities and serve them short-lived credentials."""

@@ -1,0 +1,76 @@
+"""Prometheus metrics: one registry per app, request counters and latency per route, and a small helper so
+capabilities declare their own counters once (`metric(app, Counter, name, doc, labels)`).
+
+With several gunicorn workers, set `PROMETHEUS_MULTIPROC_DIR` and the `/metrics` view aggregates all workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, TypeVar
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+M = TypeVar("M", Counter, Histogram)
+EXTENSION = "kagiya.metrics"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._made: dict[str, Any] = {}
+        self.requests = self.get(
+            Counter, "kagiya_http_requests_total", "HTTP requests by route, method and status.",
+            ("route", "method", "status"),
+        )
+        self.latency = self.get(
+            Histogram, "kagiya_http_request_duration_seconds", "HTTP request latency by route and method.",
+            ("route", "method"),
+        )
+
+    def get(self, kind: type[M], name: str, doc: str, labels: tuple[str, ...] = ()) -> M:
+        """The metric called `name`, made on first use (so two blueprints may share one)."""
+        if name not in self._made:
+            kwargs: dict[str, Any] = {"registry": self.registry}
+            if kind is Histogram:
+                kwargs["buckets"] = LATENCY_BUCKETS
+            self._made[name] = kind(name, doc, labels, **kwargs)
+        return self._made[name]  # type: ignore[no-any-return]
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def metrics_of(app: Any) -> Metrics:
+    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def metric(app: Any, kind: type[M], name: str, doc: str, labels: tuple[str, ...] = ()) -> M:
+    return metrics_of(app).get(kind, name, doc, labels)
+
+
+def init_app(app: Flask) -> None:
+    metrics = Metrics()
+    app.extensions[EXTENSION] = metrics
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.kagiya_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        started = g.get("kagiya_started")
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        if started is not None:
+            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,1 @@
+"""secrets: kubesec-compatible encryption of Kubernetes Secret manifests."""

@@ -1,0 +1,1 @@
+"""Recipient keys behind one small interface; the URI scheme picks the module."""

@@ -1,0 +1,77 @@
+"""Running the app: gunicorn (production) or Flask's development server (`--dev`).
+
+The app is built once in the gunicorn master (`preload_app`), so configuration errors stop start-up with one
+line instead of crash-looping workers; each worker then reopens its own database connections after fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from kagiya.config import Settings
+
+log = logging.getLogger("kagiya.serving")
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bind": [bind_address(settings.host, settings.port)],
+        "workers": settings.workers,
+        "worker_class": "gthread",
+        "threads": 8,
+        "preload_app": True,
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": "kagiya",
+        "post_fork": _post_fork,
+    }
+    if settings.tls_cert:
+        options.update(certfile=settings.tls_cert, keyfile=settings.tls_key)
+    if settings.client_ca:
+        options.update(ca_certs=settings.client_ca, cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    flask_app = getattr(server.app, "callable", None)
+    if flask_app is not None:
+        flask_app.extensions["kagiya.store"].engine.dispose(close=False)
+
+
+def run(settings: Settings, *, dev: bool = False) -> None:
+    from kagiya.web import create_app
+
+    app = create_app(settings)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("kagiya listening on %s://%s", scheme, bind_address(settings.host, settings.port))
+    if dev:
+        ssl_context: Any = None
+        if settings.tls_cert:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.client_ca:
+                ssl_context.load_verify_locations(settings.client_ca)
+                ssl_context.verify_mode = ssl.CERT_REQUIRED
+        app.run(host=settings.host, port=settings.port, ssl_context=ssl_context, threaded=True, use_reloader=False)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(settings).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    _Gunicorn().run()

@@ -1,0 +1,158 @@
+"""The store: SQLAlchemy Core tables, SQLite by default (WAL), any SQLAlchemy URL (PostgreSQL) by setting.
+
+Schemas are versioned per component. A component (audit, iam, ...) declares its tables on the shared
+`metadata` and a list of migrations in its own module; `SCHEMAS` names those modules and `Store.migrate()`
+applies what each component lacks, in order, inside one transaction per step, recording the version in
+`schema_versions`. Adding a column later is one more function in that component's list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from kagiya.errors import ConfigError, UpstreamUnavailable
+
+metadata = sa.MetaData()
+
+schema_versions = sa.Table(
+    "schema_versions",
+    metadata,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+Migration = Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A component's migrations: step N (1-based) brings the component from version N-1 to N."""
+
+    component: str
+    migrations: Sequence[Migration]
+
+
+def create_tables(*tables: sa.Table) -> Migration:
+    """A migration step that creates `tables` (the usual first step of a component)."""
+
+    def step(conn: Connection) -> None:
+        metadata.create_all(conn, tables=list(tables))
+
+    return step
+
+
+#: Components with tables, as "module:ATTRIBUTE" naming a `Schema`. Imported when a store is opened.
+SCHEMAS: list[str] = [
+    "kagiya.audit:SCHEMA",
+]
+
+
+class Store:
+    """One engine per process; `begin()` gives a transaction, `connect()` a read connection."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = _make_engine(url, echo)
+        self._migrated = False
+        self._lock = threading.Lock()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def begin(self) -> Any:
+        return self.engine.begin()
+
+    def connect(self) -> Any:
+        return self.engine.connect()
+
+    def migrate(self) -> dict[str, int]:
+        """Create or upgrade every component's tables; safe to call from several processes at once."""
+        with self._lock:
+            versions = {}
+            schemas = [_load_schema(ref) for ref in SCHEMAS]
+            with self.engine.begin() as conn:
+                metadata.create_all(conn, tables=[schema_versions])
+            for schema in schemas:
+                versions[schema.component] = self._migrate_component(schema)
+            self._migrated = True
+            return versions
+
+    def _migrate_component(self, schema: Schema) -> int:
+        while True:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Serialise concurrent migrators (several replicas starting at once).
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7367427)"))
+                row = conn.execute(
+                    sa.select(schema_versions.c.version).where(schema_versions.c.component == schema.component)
+                ).first()
+                current = row[0] if row else 0
+                if current > len(schema.migrations):
+                    raise ConfigError(
+                        f"store schema {schema.component} is at version {current}, newer than this kagiya "
+                        f"({len(schema.migrations)}); upgrade kagiya"
+                    )
+                if current == len(schema.migrations):
+                    return current
+                schema.migrations[current](conn)
+                if row:
+                    conn.execute(
+                        schema_versions.update()
+                        .where(schema_versions.c.component == schema.component)
+                        .values(version=current + 1)
+                    )
+                else:
+                    conn.execute(schema_versions.insert().values(component=schema.component, version=1))
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise UpstreamUnavailable unless the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            raise UpstreamUnavailable(f"store unavailable: {type(exc).__name__}") from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _load_schema(ref: str) -> Schema:
+    module, _, attr = ref.partition(":")
+    schema = getattr(importlib.import_module(module), attr)
+    if not isinstance(schema, Schema):
+        raise TypeError(f"{ref} is not a Schema")
+    return schema
+
+
+def _make_engine(url: str, echo: bool) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"database_url {url.split('@')[-1]!r} is not a SQLAlchemy URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        return engine
+    try:
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"database driver {exc.name!r} is not installed (pip install 'kagiya[postgres]')") from None

@@ -1,0 +1,139 @@
+"""`create_app(settings)`: the one place the service is assembled.
+
+Core pieces (store, audit, callers, metrics, error handlers) are set up here; each capability contributes an
+`init_app(app, settings)` in its `api.py`, listed in `CAPABILITIES`, which registers its blueprints.
+Every error leaves as a Kubernetes `Status` JSON body: never an HTML page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from kagiya import callers, logs, metrics
+from kagiya.config import Settings, load_settings
+from kagiya.errors import KagiyaError, PayloadTooLarge, status_body
+from kagiya.store import Store
+
+log = logging.getLogger("kagiya.web")
+access_log = logging.getLogger("kagiya.access")
+
+#: Capability modules exposing `init_app(app, settings)`, in registration order.
+CAPABILITIES = [
+    "kagiya.core_api",
+    "kagiya.secrets.api",
+    "kagiya.authn.api",
+    "kagiya.iam.api",
+]
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HTTP_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    logs.configure(settings.log_level)
+    app = Flask("kagiya")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["kagiya.settings"] = settings
+    app.extensions["kagiya.readiness"] = {}
+
+    store = Store(settings.sqlalchemy_url)
+    store.migrate()
+    app.extensions["kagiya.store"] = store
+
+    metrics.init_app(app)
+    callers.init_app(app, settings)
+    _install_request_hooks(app, settings)
+    _install_error_handlers(app)
+    for name in CAPABILITIES:
+        importlib.import_module(name).init_app(app, settings)
+    return app
+
+
+def store_of(app: Any) -> Store:
+    return app.extensions["kagiya.store"]  # type: ignore[no-any-return]
+
+
+def settings_of(app: Any) -> Settings:
+    return app.extensions["kagiya.settings"]  # type: ignore[no-any-return]
+
+
+def _install_request_hooks(app: Flask, settings: Settings) -> None:
+    limit = settings.max_request_bytes
+
+    @app.before_request
+    def _request_id_and_size() -> None:
+        offered = request.headers.get("X-Request-Id", "")
+        g.request_id = offered if REQUEST_ID_RE.match(offered) else uuid.uuid4().hex
+        g.kagiya_t0 = time.perf_counter()
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+
+    @app.after_request
+    def _stamp(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": request.url_rule.rule if request.url_rule else "<unmatched>",
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.get("kagiya_t0", time.perf_counter())) * 1000, 2),
+                },
+            )
+        return response
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(KagiyaError)
+    def _kagiya_error(exc: KagiyaError) -> tuple[Response, int]:
+        if exc.http_status >= 500:
+            log.warning("request failed: %s", exc.message)
+        return jsonify(exc.to_status()), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        message = exc.description or HTTP_REASONS.get(code, "error")
+        if code == 404:
+            message = f"the path {request.path!r} was not found"
+        elif code == 405:
+            message = f"method {request.method} is not allowed on {request.path!r}"
+        elif code == 413:
+            message = f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        body = status_body(code, HTTP_REASONS.get(code, "InternalError"), message)
+        response = jsonify(body)
+        if code == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response, code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.error("unhandled error", exc_info=exc)
+        message = f"internal error (request id {g.get('request_id', '-')})"
+        return jsonify(status_body(500, "InternalError", message)), 500
