@@ -79,3 +79,10 @@ class TokenFileProvider:
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         user = self.lookup(token)
         return user if user is not None else Rejected("invalid token")
+
+
+def from_config(name: str, options: dict[str, object]) -> TokenFileProvider:
+    path = options.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"authn provider token-auth/{name}: 'path' is required")
+    return TokenFileProvider(path)

@@ -1,0 +1,73 @@
+"""The recipient-key seam: every backend wraps and unwraps a file's 32-byte data key (DEK).
+
+A key URI names the backend by scheme: `local:NAME`, `pgp:FINGERPRINT`, `gcp:projects/…/cryptoKeys/K`,
+`aws:arn:aws:kms:REGION:ACCOUNT:key/ID`. The part after the scheme is the key's `id`: exactly what the kubesec
+trailer line carries (`# kubesec:<scheme>:<id>:<base64 of wrap(dek)>`) and what the MAC covers.
+
+Backends are imported lazily through `REGISTRY` so that `kagiya secrets` never loads boto3 or google.cloud
+unless a file actually names such a key. Every backend applies its own timeout and turns library and upstream
+errors into `KeyUnavailable` (we cannot use this key here: not in the keyring, no rights, upstream down) or
+`CryptoError` (the wrapped blob is damaged or was not made for this key).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+from kagiya.errors import ExitCode, KagiyaError
+
+#: scheme -> "module:factory"; the factory is `open_key(key_id: str, settings: SecretsSettings) -> RecipientKey`.
+REGISTRY: dict[str, str] = {
+    "local": "kagiya.secrets.keys.local:open_key",
+    "pgp": "kagiya.secrets.keys.pgp:open_key",
+    "gcp": "kagiya.secrets.keys.gcpkms:open_key",
+    "aws": "kagiya.secrets.keys.awskms:open_key",
+}
+
+#: Schemes kubesec 0.9.2 itself understands; files using only other schemes cannot be opened by kubesec.
+KUBESEC_SCHEMES = ("pgp", "gcp", "aws")
+DEK_BYTES = 32
+
+
+class KeyUnavailable(KagiyaError):
+    """This key cannot be used here (not held, no permission, upstream unreachable)."""
+
+    code = "KeyUnavailable"
+    reason = "BadRequest"
+    http_status = 400
+    exit_code = ExitCode.CRYPTO
+
+
+class RecipientKey(Protocol):
+    scheme: str
+    id: str
+
+    @property
+    def uri(self) -> str: ...
+
+    def wrap(self, dek: bytes) -> bytes:
+        """The wrapped DEK as stored (before the trailer's base64). Raises KeyUnavailable."""
+        ...
+
+    def unwrap(self, blob: bytes) -> bytes:
+        """The 32-byte DEK. Raises KeyUnavailable or CryptoError."""
+        ...
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`"aws:arn:aws:kms:…"` -> ("aws", "arn:aws:kms:…"); raises KeyUnavailable for an unknown scheme."""
+    scheme, sep, key_id = uri.strip().partition(":")
+    if not sep or not key_id:
+        raise KeyUnavailable(f"key {uri!r} is not of the form SCHEME:ID (schemes: {', '.join(REGISTRY)})")
+    if scheme not in REGISTRY:
+        raise KeyUnavailable(f"unknown key type {scheme!r} in {uri!r} (known: {', '.join(REGISTRY)})")
+    return scheme, key_id
+
+
+def open_key(uri: str, settings: object) -> RecipientKey:
+    """The backend object for `uri`, built by its module's `open_key(key_id, settings)`."""
+    scheme, key_id = split_uri(uri)
+    module, _, attr = REGISTRY[scheme].partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(key_id, settings)  # type: ignore[no-any-return]
