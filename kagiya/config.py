@@ -28,9 +28,10 @@ T = TypeVar("T")
 #: Capability sections: YAML key -> "module:DataclassName". Imported lazily, only when settings are built.
 SECTIONS: dict[str, str] = {
     "authn": "kagiya.authn.settings:AuthnSettings",
-    "authz": "kagiya.authn.settings:AuthzSettings",
+    "authz": "kagiya.authn.authz_settings:AuthzSettings",
     "secrets": "kagiya.secrets.settings:SecretsSettings",
     "iam": "kagiya.iam.settings:IamSettings",
+    "credentials": "kagiya.iam.credential_settings:CredentialSettings",
     "kube": "kagiya.kube_settings:KubeSettings",
 }
 

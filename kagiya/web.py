@@ -30,7 +30,9 @@ CAPABILITIES = [
     "kagiya.core_api",
     "kagiya.secrets.api",
     "kagiya.authn.api",
+    "kagiya.authn.authz_api",
     "kagiya.iam.api",
+    "kagiya.iam.metadata.api",
 ]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

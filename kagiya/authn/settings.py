@@ -1,4 +1,4 @@
-"""Settings sections owned by the authn capability (`authn:` and `authz:` in the config file)."""
+"""Settings section `authn:` (TokenReview webhook and identity providers)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,3 @@ class AuthnSettings:
     providers: tuple[dict[str, Any], ...] = ()
     #: Ordered default chain as "type/name" entries, used when neither a client cert nor the URL names a provider.
     default_chain: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class AuthzSettings:
-    #: YAML SubjectAccessReview policy; empty means every review is "no opinion".
-    policy_file: str = ""
