@@ -11,7 +11,7 @@ import time
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 M = TypeVar("M", Counter, Histogram)
 EXTENSION = "kagiya.metrics"

@@ -1,0 +1,99 @@
+"""Audit events: append-only rows and JSON log lines that never carry a secret value or a raw token."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kagiya import audit
+from tests.conftest import bearer
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImF1ZCI6Imt1YmUifQ.c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIB...\n-----END PRIVATE KEY-----"
+
+
+def all_rows(app: Any) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    with app.extensions["kagiya.store"].connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(audit.audit_events)).mappings()]
+
+
+@pytest.mark.parametrize("secret", [JWT, GITHUB_TOKEN, AWS_SECRET, PEM, "AKIAIOSFODNN7EXAMPLE"])
+def test_secret_shaped_values_never_reach_row_or_log(app: Any, caplog: Any, secret: str) -> None:
+    caplog.set_level(logging.INFO, logger="kagiya.audit")
+    store = app.extensions["kagiya.store"]
+    audit.record(
+        store, actor=f"user {secret}", action="test.leak", target=f"t/{secret}", outcome="success",
+        details={"note": f"value is {secret}", "nested": {"list": [secret]}},
+    )
+    stored = json.dumps(all_rows(app), default=str)
+    logged = "\n".join(r.getMessage() + json.dumps(r.__dict__.get("audit", {})) for r in caplog.records)
+    assert secret not in stored
+    assert secret not in logged
+    assert "[redacted sha256:" in stored
+
+
+@pytest.mark.parametrize("key", ["token", "password", "secretAccessKey", "session_token", "value", "plaintext"])
+def test_values_under_secret_keys_are_redacted_whatever_they_look_like(app: Any, key: str) -> None:
+    store = app.extensions["kagiya.store"]
+    audit.record(store, actor="alice", action="test.keys", target="x", outcome="success", details={key: "hunter2"})
+    row = all_rows(app)[-1]
+    assert "hunter2" not in row["details"]
+    assert json.loads(row["details"])[key] == f"[redacted {audit.fingerprint('hunter2')}]"
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=8, max_size=80))
+def test_any_token_passed_under_token_key_is_never_stored(app: Any, token: str) -> None:
+    event = audit.record(
+        app.extensions["kagiya.store"], actor="alice", action="test.tokens", target="x", outcome="failure",
+        details={"token": token, "token_fingerprint": audit.fingerprint(token)},
+    )
+    assert event.details["token"] == f"[redacted {audit.fingerprint(token)}]"
+    assert event.details["token_fingerprint"] == audit.fingerprint(token)
+
+
+def test_fingerprint_is_short_and_stable() -> None:
+    assert audit.fingerprint("abc") == audit.fingerprint(b"abc")
+    assert audit.fingerprint("abc").startswith("sha256:") and len(audit.fingerprint("abc")) == 19
+
+
+def test_rejects_unknown_action_and_outcome(app: Any) -> None:
+    store = app.extensions["kagiya.store"]
+    with pytest.raises(ValueError):
+        audit.record(store, actor="a", action="Bad Action", target="t", outcome="success")
+    with pytest.raises(ValueError):
+        audit.record(store, actor="a", action="ok", target="t", outcome="maybe")
+
+
+def test_api_filters_and_pages(app: Any, client: Any) -> None:
+    store = app.extensions["kagiya.store"]
+    for i in range(5):
+        audit.record(store, actor="alice", action="iam.binding.approve", target=f"b{i}", outcome="approved")
+    audit.record(store, actor="bob", action="secrets.decrypt", target="ns/s", outcome="success")
+    admin = bearer("admin-token-0001")
+
+    page1 = client.get("/v1/audit?action=iam.binding&limit=2", headers=admin).get_json()
+    assert [e["target"] for e in page1["items"]] == ["b0", "b1"]
+    cont = page1["metadata"]["continue"]
+    page2 = client.get(f"/v1/audit?action=iam.binding&limit=2&continue={cont}", headers=admin).get_json()
+    assert [e["target"] for e in page2["items"]] == ["b2", "b3"]
+    page3 = client.get(
+        f"/v1/audit?action=iam.binding&limit=2&continue={page2['metadata']['continue']}", headers=admin
+    ).get_json()
+    assert [e["target"] for e in page3["items"]] == ["b4"] and "continue" not in page3["metadata"]
+
+    bobs = client.get("/v1/audit?actor=bob", headers=admin).get_json()["items"]
+    assert [(e["action"], e["outcome"]) for e in bobs] == [("secrets.decrypt", "success")]
+    future = client.get("/v1/audit?since=2999-01-01T00:00:00Z", headers=admin).get_json()["items"]
+    assert future == []
+    past = client.get("/v1/audit?until=2000-01-01T00:00:00Z", headers=admin).get_json()["items"]
+    assert past == []

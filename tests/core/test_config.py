@@ -1,0 +1,67 @@
+"""Settings: defaults < YAML file < environment; unknown keys and bad values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kagiya.config import load_settings
+from kagiya.errors import ConfigError
+
+
+def test_defaults_are_loopback_and_local_sqlite() -> None:
+    s = load_settings(env={})
+    assert s.host == "127.0.0.1" and s.port == 8080
+    assert s.sqlalchemy_url.startswith("sqlite:///") and s.sqlalchemy_url.endswith(".kagiya/kagiya.db")
+    assert s.section("authn").token_file == ""
+
+
+def test_yaml_then_env_precedence(tmp_path: Path) -> None:
+    cfg = tmp_path / "kagiya.yaml"
+    cfg.write_text("port: 9000\nworkers: 3\nauthn:\n  token_file: /from/yaml\nsecrets:\n  decrypt_groups: [a, b]\n")
+    s = load_settings(cfg, env={"KAGIYA_PORT": "9100", "KAGIYA_KEYRING": "/k"})
+    assert (s.port, s.workers) == (9100, 3)
+    assert s.section("authn").token_file == "/from/yaml"
+    assert s.section("secrets").decrypt_groups == ("a", "b")
+    assert s.section("secrets").keyring == "/k"
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_request_bytes: 2048\n")
+    assert load_settings(env={"KAGIYA_CONFIG": str(cfg)}).max_request_bytes == 2048
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "named"),
+    [
+        ("prot: 1\n", {}, "prot"),
+        ("authn:\n  tokenfile: x\n", {}, "authn.tokenfile"),
+        ("port: eighty\n", {}, "port"),
+        ("workers: true\n", {}, "workers"),
+        ("kube:\n  mode: sometimes\n", {}, "kube.mode"),
+        ("", {"KAGIYA_PROT": "1"}, "KAGIYA_PROT"),
+        ("", {"KAGIYA_PORT": "x"}, "port"),
+        ("authn: [1]\n", {}, "authn"),
+        ("- a\n", {}, "top level"),
+        ("port: [\n", {}, "line"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, env: dict[str, str], named: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env=env)
+    assert named in info.value.message
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.yaml", env={})
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(env={})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
