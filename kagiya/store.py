@@ -8,9 +8,11 @@ applies what each component lacks, in order, inside one transaction per step, re
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ class Store:
 
     def migrate(self) -> dict[str, int]:
         """Create or upgrade every component's tables; safe to call from several processes at once."""
-        with self._lock:
+        with self._lock, self._migration_lock():
             versions = {}
             schemas = [_load_schema(ref) for ref in SCHEMAS]
             with self.engine.begin() as conn:
@@ -85,6 +87,21 @@ class Store:
                 versions[schema.component] = self._migrate_component(schema)
             self._migrated = True
             return versions
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Serialise migrators across processes. PostgreSQL uses an advisory lock per step; SQLite a lock file,
+        because two processes creating the same table at once fail with "already exists"."""
+        database = self.engine.url.database if self.dialect == "sqlite" else None
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate.lock", "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def _migrate_component(self, schema: Schema) -> int:
         while True:
