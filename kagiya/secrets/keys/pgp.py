@@ -1,0 +1,220 @@
+"""`pgp:FINGERPRINT` recipient keys: the data key signed and encrypted with GnuPG, exactly as kubesec does it.
+
+Spec: `specs/kubesec-format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
+DEK, and the armoured text is what the trailer base64-encodes once more. kubesec refuses a DEK whose signature
+does not verify (gpg `VALIDSIG`), and so do we: an attacker who can write to the repository can encrypt a DEK of
+their choosing to anyone's public key, but cannot sign it with a key the reader holds.
+
+We call the `gpg` binary directly (one process per wrap/unwrap, a few milliseconds) rather than python-gnupg, so
+the CLI pays no import cost, and we read gpg's machine-readable status lines from a private pipe (`--status-fd`),
+never from its human-readable stderr, which echoes user IDs and other data from the message.
+
+The keyring's own trust model applies, as with kubesec: a recipient key gpg does not consider valid is refused
+with a message saying how to fix it, rather than silently trusted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from kagiya.errors import CryptoError
+from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+from kagiya.secrets.settings import SecretsSettings
+
+#: v4 fingerprints are 40 hex digits, v5 ones 64.
+_FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
+#: A bound on what we hand to gpg for unwrapping: a signed+encrypted 32-byte DEK is about 1-2 KB armoured.
+MAX_BLOB_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GpgResult:
+    returncode: int
+    stdout: bytes
+    #: Status keywords in order, each with its arguments (`("VALIDSIG", ["FPR", ...])`).
+    status: list[tuple[str, list[str]]]
+    #: The last human-readable `gpg:` line, for error messages (never contains key material).
+    last_message: str
+
+    def has(self, keyword: str) -> bool:
+        return any(k == keyword for k, _ in self.status)
+
+    def args(self, keyword: str) -> list[list[str]]:
+        return [a for k, a in self.status if k == keyword]
+
+
+def run_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> GpgResult:
+    """Run gpg in batch mode with `data` on stdin; status lines come back through a private pipe.
+
+    Raises KeyUnavailable when gpg is missing or does not finish within `kms_timeout_seconds`.
+    """
+    argv = [settings.gpg_binary or "gpg", "--batch", "--no-greeting"]
+    if settings.gnupg_home:
+        argv += ["--homedir", settings.gnupg_home]
+    read_fd, write_fd = os.pipe()
+    try:
+        try:
+            # Own process group, so a timeout also ends anything gpg started in the foreground (gpg-agent
+            # daemonises into its own session and survives, as it should).
+            proc = subprocess.Popen(
+                [*argv, "--status-fd", str(write_fd), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
+        except PermissionError:
+            raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
+        finally:
+            os.close(write_fd)
+        try:
+            stdout, stderr = proc.communicate(data, timeout=settings.kms_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise KeyUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
+        except BaseException:
+            _kill(proc)
+            raise
+        # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper it
+        # spawned still holds the write end.
+        os.set_blocking(read_fd, False)
+        chunks = []
+        try:
+            while chunk := os.read(read_fd, 65536):
+                chunks.append(chunk)
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(read_fd)
+    status: list[tuple[str, list[str]]] = []
+    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+        if line.startswith("[GNUPG:] "):
+            keyword, *rest = line[9:].split(" ")
+            status.append((keyword, rest))
+    messages = [
+        line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
+    ]
+    return GpgResult(proc.returncode, stdout, status, messages[-1] if messages else "")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+@dataclass
+class PgpKey:
+    """One GnuPG key named by its primary key's fingerprint (upper-case hex, as kubesec writes it)."""
+
+    id: str
+    settings: SecretsSettings
+    scheme: str = field(default="pgp", init=False)
+    _holds_secret: bool | None = field(default=None, init=False, repr=False)
+
+    @property
+    def uri(self) -> str:
+        return f"pgp:{self.id}"
+
+    def holds_secret(self) -> bool:
+        """Whether the keyring holds this key's secret part (then it also signs what it wraps)."""
+        if self._holds_secret is None:
+            result = run_gpg(self.settings, ["--with-colons", "--list-secret-keys", "--", self.id], b"")
+            self._holds_secret = result.returncode == 0 and f":{self.id}:" in result.stdout.decode("ascii", "replace")
+        return self._holds_secret
+
+    def _key_ids(self) -> set[str]:
+        """Long key IDs of this key and its subkeys (what gpg's `ENC_TO` names), from the public keyring."""
+        result = run_gpg(self.settings, ["--with-colons", "--list-keys", "--", self.id], b"")
+        lines = result.stdout.decode("ascii", "replace").splitlines() if result.returncode == 0 else []
+        return {line.split(":")[9][-16:] for line in lines if line.startswith("fpr:") and len(line.split(":")) > 9}
+
+    def wrap(self, dek: bytes) -> bytes:
+        """The ASCII-armoured message holding `dek`, signed by this key if held, else by gpg's default key.
+
+        Raises KeyUnavailable when the public key is missing, not valid in this keyring, or nothing can sign.
+        """
+        if len(dek) != DEK_BYTES:
+            raise ValueError("a data key is 32 bytes")
+        signer = ["--local-user", self.id] if self.holds_secret() else []
+        result = run_gpg(
+            self.settings, [*signer, "--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"], dek
+        )
+        if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
+            return result.stdout
+        raise KeyUnavailable(self._wrap_failure(result))
+
+    def _wrap_failure(self, result: GpgResult) -> str:
+        for args in result.args("INV_RECP"):
+            reason = args[0] if args else ""
+            if reason == "1":
+                return f"pgp key {self.id} is not in the GnuPG keyring (import its public key)"
+            if reason == "10":
+                return (
+                    f"GnuPG does not consider pgp key {self.id} valid: certify it (gpg --lsign-key {self.id}) "
+                    "or set its owner trust"
+                )
+            if reason in ("4", "5", "6"):
+                return f"pgp key {self.id} is revoked or expired"
+            return f"pgp key {self.id} cannot be used for encryption (gpg reason {reason})"
+        if result.has("INV_SGNR") or result.has("NO_SGNR"):
+            return f"no usable GnuPG secret key to sign the data key for pgp:{self.id}"
+        detail = f": {result.last_message}" if result.last_message else ""
+        return f"gpg could not encrypt to pgp:{self.id}{detail}"
+
+    def unwrap(self, blob: bytes) -> bytes:
+        """The DEK from an armoured message, only if it was encrypted to this key and carries a valid signature.
+
+        Raises KeyUnavailable when the secret key is not held; CryptoError when the message is damaged, was made
+        for another key, is unsigned, or its signature does not verify against a key in the keyring.
+        """
+        if len(blob) > MAX_BLOB_BYTES:
+            raise CryptoError(f"wrapped data key for pgp:{self.id} is too large to be one")
+        result = run_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
+        if not result.has("DECRYPTION_OKAY"):
+            if result.has("NO_SECKEY"):
+                recipients = {args[0] for args in result.args("ENC_TO") if args}
+                if recipients & self._key_ids():
+                    raise KeyUnavailable(f"the GnuPG keyring holds no secret key for pgp:{self.id}")
+                raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key")
+            if any(args and args[0] == "pkdecrypt_failed" for args in result.args("ERROR")):
+                raise KeyUnavailable(f"GnuPG could not use the secret key for pgp:{self.id} (passphrase?)")
+            raise CryptoError(f"wrapped data key for pgp:{self.id} is damaged or not a GnuPG message")
+        used = [args[1] for args in result.args("DECRYPTION_KEY") if len(args) > 1]
+        if used and self.id not in used:
+            raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key ({used[0]})")
+        if result.has("BADSIG") or result.has("ERRSIG") or not result.has("VALIDSIG"):
+            raise CryptoError(self._signature_failure(result))
+        if result.returncode != 0 or len(result.stdout) != DEK_BYTES:
+            raise CryptoError(f"wrapped data key for pgp:{self.id} does not hold a 32-byte data key")
+        return result.stdout
+
+    def _signature_failure(self, result: GpgResult) -> str:
+        if result.has("BADSIG"):
+            return f"wrapped data key for pgp:{self.id} has a BAD signature"
+        for args in result.args("ERRSIG"):
+            if len(args) > 5 and args[5] == "9":
+                return (
+                    f"wrapped data key for pgp:{self.id} is signed by {args[0]}, "
+                    "whose public key is not in the keyring"
+                )
+            return f"the signature on the wrapped data key for pgp:{self.id} cannot be checked"
+        return f"wrapped data key for pgp:{self.id} is not signed; kubesec and kagiya refuse unsigned data keys"
+
+
+def open_key(key_id: str, settings: SecretsSettings) -> PgpKey:
+    """`pgp:FINGERPRINT`: the full primary-key fingerprint, upper-cased (short IDs and e-mail addresses are refused:
+    they can match more than one key)."""
+    fingerprint = key_id.strip().upper()
+    if not _FINGERPRINT.match(fingerprint):
+        raise KeyUnavailable(f"pgp key {key_id!r} must be a full 40-hex-digit fingerprint (gpg --fingerprint)")
+    return PgpKey(fingerprint, settings)
