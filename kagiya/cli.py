@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from kagiya import __version__
-from kagiya.errors import ExitCode, KagiyaError, UsageError
+from kagiya.errors import ExitCode, KagiyaError
 
 #: name -> ("module:attribute", one-line help shown by `kagiya --help` without importing the module).
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
@@ -95,8 +95,6 @@ def version() -> None:
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool,
           tls_cert: str | None, tls_key: str | None, client_ca: str | None) -> None:
     """Serve the HTTP API and webhooks."""
-    from kagiya.config import is_loopback
-
     base = get_settings()
     settings = base.replace(
         host=host if host is not None else base.host,
@@ -106,17 +104,9 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool,
         tls_key=tls_key if tls_key is not None else base.tls_key,
         client_ca=client_ca if client_ca is not None else base.client_ca,
     )
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        raise UsageError("--tls-cert and --tls-key go together")
-    if settings.client_ca and not settings.tls_cert:
-        raise UsageError("--client-ca needs --tls-cert and --tls-key")
-    if not is_loopback(settings.host) and not settings.tls_cert:
-        raise UsageError(
-            f"refusing to serve plain HTTP on {settings.host}: pass --tls-cert and --tls-key "
-            "(and --client-ca for mutual TLS), or bind 127.0.0.1"
-        )
     from kagiya import serving
 
+    serving.check_listen(settings)
     serving.run(settings, dev=dev)
 
 

@@ -10,9 +10,23 @@ import logging
 import ssl
 from typing import Any
 
-from kagiya.config import Settings
+from kagiya.config import Settings, is_loopback
+from kagiya.errors import UsageError
 
 log = logging.getLogger("kagiya.serving")
+
+
+def check_listen(settings: Settings) -> None:
+    """Refuse unsafe listener settings: plain HTTP is for loopback only. Used by `kagiya serve` and gunicorn.conf.py."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if settings.client_ca and not settings.tls_cert:
+        raise UsageError("--client-ca needs --tls-cert and --tls-key")
+    if not is_loopback(settings.host) and not settings.tls_cert:
+        raise UsageError(
+            f"refusing to serve plain HTTP on {settings.host}: pass --tls-cert and --tls-key "
+            "(and --client-ca for mutual TLS), or bind 127.0.0.1"
+        )
 
 
 def bind_address(host: str, port: int) -> str:
