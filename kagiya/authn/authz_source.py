@@ -1,0 +1,91 @@
+"""The live SubjectAccessReview policy: loaded at start, reloaded when the file changes.
+
+A bad file at start-up stops the service (fail closed, one clear line). A bad edit later keeps the last good
+policy serving (an authorization outage is worse than a stale rule) and is reported three ways: a warning in the
+log, `kagiya_authz_policy_reloads_total{outcome="error"}`, and the `authz-policy` readiness check, which names
+the file, the line and what is wrong until a good file replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kagiya.authn.authz import Policy
+from kagiya.authn.authz_policy_file import PolicyError, load_policy_file
+
+log = logging.getLogger("kagiya.authz")
+
+Stamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class PolicySource:
+    """Holds the current policy; `current()` re-checks the file at most every `interval` seconds."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_reload: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.clock = clock
+        self.on_reload = on_reload or (lambda outcome: None)
+        self._lock = threading.Lock()
+        self._stamp = _stamp(self.path)
+        self._policy = load_policy_file(self.path)  # raises PolicyError: start-up fails closed
+        self._checked = clock()
+        self.error = ""
+        self.loaded_at = time.time()
+
+    def current(self) -> Policy:
+        now = self.clock()
+        if now - self._checked >= self.interval:
+            with self._lock:
+                if now - self._checked >= self.interval:
+                    self._checked = now
+                    self._maybe_reload()
+        return self._policy
+
+    def _maybe_reload(self) -> None:
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            if stamp is None:
+                raise PolicyError(f"policy file {self.path}: missing")
+            policy = load_policy_file(self.path)
+        except PolicyError as exc:
+            self.error = exc.message
+            log.warning("authz policy not reloaded, keeping the previous one: %s", exc.message)
+            self.on_reload("error")
+            return
+        self._policy = policy
+        self.error = ""
+        self.loaded_at = time.time()
+        counts = policy.counts()
+        log.info("authz policy reloaded from %s: %d allow, %d deny rules", self.path, counts["allow"], counts["deny"])
+        self.on_reload("success")
+
+    def check_ready(self) -> None:
+        """Readiness: raise while the file on disk is broken (the previous policy is still serving)."""
+        self.current()
+        if self.error:
+            loaded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))
+            raise PolicyError(f"{self.error}; still serving the policy loaded at {loaded}")
