@@ -1,0 +1,48 @@
+"""Fixtures for the GitHub, GitLab and LDAP provider suites: stand-ins on free loopback ports and a real slapd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.standins.github import GitHubStandIn
+from tests.support.slapd import Slapd, start_slapd
+
+GITHUB_TOKEN_ALICE = "ghp_aliceAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+GITHUB_TOKEN_BOB = "ghp_bobBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+GITHUB_TOKEN_PAT = "ghp_patPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP"
+GITHUB_TOKEN_NOSCOPE = "ghp_noscopeNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN"
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubStandIn]:
+    """acme: alice active (teams platform, sre + 150 more), bob pending, pat not a member, nobody without scope."""
+    with GitHubStandIn() as gh:
+        gh.add_user("alice", 101, GITHUB_TOKEN_ALICE)
+        gh.add_user("bob", 102, GITHUB_TOKEN_BOB)
+        gh.add_user("pat", 103, GITHUB_TOKEN_PAT)
+        gh.add_user("nos", 104, GITHUB_TOKEN_NOSCOPE, scopes=("read:user",))
+        gh.add_member("alice", "acme")
+        gh.add_member("bob", "acme", state="pending")
+        gh.add_member("pat", "other-org")
+        gh.add_member("nos", "acme")
+        gh.add_team("acme", "platform", "alice", "bob")
+        gh.add_team("acme", "sre", "alice")
+        gh.add_team("other-org", "admins", "alice", "pat")
+        yield gh
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """One real OpenLDAP slapd for the session (tests that stop or pause it use `private_slapd`)."""
+    with start_slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
+
+@pytest.fixture
+def private_slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A slapd of this test's own, free to be stopped, paused or restarted (~0.1 s to start)."""
+    with start_slapd(tmp_path / "slapd") as server:
+        yield server
