@@ -46,8 +46,10 @@ class Settings:
     """Core settings. Capability sections are reached with `settings.section("iam")`."""
 
     data_dir: Path = Path(".kagiya")
-    #: SQLAlchemy URL; empty means a SQLite file `kagiya.db` in `data_dir`.
-    database_url: str = ""
+    #: SQLAlchemy URL; empty means a SQLite file `kagiya.db` in `data_dir`. Kept out of repr (it may hold a password).
+    database_url: str = field(default="", repr=False)
+    #: A file holding the URL (a mounted Secret), so the password is never in the environment.
+    database_url_file: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
@@ -70,6 +72,13 @@ class Settings:
 
     @property
     def sqlalchemy_url(self) -> str:
+        if self.database_url and self.database_url_file:
+            raise ConfigError("set database_url or database_url_file, not both")
+        if self.database_url_file:
+            try:
+                return Path(self.database_url_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"database_url_file {self.database_url_file}: {exc.strerror}") from None
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'kagiya.db').resolve()}"

@@ -65,3 +65,15 @@ def test_settings_are_frozen() -> None:
     s = load_settings(env={})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_database_url_from_mounted_file_and_never_in_repr(tmp_path: Path) -> None:
+    secret_file = tmp_path / "url"
+    secret_file.write_text("postgresql+psycopg://kagiya:s3cret-pw@db:5432/kagiya\n")
+    s = load_settings(env={"KAGIYA_DATABASE_URL_FILE": str(secret_file)})
+    assert s.sqlalchemy_url == "postgresql+psycopg://kagiya:s3cret-pw@db:5432/kagiya"
+    direct = load_settings(env={"KAGIYA_DATABASE_URL": "postgresql+psycopg://kagiya:s3cret-pw@db/kagiya"})
+    assert "s3cret-pw" not in repr(direct) and "s3cret-pw" not in repr(s)
+    both = load_settings(env={"KAGIYA_DATABASE_URL": "sqlite://", "KAGIYA_DATABASE_URL_FILE": str(secret_file)})
+    with pytest.raises(ConfigError, match="not both"):
+        _ = both.sqlalchemy_url

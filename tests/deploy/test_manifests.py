@@ -75,9 +75,15 @@ def test_deployment_probes_security_and_replicas() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     env = {e["name"]: e for e in container["env"]}
-    assert "secretKeyRef" in env["KAGIYA_DATABASE_URL"]["valueFrom"], "database URL must come from a Secret"
-    single_env = {e["name"] for e in single["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert "KAGIYA_DATABASE_URL" not in single_env
+    assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in env.values()), "no secrets in env"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    db_dir = str(Path(env["KAGIYA_DATABASE_URL_FILE"]["value"]).parent)
+    db_volume = next(v for v in pod["volumes"] if v["name"] == mounts[db_dir])
+    assert db_volume["secret"]["secretName"] == "kagiya-database"
+    single_pod = single["Deployment"]["spec"]["template"]["spec"]
+    assert "KAGIYA_DATABASE_URL_FILE" not in {e["name"] for e in single_pod["containers"][0]["env"]}
+    assert "database" not in {v["name"] for v in single_pod["volumes"]}
+    assert next(v for v in single_pod["volumes"] if v["name"] == "data")["persistentVolumeClaim"]
     rules = prod["ClusterRole"]["rules"]
     verbs = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     assert verbs[("", "pods")] == {"get", "list", "watch"}
