@@ -19,3 +19,25 @@ def secrets_settings() -> Any:
         return SecretsSettings(**fields)
 
     return make
+
+
+GCP_KEY = "projects/kagiya-test/locations/global/keyRings/ring/cryptoKeys/dek"
+GCP_OTHER_KEY = "projects/kagiya-test/locations/global/keyRings/ring/cryptoKeys/other"
+
+
+@pytest.fixture(scope="session")
+def cloudkms_session() -> Any:
+    from tests.standins.cloudkms import CloudKms
+
+    with CloudKms() as kms:
+        kms.create_key(GCP_KEY)
+        kms.create_key(GCP_OTHER_KEY)
+        yield kms
+
+
+@pytest.fixture
+def cloudkms(cloudkms_session: Any) -> Any:
+    """The Cloud KMS stand-in with keys GCP_KEY and GCP_OTHER_KEY, its failure knobs reset for each test."""
+    cloudkms_session.reset()
+    yield cloudkms_session
+    cloudkms_session.reset()
