@@ -1,4 +1,8 @@
-"""Settings section `credentials:` (minting and serving pod credentials: issuers, cache, metadata endpoints)."""
+"""Settings section `credentials:` (minting and serving pod credentials: issuers, cache, metadata endpoints).
+
+See docs/credentials.md for what each key changes; every key can also be set as `KAGIYA_CREDENTIALS_<FIELD>`.
+Spec: ../shared/specs/cloud-identity.md.
+"""
 
 from __future__ import annotations
 
@@ -7,5 +11,60 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CredentialSettings:
+    # --- issuers -----------------------------------------------------------------------------------------------
     #: AWS STS endpoint URL (moto_server in tests); empty means the regional default.
     sts_endpoint: str = ""
+    sts_region: str = "us-east-1"
+    #: Connect + read timeout of one STS or IAM Credentials call, in seconds.
+    issuer_timeout_seconds: float = 5.0
+    #: Google IAM Credentials endpoint (`http://127.0.0.1:PORT` for a stand-in); empty means the Google default.
+    iam_credentials_endpoint: str = ""
+    #: Requested session lifetime; the binding's policy maximum caps it (STS allows 900..43200).
+    session_seconds: int = 3600
+    #: OAuth scopes a GCE-endpoint token gets when the SDK asks for none.
+    gcp_scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
+    #: Answer of `/computeMetadata/v1/project/project-id` (empty: derived from the service account email).
+    gcp_project_id: str = ""
+    # --- cache -------------------------------------------------------------------------------------------------
+    #: Credentials with less than this left are never handed out; when a refresh fails past it, 503.
+    min_remaining_seconds: int = 120
+    #: Refresh at the earlier of 2/3 of the lifetime or this many seconds before expiry.
+    refresh_before_seconds: int = 300
+    #: How often the background refresher looks for due entries.
+    refresh_interval_seconds: float = 1.0
+    #: Mint credentials as soon as a pod with a binding appears in the pod watch.
+    prefetch: bool = True
+    # --- caller identity ---------------------------------------------------------------------------------------
+    #: Audiences a projected service-account token must carry (TokenReview `spec.audiences`).
+    token_audiences: tuple[str, ...] = ("kagiya",)
+    #: How long a positive TokenReview answer is reused (bounded by the pod still being in the index).
+    token_review_cache_seconds: float = 60.0
+    #: Identify callers by source IP when they present no token (kube2iam/kiam style); off = token only.
+    allow_source_ip: bool = True
+    # --- AWS IMDS ----------------------------------------------------------------------------------------------
+    #: Accept IMDSv1 (no session token) GETs. Off by default: boto3 and the AWS CLI speak IMDSv2.
+    imds_v1: bool = False
+    #: Extra IMDS paths answered (with an empty 200) instead of 404, e.g. `/latest/meta-data/instance-id`.
+    imds_allowed_paths: tuple[str, ...] = ()
+    # --- admission webhook -------------------------------------------------------------------------------------
+    container_credentials_uri: str = "http://169.254.170.23/v1/credentials"
+    gce_metadata_host: str = "169.254.169.254"
+    token_volume_name: str = "kagiya-token"  # noqa: S105 - a volume name, not a secret
+    token_mount_path: str = "/var/run/secrets/kagiya.io/serviceaccount"  # noqa: S105 - a path
+    token_expiration_seconds: int = 3600
+    # --- agent -------------------------------------------------------------------------------------------------
+    #: Groups whose members may forward pod evidence (`kagiya agent` authenticates as one of them).
+    agent_groups: tuple[str, ...] = ("kagiya:agents",)
+
+    def __post_init__(self) -> None:
+        if not 900 <= self.session_seconds <= 43200:
+            raise ValueError("credentials.session_seconds must be from 900 to 43200")
+        if self.min_remaining_seconds < 0 or self.refresh_before_seconds < self.min_remaining_seconds:
+            raise ValueError("credentials.refresh_before_seconds must be at least min_remaining_seconds (>= 0)")
+        if self.issuer_timeout_seconds <= 0 or self.refresh_interval_seconds <= 0:
+            raise ValueError("credentials timeouts and intervals must be positive")
+        if not self.token_audiences:
+            raise ValueError("credentials.token_audiences must name at least one audience")
+        for path in self.imds_allowed_paths:
+            if not path.startswith("/latest/"):
+                raise ValueError(f"credentials.imds_allowed_paths: {path!r} must start with /latest/")

@@ -1,0 +1,332 @@
+"""Who is calling a metadata endpoint: a projected service-account token (preferred) or the pod's source IP.
+
+Spec: ../shared/specs/cloud-identity.md ("How peers identify the calling pod, and why that is weak").
+1. Token: the pod sends a projected service-account token (EKS Pod Identity style). kagiya asks the API server
+   with a TokenReview (audience checked), and takes the pod name and uid from the token's `extra`
+   (`authentication.kubernetes.io/pod-name`, `.../pod-uid`): the credential follows the pod, not its IP.
+2. Source IP (kube2iam / kiam style), looked up in the watch-fed pod index, refusing rather than guessing:
+   hostNetwork pods (they share the node's IP), IPs held by several live pods, pods not Running, and IPs whose
+   owner changed since the last decision (the old owner's cached credentials are dropped, never handed over).
+IMDSv2 session tokens issued here are bound to the pod uid that asked: a new pod that inherits the IP cannot
+use the old pod's session token. Refusals name the reason for *this* caller only, never another pod's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kagiya.errors import Forbidden, NotFound, Unauthorized, UpstreamUnavailable
+
+log = logging.getLogger("kagiya.iam.identity")
+
+SA_PREFIX = "system:serviceaccount:"
+EXTRA_POD_NAME = "authentication.kubernetes.io/pod-name"
+EXTRA_POD_UID = "authentication.kubernetes.io/pod-uid"
+TERMINAL_PHASES = {"Succeeded", "Failed"}
+MAX_TOKEN_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The pod behind a metadata request."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str
+    service_account: str
+    pod_ip: str = ""
+    method: str = "ip"  # "token" or "ip"
+
+    @property
+    def subject(self) -> str:
+        return f"{SA_PREFIX}{self.namespace}:{self.service_account}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.pod_name}"
+
+
+class CallerRefused(Forbidden):
+    """The caller cannot be identified safely. `why` is a short machine reason (metrics label)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What identification needs from a pod, read from a dict (JSON) or a kubernetes client model."""
+
+    uid: str
+    name: str
+    namespace: str
+    service_account: str
+    ip: str
+    host_network: bool
+    phase: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    @classmethod
+    def of(cls, pod: Any) -> PodFacts:
+        if isinstance(pod, PodFacts):
+            return pod
+        if hasattr(pod, "uid") and hasattr(pod, "host_network"):  # kagiya.kube.PodInfo
+            return cls(
+                uid=pod.uid, name=pod.name, namespace=pod.namespace, service_account=pod.service_account,
+                ip=pod.ip, host_network=bool(pod.host_network), phase=pod.phase,
+                labels=dict(pod.labels), annotations=dict(pod.annotations),
+            )
+        if not isinstance(pod, dict) and hasattr(pod, "to_dict"):
+            pod = pod.to_dict()
+        meta = _field(pod, "metadata") or {}
+        spec = _field(pod, "spec") or {}
+        status = _field(pod, "status") or {}
+        return cls(
+            uid=_field(meta, "uid") or "",
+            name=_field(meta, "name") or "",
+            namespace=_field(meta, "namespace") or "",
+            service_account=_field(spec, "serviceAccountName", "service_account_name") or "default",
+            ip=_field(status, "podIP", "pod_ip") or "",
+            host_network=bool(_field(spec, "hostNetwork", "host_network")),
+            phase=_field(status, "phase") or "",
+            labels=dict(_field(meta, "labels") or {}),
+            annotations=dict(_field(meta, "annotations") or {}),
+        )
+
+
+def _field(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, dict):
+            if name in obj:
+                return obj[name]
+        elif hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+class PodDirectory(Protocol):
+    """The watch-fed pod index, as identification needs it (adapted from kagiya/kube.py)."""
+
+    def pods_by_ip(self, ip: str) -> Sequence[Any]: ...
+
+    def pod_by_uid(self, uid: str) -> Any | None: ...
+
+
+#: (token, audiences) -> TokenReview `status` as a dict; raises UpstreamUnavailable when the API server cannot answer.
+TokenReviewer = Callable[[str, Sequence[str]], dict[str, Any]]
+
+
+class CallerIdentifier:
+    """Turns request evidence (source IP, Authorization header) into a `Caller`, or refuses."""
+
+    def __init__(
+        self,
+        pods: PodDirectory,
+        reviewer: TokenReviewer | None,
+        *,
+        audiences: Sequence[str],
+        allow_source_ip: bool = True,
+        review_cache_seconds: float = 60.0,
+        on_owner_change: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pods = pods
+        self.reviewer = reviewer
+        self.audiences = tuple(audiences)
+        self.allow_source_ip = allow_source_ip
+        self.review_cache_seconds = review_cache_seconds
+        self.on_owner_change = on_owner_change
+        self.clock = clock
+        self._reviews: dict[str, tuple[float, Caller]] = {}
+        self._decisions: dict[str, str] = {}  # ip -> uid of the pod we last served there
+        self._lock = threading.Lock()
+
+    def identify(self, source_ip: str, token: str = "") -> Caller:
+        """The calling pod. Raises Unauthorized (bad token), CallerRefused / NotFound, UpstreamUnavailable."""
+        if token:
+            return self.from_token(token)
+        if not self.allow_source_ip:
+            raise Unauthorized("a projected service-account token is required (source-IP identification is off)")
+        return self.from_ip(source_ip)
+
+    # --- token path ----------------------------------------------------------------------------------------------
+    def from_token(self, token: str) -> Caller:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthorized("token too large")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        now = self.clock()
+        with self._lock:
+            cached = self._reviews.get(digest)
+        if cached and cached[0] > now:
+            return self._still_there(cached[1])
+        if self.reviewer is None:
+            raise Unauthorized("token authentication is not configured (no Kubernetes API server)")
+        status = self.reviewer(token, self.audiences)
+        caller = self._caller_from_review(status)
+        with self._lock:
+            if len(self._reviews) > 10000:
+                self._reviews = {k: v for k, v in self._reviews.items() if v[0] > now}
+            self._reviews[digest] = (now + self.review_cache_seconds, caller)
+        return self._still_there(caller)
+
+    def _caller_from_review(self, status: dict[str, Any]) -> Caller:
+        if not status.get("authenticated"):
+            raise Unauthorized("the service-account token was not accepted by the API server")
+        granted = set(status.get("audiences") or ())
+        if not granted & set(self.audiences):
+            raise Unauthorized(f"the token's audience is not one of {', '.join(self.audiences)}")
+        user = status.get("user") or {}
+        username = str(user.get("username") or "")
+        if not username.startswith(SA_PREFIX) or username.count(":") != 3:
+            raise Unauthorized("the token does not belong to a service account")
+        namespace, service_account = username[len(SA_PREFIX):].split(":")
+        extra = user.get("extra") or {}
+        pod_name = _first(extra.get(EXTRA_POD_NAME))
+        pod_uid = _first(extra.get(EXTRA_POD_UID))
+        if not pod_name or not pod_uid:
+            raise Unauthorized("the token is not bound to a pod (use a projected service-account token)")
+        return Caller(namespace, pod_name, pod_uid, service_account, method="token")
+
+    def _still_there(self, caller: Caller) -> Caller:
+        """A bound token names a pod; if the index knows that uid it must agree (name, namespace, account)."""
+        pod = self.pods.pod_by_uid(caller.pod_uid)
+        if pod is None:
+            return caller  # the API server vouched for the pod; the index may not have seen it yet
+        facts = PodFacts.of(pod)
+        if (facts.namespace, facts.name, facts.service_account) != (
+            caller.namespace, caller.pod_name, caller.service_account,
+        ):
+            raise CallerRefused("the token's pod does not match the pod index", "token-pod-mismatch")
+        if facts.phase in TERMINAL_PHASES:
+            raise CallerRefused("the token's pod has finished", "pod-finished")
+        return Caller(caller.namespace, caller.pod_name, caller.pod_uid, caller.service_account,
+                      pod_ip=facts.ip, method="token")
+
+    # --- source-IP path ------------------------------------------------------------------------------------------
+    def from_ip(self, ip: str) -> Caller:
+        live = [PodFacts.of(p) for p in self.pods.pods_by_ip(ip)]
+        live = [p for p in live if p.phase not in TERMINAL_PHASES]
+        if any(p.host_network for p in live):
+            raise CallerRefused(
+                f"{ip} is a node address shared by hostNetwork pods; present a service-account token instead",
+                "host-network",
+            )
+        if not live:
+            if self._host_network_at(ip):
+                raise CallerRefused(
+                    f"{ip} is a node address shared by hostNetwork pods; present a service-account token instead",
+                    "host-network",
+                )
+            raise NotFound(f"no pod is known with IP {ip}")
+        if len(live) > 1:
+            raise CallerRefused(f"several live pods report IP {ip}; refusing to guess", "ambiguous-ip")
+        pod = live[0]
+        if pod.phase != "Running":
+            raise CallerRefused(f"the pod at {ip} is not running yet ({pod.phase or 'unknown'})", "not-running")
+        with self._lock:
+            previous = self._decisions.get(ip)
+            self._decisions[ip] = pod.uid
+        if previous and previous != pod.uid:
+            # The IP changed hands: whatever was decided (and cached) for the old owner must not leak over.
+            log.info("pod IP changed owner; old decision dropped", extra={"path": ip})
+            if self.on_owner_change is not None:
+                self.on_owner_change(ip, previous)
+        return Caller(pod.namespace, pod.name, pod.uid, pod.service_account, pod_ip=ip, method="ip")
+
+    def _host_network_at(self, ip: str) -> bool:
+        """Indexes may leave hostNetwork pods out of the IP index; on a miss, say why instead of 'unknown'."""
+        every = getattr(self.pods, "pods", None)
+        if not callable(every):
+            return False
+        return any(f.host_network and f.ip == ip for f in map(PodFacts.of, every()))
+
+    def forget_pod(self, uid: str) -> None:
+        """Drop decisions about a deleted pod (pod watch callback)."""
+        with self._lock:
+            for ip in [ip for ip, owner in self._decisions.items() if owner == uid]:
+                del self._decisions[ip]
+            self._reviews = {k: v for k, v in self._reviews.items() if v[1].pod_uid != uid}
+
+
+def _first(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return str(value[0]) if value else ""
+    return str(value or "")
+
+
+class SessionTokens:
+    """IMDSv2 session tokens bound to the pod uid that asked: `uid|expiry` signed with a per-process key.
+
+    Stateless, so every worker forked from the same master accepts them; a restart invalidates them (the SDK
+    simply asks for a new one).
+    """
+
+    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._key = key or secrets.token_bytes(32)
+        self.clock = clock
+
+    def issue(self, uid: str, ttl: int) -> str:
+        body = f"{uid}|{int(self.clock()) + ttl}".encode()
+        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + base64.urlsafe_b64encode(mac).decode()
+
+    def check(self, token: str, uid: str) -> None:
+        """Raise Unauthorized unless `token` is a live session token issued to pod `uid`."""
+        try:
+            body_b64, mac_b64 = token.split(".", 1)
+            body = base64.urlsafe_b64decode(body_b64 + "=" * (-len(body_b64) % 4))
+            mac = base64.urlsafe_b64decode(mac_b64)
+        except (ValueError, TypeError):
+            raise Unauthorized("invalid IMDS session token") from None
+        expected = hmac.new(self._key, body, hashlib.sha256).digest()[:18]
+        if not hmac.compare_digest(mac, expected):
+            raise Unauthorized("invalid IMDS session token")
+        owner, _, expiry = body.decode("utf-8", "replace").rpartition("|")
+        if not expiry.isdigit() or int(expiry) < self.clock():
+            raise Unauthorized("expired IMDS session token")
+        if not hmac.compare_digest(owner.encode(), uid.encode()):
+            raise Unauthorized("the IMDS session token was issued to another pod")
+
+
+def kube_token_reviewer(api_client: Any, timeout: float) -> TokenReviewer:
+    """A TokenReviewer calling `POST /apis/authentication.k8s.io/v1/tokenreviews` with the kubernetes client."""
+
+    def review(token: str, audiences: Sequence[str]) -> dict[str, Any]:
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
+        body = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token, audiences=list(audiences)))
+        try:
+            reply = k8s.AuthenticationV1Api(api_client).create_token_review(body, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                log.error("kagiya may not create TokenReviews (HTTP %s)", exc.status)
+            raise UpstreamUnavailable(f"TokenReview failed (HTTP {exc.status})") from None
+        except Exception as exc:  # noqa: BLE001 - urllib3/socket errors: the API server is unreachable
+            log.warning("TokenReview unreachable: %s", type(exc).__name__)
+            raise UpstreamUnavailable("the Kubernetes API server is unreachable") from None
+        status = reply.status
+        if status is None:
+            return {"authenticated": False}
+        user = status.user
+        return {
+            "authenticated": bool(status.authenticated),
+            "audiences": list(status.audiences or []),
+            "user": {
+                "username": getattr(user, "username", "") or "",
+                "extra": dict(getattr(user, "extra", None) or {}),
+            },
+        }
+
+    return review
