@@ -54,6 +54,7 @@ def create_tables(*tables: sa.Table) -> Migration:
 #: Components with tables, as "module:ATTRIBUTE" naming a `Schema`. Imported when a store is opened.
 SCHEMAS: list[str] = [
     "kagiya.audit:SCHEMA",
+    "kagiya.iam.schema:SCHEMA",
 ]
 
 

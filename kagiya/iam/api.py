@@ -1,14 +1,231 @@
-"""HTTP surface of the iam capability."""
+"""HTTP surface of the iam capability: binding requests, bindings, namespace policies and explain.
+
+Routes (docs/iam.md): `POST/GET /v1/iam/binding-requests`, `POST /v1/iam/binding-requests/{id}/approve|deny`,
+`GET /v1/iam/bindings`, `DELETE /v1/iam/bindings/{id}`, `GET/PUT/DELETE /v1/iam/policies/{namespace}`,
+`GET /v1/iam/explain`. Every route needs an authenticated caller; policies are written by platform admins.
+Views are thin: parse, call `bindings` / `policy` / `resolve`, shape the reply.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from collections.abc import Mapping
+from typing import Any
 
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from kagiya.callers import caller_from_request, require_admin
 from kagiya.config import Settings
+from kagiya.core_api import add_readiness_check
+from kagiya.errors import BadRequest, NotFound
+from kagiya.httpjson import json_body
+from kagiya.iam import bindings, policy
+from kagiya.iam.context import EXTENSION, IamContext, iam_context
+from kagiya.iam.resolve import resolve_all
+from kagiya.openapi import describe
 
 bp = Blueprint("iam", __name__)
+API_VERSION = "kagiya.io/v1"
+
+REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["namespace", "serviceAccount", "cloud", "identity"],
+    "properties": {
+        "namespace": {"type": "string"}, "serviceAccount": {"type": "string"},
+        "cloud": {"type": "string", "enum": ["aws", "gcp", "azure"]},
+        "identity": {"type": "string", "description": "role ARN, service-account email or Azure client id"},
+        "tenant": {"type": "string"}, "externalId": {"type": "string"},
+        "podSelector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
+        "ttlSeconds": {"type": "integer", "minimum": 60}, "reason": {"type": "string"},
+    },
+}
+RULE_SCHEMA = {"type": "object", "properties": {"cloud": {"type": "string"}, "glob": {"type": "string"},
+                                                "regex": {"type": "string"}}}
+POLICY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "allow": {"type": "array", "items": RULE_SCHEMA}, "autoApprove": {"type": "array", "items": RULE_SCHEMA},
+        "approverGroups": {"type": "array", "items": {"type": "string"}},
+        "allowSelfApproval": {"type": "boolean"}, "maxSessionSeconds": {"type": "integer"},
+        "trustAnnotations": {"type": "boolean"},
+    },
+}
+LIST_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                                                "metadata": {"type": "object"}}}
+
+
+def _ctx() -> IamContext:
+    return iam_context(current_app)
+
+
+def _page(kind: str, items: list[dict[str, Any]], next_id: int | None) -> Response:
+    meta = {"continue": str(next_id)} if next_id is not None else {}
+    return jsonify({"kind": kind, "apiVersion": API_VERSION, "metadata": meta, "items": items})
+
+
+def _paging(args: Mapping[str, str], allowed: set[str]) -> tuple[dict[str, str], int, int]:
+    unknown = sorted(set(args) - allowed - {"limit", "continue"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r} (known: {', '.join(sorted(allowed))}, limit, "
+                         "continue)")
+    after, limit = args.get("continue", "0") or "0", args.get("limit", "100") or "100"
+    if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= bindings.MAX_PAGE:
+        raise BadRequest(f"continue must be a number and limit a number from 1 to {bindings.MAX_PAGE}")
+    return {k: v for k, v in args.items() if k in allowed}, int(after), int(limit)
+
+
+def _id(value: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise NotFound(f"{value!r} is not an id")
+    return int(value)
+
+
+@bp.post("/v1/iam/binding-requests")
+@describe("Request a binding; the namespace policy answers approved, pending or denied (403 naming the rule).",
+          request_schema=REQUEST_SCHEMA, responses={"201": "created (approved or pending)", "403": "denied"})
+def create_request() -> tuple[Response, int]:
+    caller = caller_from_request()
+    ctx = _ctx()
+    spec = bindings.parse_request(json_body(), ctx.iam.max_binding_ttl_seconds, ctx.iam.azure_tenant_id)
+    return jsonify(bindings.create_request(ctx, caller, spec, g.request_id)), 201
+
+
+@bp.get("/v1/iam/binding-requests")
+@describe("List binding requests (filters: namespace, serviceAccount, state, requester, cloud; paging).",
+          response_schema=LIST_SCHEMA)
+def list_requests() -> Response:
+    caller_from_request()
+    filters, after, limit = _paging(request.args, {"namespace", "serviceAccount", "state", "requester", "cloud"})
+    if filters.get("state") and filters["state"] not in bindings.STATES:
+        raise BadRequest(f"state must be one of {', '.join(bindings.STATES)}")
+    items, next_id = bindings.list_requests(_ctx(), filters, after, limit)
+    return _page("BindingRequestList", items, next_id)
+
+
+@bp.get("/v1/iam/binding-requests/<rid>")
+def get_request(rid: str) -> Response:
+    """One binding request."""
+    caller_from_request()
+    return jsonify(bindings.request_dict(bindings.get_request(_ctx(), _id(rid))))
+
+
+def _decide(rid: str, verdict: str) -> Response:
+    caller = caller_from_request()
+    body = json_body() if request.content_length else {}
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise BadRequest("reason must be a string of at most 2000 characters")
+    return jsonify(bindings.decide(_ctx(), caller, _id(rid), verdict, reason, g.request_id))
+
+
+@bp.post("/v1/iam/binding-requests/<rid>/approve")
+@describe("Approve a pending request (approver groups; not the requester unless self-approval is allowed).",
+          responses={"403": "not an approver, or own request", "409": "already decided"})
+def approve(rid: str) -> Response:
+    return _decide(rid, "approved")
+
+
+@bp.post("/v1/iam/binding-requests/<rid>/deny")
+@describe("Deny a pending request (approver groups).", responses={"403": "not an approver", "409": "decided"})
+def deny(rid: str) -> Response:
+    return _decide(rid, "denied")
+
+
+@bp.get("/v1/iam/bindings")
+@describe("List bindings (filters: namespace, serviceAccount, cloud, identity, state=active|expired|revoked).",
+          response_schema=LIST_SCHEMA)
+def list_bindings() -> Response:
+    caller_from_request()
+    filters, after, limit = _paging(request.args, {"namespace", "serviceAccount", "cloud", "identity", "state"})
+    if filters.get("state") and filters["state"] not in bindings.BINDING_STATES:
+        raise BadRequest(f"state must be one of {', '.join(bindings.BINDING_STATES)}")
+    items, next_id = bindings.list_bindings(_ctx(), filters, after, limit)
+    return _page("BindingList", items, next_id)
+
+
+@bp.get("/v1/iam/bindings/<bid>")
+def get_binding(bid: str) -> Response:
+    """One binding."""
+    caller_from_request()
+    return jsonify(bindings.get_binding(_ctx(), _id(bid)).as_dict())
+
+
+@bp.delete("/v1/iam/bindings/<bid>")
+@describe("Revoke a binding (its creator, the namespace's approvers, platform admins).")
+def revoke(bid: str) -> Response:
+    caller = caller_from_request()
+    reason = request.args.get("reason", "")
+    return jsonify(bindings.revoke(_ctx(), caller, _id(bid), reason[:2000], g.request_id))
+
+
+@bp.get("/v1/iam/policies/<namespace>")
+@describe("The effective policy of a namespace (stored rules plus kube2iam/kiam namespace annotations).")
+def get_policy(namespace: str) -> Response:
+    caller_from_request()
+    return jsonify(policy.policy_for(_ctx(), namespace).as_dict())
+
+
+@bp.put("/v1/iam/policies/<namespace>")
+@describe("Set the stored policy of a namespace (platform admins).", request_schema=POLICY_SCHEMA)
+def put_policy(namespace: str) -> Response:
+    caller = require_admin("set iam policies")
+    if not bindings.DNS_LABEL.match(namespace):
+        raise BadRequest(f"{namespace!r} is not a valid namespace name")
+    ctx = _ctx()
+    policy.save_policy(ctx, namespace, json_body(), caller.username, g.request_id)
+    return jsonify(policy.policy_for(ctx, namespace).as_dict())
+
+
+@bp.delete("/v1/iam/policies/<namespace>")
+def delete_policy(namespace: str) -> Response:
+    """Delete the stored policy of a namespace (platform admins); annotation rules remain."""
+    caller = require_admin("delete iam policies")
+    policy.delete_policy(_ctx(), namespace, caller.username, g.request_id)
+    return jsonify({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200})
+
+
+@bp.get("/v1/iam/explain")
+@describe("Which identity a pod or service account gets, from which source, allowed or refused by which rule.")
+def explain() -> Response:
+    caller_from_request()
+    args = request.args
+    unknown = sorted(set(args) - {"namespace", "pod", "serviceAccount", "cloud"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}")
+    namespace = args.get("namespace", "")
+    pod_name, sa_name = args.get("pod", ""), args.get("serviceAccount", "")
+    if not namespace or bool(pod_name) == bool(sa_name):
+        raise BadRequest("give namespace and exactly one of pod or serviceAccount")
+    ctx = _ctx()
+    pod = None
+    if pod_name:
+        pod = ctx.kube_index().pod(namespace, pod_name)
+        if pod is None:
+            raise NotFound(f"pod {namespace}/{pod_name} not found in the Kubernetes index")
+        sa_name = pod.service_account
+    results = resolve_all(ctx, namespace, sa_name, pod)
+    cloud = args.get("cloud")
+    if cloud:
+        if cloud not in results:
+            raise BadRequest("cloud must be one of aws, gcp, azure")
+        results = {cloud: results[cloud]}
+    return jsonify({
+        "kind": "IamExplanation", "apiVersion": API_VERSION, "namespace": namespace, "serviceAccount": sa_name,
+        "pod": pod.name if pod else None, "podUid": pod.uid if pod else None,
+        "policy": policy.policy_for(ctx, namespace).as_dict(),
+        "results": [r.as_dict() for r in results.values()],
+    })
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    del settings
+    ctx = IamContext.build(settings, app.extensions["kagiya.store"])
+    app.extensions[EXTENSION] = ctx
+    if ctx.watcher is not None:
+        watcher = ctx.watcher
+        add_readiness_check(app, "kube", watcher.check_ready)
+
+        @app.before_request
+        def _kube_watch_running() -> None:
+            # Threads do not survive gunicorn's fork: start (or restart) the watches in the serving process.
+            watcher.ensure_running()
+
     app.register_blueprint(bp)

@@ -1,0 +1,70 @@
+"""`IamContext`: what iam code needs from the app (store, settings, the Kubernetes index, a clock), built once.
+
+`iam_context(app)` returns the context that `kagiya.iam.api.init_app` installed (building it on first use, so the
+metadata endpoints and the admission webhook can call it from their own `init_app`). Plain code (CLI, benchmarks,
+tests) builds one with `IamContext.build(settings, store, kube_index=...)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kagiya.config import Settings
+from kagiya.errors import UpstreamUnavailable
+from kagiya.iam.settings import IamSettings
+from kagiya.kube import KubeIndex, KubeWatcher
+from kagiya.store import Store
+
+EXTENSION = "kagiya.iam"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class IamContext:
+    settings: Settings
+    store: Store
+    #: The watch-fed index, or None when `kube.mode` is off (then only stored bindings and policies apply).
+    kube: KubeIndex | None = None
+    watcher: KubeWatcher | None = None
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    @property
+    def iam(self) -> IamSettings:
+        return self.settings.section("iam")  # type: ignore[no-any-return]
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store, *, kube_index: KubeIndex | None = None,
+              start_watcher: bool = True) -> IamContext:
+        """A context; with `kube.mode` set (and no index given) a watcher feeds a fresh index."""
+        kube_settings = settings.section("kube")
+        watcher = None
+        if kube_index is None and kube_settings.mode != "off" and start_watcher:
+            from kagiya.kube import api_client
+
+            api_client(kube_settings)  # fail at start-up on a bad kube config, not on the first request
+            watcher = KubeWatcher(kube_settings)
+            kube_index = watcher.index
+        return cls(settings=settings, store=store, kube=kube_index, watcher=watcher)
+
+    def kube_index(self) -> KubeIndex:
+        """The index (its watch threads started in this process); raises UpstreamUnavailable when kube is off."""
+        if self.watcher is not None:
+            self.watcher.ensure_running()
+        if self.kube is None:
+            raise UpstreamUnavailable("pod lookups need the Kubernetes API: set kube.mode (incluster, kubeconfig, url)")
+        return self.kube
+
+
+def iam_context(app: Any) -> IamContext:
+    """The app's IamContext (created on first use from the app's settings and store)."""
+    ctx = app.extensions.get(EXTENSION)
+    if ctx is None:
+        ctx = IamContext.build(app.extensions["kagiya.settings"], app.extensions["kagiya.store"])
+        app.extensions[EXTENSION] = ctx
+    return ctx  # type: ignore[no-any-return]

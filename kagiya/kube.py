@@ -1,0 +1,418 @@
+"""Kubernetes API access: the official `kubernetes` client and watch-fed indexes of namespaces, service accounts and
+pods (by namespace/name, by pod IP, by UID), exposed as plain lookups.
+
+Facts: ../shared/specs/cloud-identity.md ("how peers identify the calling pod, and why that is weak").
+- Each kind is a reflector: list, replace the index, then watch from the list's resourceVersion with bookmarks.
+  A watch that ends (server timeout, dropped connection) resumes from the last resourceVersion seen; a `410 Gone`
+  (an ERROR event carrying a Status with code 410, or an HTTP 410) means that version is compacted: relist.
+- IP lookups refuse to guess: host-network pods and finished pods are not indexed by IP, and an IP held by two
+  live pods answers all of them so the caller can refuse the ambiguity (`pods_by_ip`).
+- `subscribe(callback)` tells listeners about pod changes (`added`, `modified`, `deleted`), e.g. to prefetch
+  credentials when a pod appears and drop them when it goes. Callbacks run on the watch thread: keep them short.
+- The `kubernetes` package is imported only when a watcher starts (it costs ~0.8 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from kagiya.errors import UpstreamUnavailable
+
+log = logging.getLogger("kagiya.kube")
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+PodListener = Callable[[str, "PodInfo"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    namespace: str
+    name: str
+    uid: str
+    service_account: str = "default"
+    ip: str = ""
+    ips: tuple[str, ...] = ()
+    node_name: str = ""
+    host_network: bool = False
+    phase: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    resource_version: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_PHASES
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> PodInfo:
+        """From a Pod's JSON (as the API server sends it)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        ips = tuple(p.get("ip", "") for p in status.get("podIPs") or () if p.get("ip"))
+        ip = status.get("podIP") or (ips[0] if ips else "")
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            service_account=spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+            ip=ip,
+            ips=ips or ((ip,) if ip else ()),
+            node_name=spec.get("nodeName", ""),
+            host_network=bool(spec.get("hostNetwork", False)),
+            phase=status.get("phase", ""),
+            labels=_frozen(meta.get("labels")),
+            annotations=_frozen(meta.get("annotations")),
+            resource_version=meta.get("resourceVersion", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> NamespaceInfo:
+        meta = obj.get("metadata") or {}
+        return cls(meta.get("name", ""), _frozen(meta.get("labels")), _frozen(meta.get("annotations")))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountInfo:
+    namespace: str
+    name: str
+    uid: str = ""
+    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ServiceAccountInfo:
+        meta = obj.get("metadata") or {}
+        annotations = _frozen(meta.get("annotations"))
+        return cls(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), annotations)
+
+
+def _frozen(value: Any) -> Mapping[str, str]:
+    if not value:
+        return EMPTY
+    return MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+
+class KubeIndex:
+    """In-memory indexes fed by watches (or by `apply`/`replace` directly). Lookups take a lock only briefly."""
+
+    KINDS = ("namespaces", "serviceaccounts", "pods")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._namespaces: dict[str, NamespaceInfo] = {}
+        self._service_accounts: dict[tuple[str, str], ServiceAccountInfo] = {}
+        self._pods: dict[tuple[str, str], PodInfo] = {}
+        self._by_uid: dict[str, PodInfo] = {}
+        self._by_ip: dict[str, dict[str, PodInfo]] = {}
+        self._listeners: list[PodListener] = []
+        self._synced: set[str] = set()
+        self._synced_event = threading.Event()
+
+    # ---- lookups -------------------------------------------------------------------------------------------
+    def namespace(self, name: str) -> NamespaceInfo | None:
+        return self._namespaces.get(name)
+
+    def service_account(self, namespace: str, name: str) -> ServiceAccountInfo | None:
+        return self._service_accounts.get((namespace, name))
+
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        return self._pods.get((namespace, name))
+
+    def pod_by_uid(self, uid: str) -> PodInfo | None:
+        return self._by_uid.get(uid)
+
+    def pods_by_ip(self, ip: str) -> list[PodInfo]:
+        """Every live, non-host-network pod holding `ip` (more than one means: refuse, do not guess)."""
+        with self._lock:
+            return list(self._by_ip.get(ip, {}).values())
+
+    def pod_by_ip(self, ip: str) -> PodInfo | None:
+        """The one pod holding `ip`, or None when no pod or several pods hold it."""
+        pods = self.pods_by_ip(ip)
+        return pods[0] if len(pods) == 1 else None
+
+    def pods(self) -> list[PodInfo]:
+        with self._lock:
+            return list(self._pods.values())
+
+    def counts(self) -> dict[str, int]:
+        return {"namespaces": len(self._namespaces), "serviceaccounts": len(self._service_accounts),
+                "pods": len(self._pods)}
+
+    # ---- readiness -----------------------------------------------------------------------------------------
+    @property
+    def synced(self) -> bool:
+        return self._synced_event.is_set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced_event.wait(timeout)
+
+    def mark_synced(self, kind: str) -> None:
+        self._synced.add(kind)
+        if self._synced >= set(self.KINDS):
+            self._synced_event.set()
+
+    # ---- listeners -----------------------------------------------------------------------------------------
+    def subscribe(self, listener: PodListener) -> Callable[[], None]:
+        """Call `listener(event, pod)` for every pod `added`/`modified`/`deleted`; returns an unsubscribe."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, event: str, pod: PodInfo) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, pod)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the watch
+                log.exception("pod listener failed on %s %s/%s", event, pod.namespace, pod.name)
+
+    # ---- updates -------------------------------------------------------------------------------------------
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
+        """Apply one watch event (`ADDED`, `MODIFIED`, `DELETED`) for `kind` to the index."""
+        deleted = event.upper() == "DELETED"
+        if kind == "pods":
+            self._apply_pod(PodInfo.from_object(obj), deleted)
+        elif kind == "namespaces":
+            ns = NamespaceInfo.from_object(obj)
+            with self._lock:
+                if deleted:
+                    self._namespaces.pop(ns.name, None)
+                else:
+                    self._namespaces[ns.name] = ns
+        elif kind == "serviceaccounts":
+            sa = ServiceAccountInfo.from_object(obj)
+            with self._lock:
+                if deleted:
+                    self._service_accounts.pop((sa.namespace, sa.name), None)
+                else:
+                    self._service_accounts[(sa.namespace, sa.name)] = sa
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def replace(self, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Replace everything of `kind` with a fresh list (after a relist); listeners see the difference."""
+        if kind != "pods":
+            with self._lock:
+                if kind == "namespaces":
+                    self._namespaces = {n.name: n for n in map(NamespaceInfo.from_object, objects)}
+                else:
+                    sas = map(ServiceAccountInfo.from_object, objects)
+                    self._service_accounts = {(s.namespace, s.name): s for s in sas}
+            self.mark_synced(kind)
+            return
+        fresh = {(p.namespace, p.name): p for p in map(PodInfo.from_object, objects)}
+        with self._lock:
+            gone = [p for key, p in self._pods.items() if key not in fresh]
+        for pod in gone:
+            self._apply_pod(pod, deleted=True)
+        for pod in fresh.values():
+            self._apply_pod(pod, deleted=False)
+        self.mark_synced(kind)
+
+    def _apply_pod(self, pod: PodInfo, deleted: bool) -> None:
+        key = (pod.namespace, pod.name)
+        with self._lock:
+            old = self._pods.pop(key, None)
+            if old is not None:
+                self._unindex(old)
+            if not deleted:
+                self._pods[key] = pod
+                self._by_uid[pod.uid] = pod
+                if not pod.host_network and not pod.finished:
+                    for ip in pod.ips:
+                        self._by_ip.setdefault(ip, {})[pod.uid] = pod
+        if deleted:
+            if old is not None:
+                self._notify("deleted", old)
+        elif old is None:
+            self._notify("added", pod)
+        elif old.resource_version != pod.resource_version or old != pod:
+            self._notify("modified", pod)
+
+    def _unindex(self, pod: PodInfo) -> None:
+        if self._by_uid.get(pod.uid) is pod:
+            del self._by_uid[pod.uid]
+        for ip in pod.ips:
+            holders = self._by_ip.get(ip)
+            if holders is not None:
+                holders.pop(pod.uid, None)
+                if not holders:
+                    del self._by_ip[ip]
+
+
+def api_client(settings: Any) -> Any:
+    """A `kubernetes.client.ApiClient` from the `kube:` settings section (raises UpstreamUnavailable/ConfigError)."""
+    from kubernetes import client, config
+
+    from kagiya.errors import ConfigError
+
+    mode = settings.mode
+    try:
+        if mode == "incluster":
+            cfg = client.Configuration()
+            config.load_incluster_config(client_configuration=cfg)
+        elif mode == "kubeconfig":
+            cfg = client.Configuration()
+            config.load_kube_config(config_file=settings.kubeconfig or None, context=settings.context or None,
+                                    client_configuration=cfg)
+        elif mode == "url":
+            if not settings.host:
+                raise ConfigError("kube.host is required when kube.mode is url")
+            cfg = client.Configuration(host=settings.host.rstrip("/"))
+            if settings.token_file:
+                with open(settings.token_file, encoding="utf-8") as fh:
+                    cfg.api_key = {"authorization": "Bearer " + fh.read().strip()}
+            if settings.ca_file:
+                cfg.ssl_ca_cert = settings.ca_file
+            cfg.verify_ssl = not settings.insecure_skip_tls_verify
+        else:
+            raise ConfigError("kube.mode is off: no Kubernetes API configured")
+    except config.ConfigException as exc:
+        raise ConfigError(f"kube.mode {mode}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"kube: cannot read {exc.filename}: {exc.strerror}") from None
+    return client.ApiClient(cfg)
+
+
+class KubeWatcher:
+    """Runs one list+watch reflector thread per kind, feeding a `KubeIndex`. Safe across fork (restarts lazily)."""
+
+    def __init__(self, settings: Any, index: KubeIndex | None = None) -> None:
+        self.settings = settings
+        self.index = index or KubeIndex()
+        self._pid = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.resource_versions: dict[str, str] = {}
+        self.relists: dict[str, int] = dict.fromkeys(KubeIndex.KINDS, 0)
+        self.last_error = ""
+
+    def ensure_running(self) -> None:
+        """Start the reflector threads in this process (again after a fork: threads do not survive one)."""
+        if self._pid == os.getpid() and not self._stop.is_set():
+            return
+        with self._lock:
+            if self._pid == os.getpid() and not self._stop.is_set():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            core = _core_api(api_client(self.settings))
+            self._threads = []
+            for kind in KubeIndex.KINDS:
+                t = threading.Thread(target=self._run, args=(core, kind), name=f"kagiya-kube-{kind}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._pid = 0
+
+    def check_ready(self) -> None:
+        """Readiness check: raises UpstreamUnavailable until every kind has been listed once."""
+        self.ensure_running()
+        if not self.index.synced:
+            detail = f": {self.last_error}" if self.last_error else ""
+            raise UpstreamUnavailable(f"kubernetes index not synced yet{detail}")
+
+    def _run(self, core: Any, kind: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        delay = self.settings.retry_seconds
+        rv = ""
+        while not self._stop.is_set():
+            try:
+                if not rv:
+                    rv = self._list(core, kind)
+                    self.relists[kind] += 1
+                started = time.monotonic()
+                rv = self._watch(core, kind, rv)
+                delay = self.settings.retry_seconds
+                if time.monotonic() - started < 0.05:
+                    # A server that ends watches at once must not turn this loop into a busy spin.
+                    self._stop.wait(delay)
+                continue
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("kube %s watch expired (410 Gone): relisting", kind)
+                    rv = ""
+                    continue
+                self.last_error = f"{kind}: HTTP {exc.status} {exc.reason}"
+            except Exception as exc:  # noqa: BLE001 - any transport failure: back off and resume
+                self.last_error = f"{kind}: {type(exc).__name__}"
+            log.warning("kube %s watch interrupted (%s); retrying in %.1fs", kind, self.last_error, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.max_retry_seconds)
+
+    def _list(self, core: Any, kind: str) -> str:
+        import json
+
+        func = _list_func(core, kind)
+        resp = func(_preload_content=False, _request_timeout=self.settings.timeout_seconds * 6)
+        body = json.loads(resp.data)
+        self.index.replace(kind, body.get("items") or [])
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        self.resource_versions[kind] = rv
+        self.last_error = ""
+        return rv
+
+    def _watch(self, core: Any, kind: str, rv: str) -> str:
+        """Stream events from `rv` until the server ends the watch; returns the last resourceVersion seen."""
+        from kubernetes import watch
+
+        w = watch.Watch()
+        stream = w.stream(
+            _list_func(core, kind), resource_version=rv, allow_watch_bookmarks=True,
+            timeout_seconds=self.settings.watch_seconds, deserialize=False,
+            _request_timeout=(self.settings.timeout_seconds, self.settings.watch_seconds + 30),
+        )
+        for event in stream:
+            if self._stop.is_set():
+                w.stop()
+                break
+            kind_of_event = event.get("type", "")
+            obj = event.get("object") or {}
+            new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
+                self.index.apply(kind, kind_of_event, obj)
+            if new_rv and kind_of_event != "ERROR":
+                rv = new_rv
+                self.resource_versions[kind] = rv
+        return rv
+
+
+def _core_api(api: Any) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api)
+
+
+def _list_func(core: Any, kind: str) -> Callable[..., Any]:
+    return {  # type: ignore[no-any-return]
+        "namespaces": core.list_namespace,
+        "serviceaccounts": core.list_service_account_for_all_namespaces,
+        "pods": core.list_pod_for_all_namespaces,
+    }[kind]
