@@ -49,7 +49,7 @@ class CallerResolver:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Install the resolver with the static token file, when one is configured."""
+    """Install the resolver: the static token file first, then the default chain of configured providers."""
     resolver = CallerResolver()
     token_file = settings.section("authn").token_file
     if token_file:
@@ -57,6 +57,17 @@ def init_app(app: Flask, settings: Settings) -> None:
 
         provider = TokenFileProvider(token_file)
         resolver.add(provider.name, lambda token: provider.authenticate(token))
+    if settings.section("authn").providers:
+        # The identity providers are built once (kagiya.authn.routing) and shared with the TokenReview webhook.
+        from kagiya.authn import routing
+
+        authenticator = routing.install(app, settings)
+        route = authenticator.providers.default_route(include_token_file=False)
+        if route.entries:
+            resolver.add(
+                "authn-providers",
+                lambda token: authenticator.review(route, token, (), f"api:{request.remote_addr}").decision.result,
+            )
     app.extensions[EXTENSION] = resolver
 
 

@@ -1,14 +1,181 @@
-"""HTTP surface of the authn capability."""
+"""HTTP surface of the authn capability: the TokenReview webhook for kube-apiserver.
+
+Spec: ../shared/specs/kubernetes-webhooks.md ("TokenReview"). Routes:
+- `POST /authn/tokenreviews` and Guard's `POST /tokenreviews`: provider from the client certificate's
+  `O=`/`CN=` when it names one, else the default chain;
+- `POST /authn/<type>/<name>/tokenreviews`: that provider (behind a TLS terminator the cert is not visible).
+Answers: 200 + `authenticated` true/false (in the request's apiVersion); 400 Status for a body that is not a
+TokenReview; 404 for an unknown provider in the path; 429 when the source is over its failed-review budget;
+503 when the identity provider could not answer in time (the apiserver does not cache non-200 answers).
+Every review is counted by provider and outcome; fresh decisions are audited with the token's fingerprint.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
 
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import Counter, Histogram
+
+from kagiya import audit
+from kagiya.authn import mtls, reviews, routing
+from kagiya.authn.providers.base import User
+from kagiya.authn.settings import AuthnSettings
 from kagiya.config import Settings
+from kagiya.errors import BadRequest, KagiyaError, TooManyRequests, UpstreamUnavailable
+from kagiya.httpjson import json_body
+from kagiya.metrics import metric
+from kagiya.openapi import describe
 
+log = logging.getLogger("kagiya.authn")
 bp = Blueprint("authn", __name__)
+STATE = "kagiya.authn.api"
+
+TOKEN_REVIEW_SCHEMA = {
+    "type": "object",
+    "description": "authentication.k8s.io/v1 or v1beta1 TokenReview",
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(reviews.API_VERSIONS)},
+        "kind": {"type": "string", "enum": ["TokenReview"]},
+        "spec": {
+            "type": "object",
+            "required": ["token"],
+            "properties": {"token": {"type": "string"}, "audiences": {"type": "array", "items": {"type": "string"}}},
+        },
+    },
+}
+REVIEW_RESPONSES = {
+    "400": "Not a TokenReview (Status body)",
+    "404": "No such provider (path route)",
+    "429": "Too many failed reviews from this source",
+    "503": "Identity provider unavailable; retry (not cached by the apiserver)",
+}
+
+
+@dataclass
+class _State:
+    authenticator: routing.Authenticator
+    settings: AuthnSettings
+    reviews: Counter
+    latency: Histogram
+
+
+def _state() -> _State:
+    return current_app.extensions[STATE]  # type: ignore[no-any-return]
+
+
+@bp.post("/authn/tokenreviews")
+@describe("TokenReview webhook (provider from the client certificate, else the default chain).",
+          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_SCHEMA,
+          responses=REVIEW_RESPONSES)
+def token_review() -> tuple[Response, int]:
+    """TokenReview webhook (provider from the client certificate, else the default chain)."""
+    return _review(None)
+
+
+@bp.post("/tokenreviews")
+@describe("TokenReview webhook at Guard's path.", tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA,
+          response_schema=TOKEN_REVIEW_SCHEMA, responses=REVIEW_RESPONSES)
+def guard_token_review() -> tuple[Response, int]:
+    """TokenReview webhook at Guard's path."""
+    return _review(None)
+
+
+@bp.post("/authn/<provider_type>/<name>/tokenreviews")
+@describe("TokenReview webhook for one configured provider (for deployments behind a TLS terminator).",
+          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_SCHEMA,
+          responses=REVIEW_RESPONSES)
+def provider_token_review(provider_type: str, name: str) -> tuple[Response, int]:
+    """TokenReview webhook for one configured provider."""
+    return _review((provider_type, name))
+
+
+def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
+    state = _state()
+    started = time.perf_counter()
+    body: Any = None
+    label = path_route and f"{path_route[0]}/{path_route[1]}" or "default"
+    try:
+        body = json_body()
+        parsed = reviews.parse_token_review(body)
+        route, source = _route_and_source(state.authenticator.providers, path_route)
+        label = route.label
+        outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source)
+    except BadRequest:
+        state.reviews.labels(label, "bad_request").inc()
+        raise
+    except TooManyRequests as exc:
+        state.reviews.labels(label, "throttled").inc()
+        response = jsonify(exc.to_status())
+        response.headers["Retry-After"] = "60"
+        return response, exc.http_status
+    except UpstreamUnavailable as exc:
+        state.reviews.labels(label, "unavailable").inc()
+        _audit(label, "error", parsed.token, None, exc.message)
+        return jsonify(exc.to_status()), exc.http_status
+    except KagiyaError as exc:
+        state.reviews.labels(label, exc.code.lower()).inc()
+        raise
+    decision = outcome.decision
+    result = decision.result
+    kind = "authenticated" if isinstance(result, User) else "rejected"
+    state.reviews.labels(decision.provider, kind).inc()
+    state.latency.labels(decision.provider, "true" if outcome.cached else "false").observe(
+        time.perf_counter() - started)
+    if not outcome.cached or state.settings.audit_cache_hits:
+        _audit(decision.provider, "success" if isinstance(result, User) else "denied", parsed.token,
+               result if isinstance(result, User) else None, "" if isinstance(result, User) else result.reason,
+               cached=outcome.cached)
+    if isinstance(result, User):
+        return jsonify(reviews.authenticated_reply(parsed.api_version, result, parsed.audiences)), 200
+    return jsonify(reviews.rejected_reply(parsed.api_version, result.reason)), 200
+
+
+def _route_and_source(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> tuple[routing.Route, str]:
+    subject = mtls.peer_subject(request.environ)
+    source = request.remote_addr or "-"
+    if subject is not None:
+        orgs, cn = routing.subject_fields(subject)
+        source = f"cert:O={','.join(orgs)},CN={cn}"
+    if path_route is not None:
+        return providers.path_route(*path_route), source
+    if subject is not None:
+        route = providers.cert_route(*routing.subject_fields(subject))
+        if route is not None:
+            return route, source
+    return providers.default_route(), source
+
+
+def _audit(provider: str, outcome: str, token: str, user: User | None, reason: str, cached: bool = False) -> None:
+    details: dict[str, Any] = {"token_fingerprint": audit.fingerprint(token), "provider": provider}
+    if user is not None:
+        details["groups"] = list(user.groups)
+        details["uid"] = user.uid
+    if reason:
+        details["reason"] = reason
+    if cached:
+        details["cached"] = True
+    try:
+        audit.record(current_app.extensions["kagiya.store"], actor=user.username if user else "anonymous",
+                     action="authn.tokenreview", target=provider, outcome=outcome,
+                     request_id=g.get("request_id", ""), details=details)
+    except Exception as exc:  # noqa: BLE001 - an audit store hiccup must not turn a review into a 500
+        log.error("audit write failed: %s", type(exc).__name__, extra={"provider": provider})
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    del settings
+    """Build the providers once (shared with kagiya.callers) and register the webhook routes."""
+    authenticator = routing.install(app, settings)
+    app.extensions[STATE] = _State(
+        authenticator=authenticator,
+        settings=settings.section("authn"),
+        reviews=metric(app, Counter, "kagiya_authn_token_reviews_total",
+                       "TokenReviews by deciding provider and outcome.", ("provider", "outcome")),
+        latency=metric(app, Histogram, "kagiya_authn_token_review_seconds",
+                       "TokenReview latency by provider and whether the cache answered.", ("provider", "cached")),
+    )
     app.register_blueprint(bp)

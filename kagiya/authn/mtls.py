@@ -1,0 +1,97 @@
+"""Mutual TLS serving: hand the verified client certificate to the Flask view, and reload certificate files.
+
+Why this module exists: gunicorn's gthread worker verifies client certificates (`cert_reqs=CERT_REQUIRED`) but
+does not put the peer certificate in the WSGI environ, and Guard-style routing needs the apiserver's `O=`/`CN=`.
+`kagiya.authn.mtls_worker.PeerCertWorker` reads the certificate from the TLS socket of each request and exposes it as
+`environ["SSL_CLIENT_CERT"]` (PEM), the same key Werkzeug's development server and mod_ssl use, so the view
+reads one key whichever server runs it. The key has no `HTTP_` prefix, so a client header cannot forge it;
+the middleware always overwrites it.
+
+Certificate reload: gunicorn asks its `ssl_context` hook for a context on every new connection;
+`reloading_ssl_context` keeps one context and rebuilds it when the mtime or size of the server certificate,
+key or client CA bundle changes, so replaced files apply to new connections without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+ENVIRON_KEY = "SSL_CLIENT_CERT"
+
+
+def _stamp(paths: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+class _ContextCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: tuple[tuple[int, int], ...] | None = None
+        self.context: ssl.SSLContext | None = None
+
+
+_contexts = _ContextCache()
+
+
+def reloading_ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """gunicorn `ssl_context` hook: the default context, rebuilt only when a certificate file changed.
+
+    If a rebuild fails (a half-written file), the previous context keeps serving until the next change.
+    """
+    paths = [p for p in (conf.certfile, conf.keyfile, conf.ca_certs) if p]
+    stamp = _stamp(paths)
+    with _contexts.lock:
+        if _contexts.context is None or stamp != _contexts.stamp:
+            try:
+                context = default_factory()
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                _contexts.context = context
+            except (OSError, ssl.SSLError):
+                if _contexts.context is None:
+                    raise
+            _contexts.stamp = stamp
+        return _contexts.context
+
+
+_SUBJECTS: OrderedDict[str, dict[str, list[str]]] = OrderedDict()
+_SUBJECTS_LOCK = threading.Lock()
+_OIDS = {"O": "2.5.4.10", "CN": "2.5.4.3", "OU": "2.5.4.11"}
+
+
+def peer_subject(environ: Mapping[str, Any]) -> dict[str, list[str]] | None:
+    """The verified client certificate's subject as {"O": [...], "CN": [...], "OU": [...]}, or None."""
+    pem = environ.get(ENVIRON_KEY)
+    if not pem:
+        return None
+    with _SUBJECTS_LOCK:
+        hit = _SUBJECTS.get(pem)
+        if hit is not None:
+            _SUBJECTS.move_to_end(pem)
+            return hit
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except ValueError:
+        return None
+    subject: dict[str, list[str]] = {}
+    for short, dotted in _OIDS.items():
+        values = cert.subject.get_attributes_for_oid(x509.ObjectIdentifier(dotted))
+        subject[short] = [str(a.value) for a in values]
+    with _SUBJECTS_LOCK:
+        _SUBJECTS[pem] = subject
+        while len(_SUBJECTS) > 256:
+            _SUBJECTS.popitem(last=False)
+    return subject

@@ -1,0 +1,315 @@
+"""Generic OpenID Connect / JWT provider (OpenID Connect Core 1.0 §3.1.3.7, RFC 7519, RFC 7517, RFC 8414-style
+discovery), at least as strict as kube-apiserver's own `--authentication-config` JWT authenticator
+(../shared/specs/kubernetes-webhooks.md, "Structured authentication config").
+
+- pinned issuer (`iss` must equal it exactly) and audience (`aud` must contain one of `audiences`);
+- algorithm allow-list (never `none`, never HMAC: public-key signatures only);
+- `exp` required, `nbf` and `iat` checked, each with `leeway_seconds`; optional `max_token_age_seconds`;
+- discovery and JWKS fetched once and cached (`jwks_ttl_seconds`), refreshed on an unknown `kid`, at most once
+  per `jwks_min_refresh_seconds`; a stale JWKS keeps serving while the issuer is down;
+- claim mappings for username, groups, uid and extra, with username and group prefixes; optional
+  `email_verified`. `system:` names are refused by the router unless the provider allows them.
+Google and Azure AD build on `OidcProvider` (hooks `check_claims` and `groups_from`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kagiya.authn.providers.base import Rejected, User
+from kagiya.config import from_mapping
+from kagiya.errors import ConfigError, UpstreamUnavailable
+
+log = logging.getLogger("kagiya.authn.oidc")
+ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                                "EdDSA"})
+MAX_JWT_CHARS = 16 * 1024
+MAX_DOC_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class OidcOptions:
+    issuer: str = ""
+    #: Accepted `aud` values (the OAuth client IDs). Required.
+    audiences: tuple[str, ...] = ()
+    #: Where to find keys; empty: `<issuer>/.well-known/openid-configuration` then its `jwks_uri`.
+    discovery_url: str = ""
+    jwks_uri: str = ""
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    username_claim: str = "sub"
+    username_prefix: str = ""
+    groups_claim: str = "groups"
+    groups_prefix: str = ""
+    uid_claim: str = "sub"
+    #: extra key -> claim name, e.g. {"example.com/tenant": "tid"}.
+    extra_claims: dict[str, str] = field(default_factory=dict)
+    require_email_verified: bool = False
+    #: When the TokenReview names audiences: true rejects tokens whose `aud` is not among them; false answers
+    #: without `status.audiences` (the apiserver then applies its own implicit audiences).
+    require_request_audience: bool = False
+    leeway_seconds: int = 60
+    max_token_age_seconds: int = 0
+    jwks_ttl_seconds: int = 3600
+    jwks_min_refresh_seconds: int = 30
+    timeout_seconds: float = 5.0
+    #: CA bundle for the issuer's TLS (empty: system trust store).
+    ca_file: str = ""
+
+
+def validate_options(opts: OidcOptions, where: str) -> None:
+    if not opts.issuer:
+        raise ConfigError(f"{where}.issuer is required")
+    if not opts.audiences:
+        raise ConfigError(f"{where}.audiences is required (the client IDs tokens must be issued to)")
+    bad = [a for a in opts.algorithms if a not in ALLOWED_ALGORITHMS]
+    if bad or not opts.algorithms:
+        raise ConfigError(f"{where}.algorithms: {bad[0] if bad else 'empty'} is not allowed "
+                          f"(allowed: {', '.join(sorted(ALLOWED_ALGORITHMS))})")
+    if opts.timeout_seconds <= 0:
+        raise ConfigError(f"{where}.timeout_seconds must be positive")
+
+
+class KeyStore:
+    """Discovery + JWKS for one issuer, cached with a TTL; refresh on unknown kid is rate-limited."""
+
+    def __init__(self, opts: OidcOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        import requests
+
+        self.opts = opts
+        self.clock = clock
+        self.session = requests.Session()
+        self.session.verify = opts.ca_file or True
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = -1e18
+        self._last_attempt = -1e18
+        self._last_error = ""
+        self._jwks_uri = opts.jwks_uri
+        #: The discovery document, once fetched (Azure reads its token_endpoint).
+        self.discovery: dict[str, Any] = {}
+
+    def key_for(self, kid: str | None, alg: str) -> Any | None:
+        """The key for `kid` (or the only key matching `alg` when the token has no kid); None if unknown.
+
+        Raises UpstreamUnavailable when keys are needed and the issuer cannot be reached.
+        """
+        with self._lock:
+            fresh = self.clock() - self._fetched_at < self.opts.jwks_ttl_seconds
+            key = self._find(kid, alg)
+            if key is not None and fresh:
+                return key
+            if self.clock() - self._last_attempt < self.opts.jwks_min_refresh_seconds:
+                # Tried moments ago: answer from what we have instead of hammering the issuer.
+                if key is None and self._last_error:
+                    raise UpstreamUnavailable(self._last_error)
+                return key
+            try:
+                self._refresh()
+                self._last_error = ""
+            except UpstreamUnavailable as exc:
+                self._last_error = exc.message
+                if key is not None:
+                    log.warning("JWKS refresh failed; serving cached keys", extra={"provider": self.opts.issuer})
+                    return key
+                raise
+            return self._find(kid, alg)
+
+    def _find(self, kid: str | None, alg: str) -> Any | None:
+        if kid:
+            return self._keys.get(kid)
+        matching = [k for k in self._keys.values() if (k.alg or alg) == alg]
+        return matching[0] if len(matching) == 1 else None
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        import requests
+
+        try:
+            resp = self.session.get(url, timeout=self.opts.timeout_seconds, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"issuer unreachable ({type(exc).__name__})") from None
+        if resp.status_code != 200:
+            raise UpstreamUnavailable(f"issuer answered HTTP {resp.status_code} for {url}")
+        if len(resp.content) > MAX_DOC_BYTES:
+            raise UpstreamUnavailable(f"issuer document at {url} is too large")
+        try:
+            data = resp.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"issuer document at {url} is not JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamUnavailable(f"issuer document at {url} is not a JSON object")
+        return data
+
+    def _refresh(self) -> None:
+        from joserfc.jwk import KeySet
+
+        self._last_attempt = self.clock()
+        if not self._jwks_uri:
+            url = self.opts.discovery_url or self.opts.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            doc = self._get_json(url)
+            if doc.get("issuer") != self.opts.issuer:
+                raise UpstreamUnavailable("discovery document names a different issuer")
+            jwks_uri = doc.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri:
+                raise UpstreamUnavailable("discovery document has no jwks_uri")
+            self._jwks_uri = jwks_uri
+            self.discovery = doc
+        data = self._get_json(self._jwks_uri)
+        usable = [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"
+                  and k.get("kty") in ("RSA", "EC", "OKP")]
+        try:
+            keyset = KeySet.import_key_set({"keys": usable})  # type: ignore[typeddict-item]
+        except Exception as exc:  # noqa: BLE001 - joserfc raises several types for malformed keys
+            raise UpstreamUnavailable(f"issuer JWKS is malformed ({type(exc).__name__})") from None
+        self._keys = {k.kid or f"#{i}": k for i, k in enumerate(keyset.keys)}
+        self._fetched_at = self.clock()
+
+
+def _b64json(segment: str) -> dict[str, Any]:
+    padded = segment + "=" * (-len(segment) % 4)
+    data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    return data
+
+
+def as_strings(value: Any) -> list[str] | None:
+    """A claim as a list of strings (a single string counts as one); None when it is neither."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+class OidcProvider:
+    """Provider `oidc`: JWTs from one pinned issuer."""
+
+    type = "oidc"
+
+    def __init__(self, name: str, opts: OidcOptions, clock: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.opts = opts
+        self.clock = clock
+        self.keys = KeyStore(opts)
+        self.algorithms = frozenset(opts.algorithms)
+
+    def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
+        """Raises UpstreamUnavailable only when keys are needed and the issuer cannot be reached."""
+        if len(token) > MAX_JWT_CHARS or token.count(".") != 2:
+            return Rejected("not a JWT")
+        header_b64, payload_b64, _ = token.split(".")
+        try:
+            header = _b64json(header_b64)
+            unverified_claims = _b64json(payload_b64)
+        except (ValueError, UnicodeDecodeError):
+            return Rejected("malformed JWT")
+        if not self.issuer_ok(unverified_claims.get("iss")):
+            return Rejected("token issuer not accepted")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            return Rejected("token signing algorithm not allowed")
+        kid = header.get("kid")
+        key = self.keys.key_for(kid if isinstance(kid, str) else None, alg)
+        if key is None:
+            return Rejected("token signed by an unknown key")
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg]).claims
+        except (JoseError, ValueError):
+            return Rejected("invalid token signature")
+        if not self.issuer_ok(claims.get("iss")):
+            return Rejected("token issuer not accepted")
+        problem = self.check_times(claims) or self.check_audience(claims, audiences) or self.check_claims(claims)
+        if problem is not None:
+            return problem
+        return self.user_from(claims, audiences)
+
+    def issuer_ok(self, iss: Any) -> bool:
+        return bool(iss == self.opts.issuer)
+
+    def check_times(self, claims: Mapping[str, Any]) -> Rejected | None:
+        now, leeway = self.clock(), self.opts.leeway_seconds
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            return Rejected("token has no expiry")
+        if exp + leeway < now:
+            return Rejected("token expired")
+        if nbf is not None and (not isinstance(nbf, (int, float)) or nbf - leeway > now):
+            return Rejected("token not yet valid")
+        if iat is not None and (not isinstance(iat, (int, float)) or iat - leeway > now):
+            return Rejected("token issued in the future")
+        if self.opts.max_token_age_seconds and (
+            not isinstance(iat, (int, float)) or now - iat > self.opts.max_token_age_seconds + leeway
+        ):
+            return Rejected("token too old")
+        return None
+
+    def token_audiences(self, claims: Mapping[str, Any]) -> list[str]:
+        return as_strings(claims.get("aud")) or []
+
+    def check_audience(self, claims: Mapping[str, Any], requested: Sequence[str]) -> Rejected | None:
+        aud = self.token_audiences(claims)
+        if not set(aud) & set(self.opts.audiences):
+            return Rejected("token audience not accepted")
+        if requested and self.opts.require_request_audience and not set(aud) & set(requested):
+            return Rejected("token audience does not match the requested audiences")
+        return None
+
+    def check_claims(self, claims: Mapping[str, Any]) -> Rejected | None:
+        """Provider-specific checks (Google `hd`, Azure `tid`); the generic one checks `email_verified`."""
+        if self.opts.require_email_verified and claims.get("email_verified") not in (True, "true"):
+            return Rejected("email address not verified")
+        return None
+
+    def groups_from(self, claims: Mapping[str, Any]) -> list[str]:
+        """Group names from the token (Azure overrides this for the groups-overage case)."""
+        value = claims.get(self.opts.groups_claim)
+        if value is None:
+            return []
+        groups = as_strings(value)
+        if groups is None:
+            raise _ClaimError(f"claim {self.opts.groups_claim!r} is not a string list")
+        return groups
+
+    def user_from(self, claims: Mapping[str, Any], requested: Sequence[str]) -> User | Rejected:
+        username = claims.get(self.opts.username_claim)
+        if not isinstance(username, str) or not username:
+            return Rejected(f"token has no {self.opts.username_claim!r} claim")
+        uid = claims.get(self.opts.uid_claim, "")
+        try:
+            groups = self.groups_from(claims)
+        except _ClaimError as exc:
+            return Rejected(str(exc))
+        extra: dict[str, tuple[str, ...]] = {}
+        for key, claim in self.opts.extra_claims.items():
+            values = as_strings(claims.get(claim))
+            if values:
+                extra[key] = tuple(values)
+        valid_for = tuple(a for a in self.token_audiences(claims) if a in set(requested))
+        return User(
+            username=self.opts.username_prefix + username,
+            uid=str(uid) if isinstance(uid, (str, int)) and not isinstance(uid, bool) else "",
+            groups=tuple(self.opts.groups_prefix + g for g in groups),
+            extra=extra,
+            audiences=valid_for,
+        )
+
+
+class _ClaimError(ValueError):
+    pass
+
+
+def from_config(name: str, options: Mapping[str, Any]) -> OidcProvider:
+    where = f"authn.providers[oidc/{name}]"
+    opts = from_mapping(OidcOptions, options, where)
+    validate_options(opts, where)
+    return OidcProvider(name, opts)

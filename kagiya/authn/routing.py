@@ -1,0 +1,283 @@
+"""Which providers answer a TokenReview, and the review itself (cache, single flight, deadline, failure limit).
+
+Spec: ../shared/specs/kubernetes-webhooks.md ("Guard's routing convention"). Providers are built ONCE from
+the `authn:` settings when the app is created (Guard builds them, and fetches OIDC discovery, per request)
+and shared by the webhook and by `kagiya.callers`. A route is an ordered tuple of providers:
+- client certificate: `O=` names the provider type, `CN=` its name (GitHub org, Google domain, Azure tenant...);
+- URL path `/authn/<type>/<name>/tokenreviews` (deployments behind a TLS terminator);
+- otherwise the default chain (`authn.default_chain`, or every configured provider in config order).
+The static token file, when configured, is always tried first, as Guard does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from kagiya.authn.cache import ReviewCache, cache_key
+from kagiya.authn.providers import REGISTRY, build_provider
+from kagiya.authn.providers.base import Provider, Rejected, User
+from kagiya.authn.settings import AuthnSettings
+from kagiya.errors import ConfigError, NotFound, TooManyRequests, UpstreamUnavailable
+
+log = logging.getLogger("kagiya.authn")
+EXTENSION = "kagiya.authn"
+TOKEN_FILE = "token-auth"  # noqa: S105 - a provider type name, not a secret
+#: Keys of a provider mapping that routing consumes; the rest go to the provider's own `from_config`.
+ROUTING_KEYS = ("type", "name", "allow_system_names")
+RESERVED_PREFIX = "system:"
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    type: str
+    name: str
+    provider: Provider
+    #: False only for the static token file, whose `system:` entries an operator wrote on purpose.
+    external: bool = True
+    allow_system_names: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Route:
+    key: str
+    entries: tuple[ProviderEntry, ...]
+    #: Metric/audit label: the provider named by the cert or path, or "default".
+    label: str = "default"
+    #: When set, a token no provider accepted is rejected with this reason (e.g. cert names no provider).
+    unknown_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    result: User | Rejected
+    #: "type/name" of the provider that decided (the route label when none did).
+    provider: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision
+    cached: bool
+
+
+class ProviderSet:
+    """Every configured provider, built once, and the routes over them."""
+
+    def __init__(self, entries: Sequence[ProviderEntry], token_file: ProviderEntry | None,
+                 default_chain: Sequence[str] = ()) -> None:
+        self.token_file = token_file
+        self.entries: dict[str, ProviderEntry] = {}
+        for entry in entries:
+            if entry.key in self.entries:
+                raise ConfigError(f"authn.providers: {entry.key} is configured twice")
+            self.entries[entry.key] = entry
+        chain = list(default_chain) or list(self.entries)
+        missing = [k for k in chain if k not in self.entries]
+        if missing:
+            raise ConfigError(f"authn.default_chain: {missing[0]} is not a configured provider "
+                              f"(configured: {', '.join(self.entries) or 'none'})")
+        self._default = tuple(self.entries[k] for k in chain)
+
+    @classmethod
+    def from_settings(cls, settings: AuthnSettings) -> ProviderSet:
+        """Build every provider; raises ConfigError naming the bad provider key."""
+        token_file = None
+        if settings.token_file:
+            from kagiya.authn.providers.tokenfile import TokenFileProvider
+
+            token_file = ProviderEntry(TOKEN_FILE, "default", TokenFileProvider(settings.token_file), external=False)
+        entries = []
+        for i, spec in enumerate(settings.providers):
+            where = f"authn.providers[{i}]"
+            ptype, name = spec.get("type"), spec.get("name")
+            if not isinstance(ptype, str) or ptype not in REGISTRY:
+                raise ConfigError(f"{where}.type must be one of {', '.join(REGISTRY)}")
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ConfigError(f"{where}.name must be a non-empty string without '/'")
+            allow_system = spec.get("allow_system_names", False)
+            if not isinstance(allow_system, bool):
+                raise ConfigError(f"{where}.allow_system_names must be true or false")
+            options = {k: v for k, v in spec.items() if k not in ROUTING_KEYS}
+            provider = build_provider(ptype, name, options)
+            entries.append(ProviderEntry(ptype, name, provider, ptype != TOKEN_FILE, allow_system))
+        return cls(entries, token_file, settings.default_chain)
+
+    def _with_token_file(self, entries: Sequence[ProviderEntry]) -> tuple[ProviderEntry, ...]:
+        first = (self.token_file,) if self.token_file is not None else ()
+        return first + tuple(e for e in entries if e is not self.token_file)
+
+    def default_route(self, *, include_token_file: bool = True) -> Route:
+        if include_token_file:
+            return Route("default", self._with_token_file(self._default))
+        return Route("default-external", self._default)
+
+    def path_route(self, ptype: str, name: str) -> Route:
+        """The route named by the URL path; raises NotFound when no such provider is configured."""
+        entry = self.entries.get(f"{ptype}/{name}")
+        if entry is None:
+            if ptype == TOKEN_FILE and self.token_file is not None:
+                return Route("path:token-auth", (self.token_file,), label=TOKEN_FILE)
+            raise NotFound(f"no authn provider {ptype}/{name} is configured")
+        return Route(f"path:{entry.key}", self._with_token_file([entry]), label=entry.key)
+
+    def cert_route(self, organizations: Sequence[str], common_name: str) -> Route | None:
+        """Guard's rule: `O=` provider type, `CN=` its name. None when no `O=` names a provider type."""
+        for org in organizations:
+            if org == TOKEN_FILE:
+                entries = (self.token_file,) if self.token_file is not None else ()
+                return Route("cert:token-auth", entries, label=TOKEN_FILE,
+                             unknown_reason="" if entries else "no token file is configured")
+            if org in REGISTRY:
+                entry = self.entries.get(f"{org}/{common_name}")
+                if entry is None:
+                    return Route(f"cert:{org}/{common_name}", self._with_token_file([]), label=f"{org}/{common_name}",
+                                 unknown_reason=f"no {org} provider is configured for {common_name!r}")
+                return Route(f"cert:{entry.key}", self._with_token_file([entry]), label=entry.key)
+        return None
+
+
+class FailureLimiter:
+    """Failed reviews per source in fixed one-minute windows; bounded memory."""
+
+    MAX_SOURCES = 10000
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def over(self, source: str) -> bool:
+        if self.per_minute <= 0:
+            return False
+        with self._lock:
+            start, count = self._windows.get(source, (0.0, 0))
+            return self.clock() - start < 60.0 and count >= self.per_minute
+
+    def record_failure(self, source: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            start, count = self._windows.get(source, (now, 0))
+            if now - start >= 60.0:
+                start, count = now, 0
+            if len(self._windows) >= self.MAX_SOURCES and source not in self._windows:
+                self._windows = {s: w for s, w in self._windows.items() if now - w[0] < 60.0}
+                if len(self._windows) >= self.MAX_SOURCES:
+                    self._windows.pop(next(iter(self._windows)))
+            self._windows[source] = (start, count + 1)
+
+
+class Authenticator:
+    """Runs a review over a route: cache, one upstream call per token, deadline, failure limit."""
+
+    def __init__(self, providers: ProviderSet, settings: AuthnSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.providers = providers
+        self.timeout = settings.review_timeout_seconds
+        self.cache: ReviewCache[Decision] = ReviewCache(
+            lambda d: isinstance(d.result, User),
+            ttl=settings.cache_ttl_seconds,
+            negative_ttl=settings.cache_negative_ttl_seconds,
+            max_entries=settings.cache_max_entries,
+            clock=clock,
+        )
+        self.limiter = FailureLimiter(settings.failed_reviews_per_minute, clock)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def review(self, route: Route, token: str, audiences: Sequence[str] = (), source: str = "") -> Outcome:
+        """Raises UpstreamUnavailable (retry later) or TooManyRequests (source over its failure budget)."""
+        key = cache_key(route.key, token, audiences)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return Outcome(cached, True)
+        if self.limiter.over(source):
+            raise TooManyRequests("too many failed token reviews from this client; retry in a minute")
+        decision, from_cache = self.cache.get_or_compute(
+            key, lambda: self._run_with_deadline(route, token, audiences), wait=self.timeout + 1.0)
+        if isinstance(decision.result, Rejected) and not from_cache:
+            self.limiter.record_failure(source)
+        return Outcome(decision, from_cache)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made on first use, i.e. in the gunicorn worker after fork, never in the preloading master.
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="authn-review")
+            return self._pool
+
+    def _run_with_deadline(self, route: Route, token: str, audiences: Sequence[str]) -> Decision:
+        future = self._executor().submit(run_chain, route, token, tuple(audiences))
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            log.warning("authn review timed out", extra={"provider": route.label})
+            raise UpstreamUnavailable(f"identity provider did not answer within {self.timeout:g}s") from None
+
+
+def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
+    """Ask each provider of the route in order; the first User wins. Any provider down and none accepting
+    means UpstreamUnavailable (a denial must not be cached by the apiserver when the IdP could not answer)."""
+    unavailable = False
+    rejection: Decision | None = None
+    for entry in route.entries:
+        try:
+            result = entry.provider.authenticate(token, audiences)
+        except UpstreamUnavailable as exc:
+            log.warning("authn provider unavailable: %s", exc.message, extra={"provider": entry.key})
+            unavailable = True
+            continue
+        except Exception as exc:  # noqa: BLE001 - a provider bug must fail closed as 503, never a traceback reply
+            log.error("authn provider failed: %s", type(exc).__name__, extra={"provider": entry.key})
+            unavailable = True
+            continue
+        if isinstance(result, User):
+            return Decision(check_reserved(entry, result), entry.key)
+        rejection = Decision(result, entry.key)
+    if unavailable:
+        raise UpstreamUnavailable("identity provider unavailable")
+    if route.unknown_reason:
+        return Decision(Rejected(route.unknown_reason), route.label)
+    return rejection or Decision(Rejected("no identity provider is configured"), route.label)
+
+
+def check_reserved(entry: ProviderEntry, user: User) -> User | Rejected:
+    """External providers may not mint `system:` users or groups (cluster-admin by another name)."""
+    if not entry.external or entry.allow_system_names:
+        return user
+    if user.username.startswith(RESERVED_PREFIX) or any(g.startswith(RESERVED_PREFIX) for g in user.groups):
+        return Rejected("identity provider returned a reserved system: name")
+    return user
+
+
+def install(app: Any, settings: Any) -> Authenticator:
+    """The app's Authenticator, built on first call (callers.init_app or authn.api.init_app) and shared."""
+    existing = app.extensions.get(EXTENSION)
+    if existing is None:
+        authn: AuthnSettings = settings.section("authn")
+        existing = Authenticator(ProviderSet.from_settings(authn), authn)
+        app.extensions[EXTENSION] = existing
+    return existing  # type: ignore[no-any-return]
+
+
+def authenticator_of(app: Any) -> Authenticator:
+    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def subject_fields(subject: Mapping[str, Sequence[str]]) -> tuple[list[str], str]:
+    """(organizations, common name) from a parsed certificate subject."""
+    cns = list(subject.get("CN", ()))
+    return list(subject.get("O", ())), cns[0] if cns else ""
