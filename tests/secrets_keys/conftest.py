@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.gpg import gpg_home  # noqa: F401 - session fixture
+from tests.support.moto import moto_server  # noqa: F401 - session fixture
 
 
 @pytest.fixture
@@ -41,3 +42,13 @@ def cloudkms(cloudkms_session: Any) -> Any:
     cloudkms_session.reset()
     yield cloudkms_session
     cloudkms_session.reset()
+
+
+@pytest.fixture(scope="session")
+def aws_keys(moto_server: Any) -> dict[str, str]:  # noqa: F811 - the imported fixture
+    """Two keys in eu-west-1 (`key`, `other`), and an alias ARN (`alias`) for `key`'s twin in us-east-2."""
+    return {
+        "key": moto_server.create_kms_key("eu-west-1"),
+        "other": moto_server.create_kms_key("eu-west-1"),
+        "alias": moto_server.create_kms_key("us-east-2", alias="kagiya-test"),
+    }
