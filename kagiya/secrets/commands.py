@@ -1,10 +1,144 @@
-"""`kagiya secrets ...` commands."""
+"""`kagiya secrets …`: encrypt, decrypt, edit, patch, create, introspect, rotate, keygen, check.
+
+This path runs in pre-commit hooks and git textconv, so it imports no Flask or cloud SDK: the work modules
+are imported inside each command, and recipient backends only when a file names them (keys/base.py).
+Errors are `KagiyaError`s: `kagiya.cli.main` prints them as one line and exits non-zero; input files are
+only ever replaced atomically after everything succeeded.
+"""
 
 from __future__ import annotations
 
 import click
 
+from kagiya.cli import get_settings
+
+FILE_HELP = "Manifest file, or - for stdin."
+
+
+def _secrets_settings() -> object:
+    return get_settings().section("secrets")
+
+
+def _out_options(fn):  # type: ignore[no-untyped-def]
+    fn = click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically, mode 0600).")(fn)
+    fn = click.option("-i", "--in-place", is_flag=True, help="Rewrite the input file atomically.")(fn)
+    return fn
+
+
+def _check_out(in_place: bool, output: str | None) -> None:
+    from kagiya.errors import UsageError
+
+    if in_place and output:
+        raise UsageError("use either -i or -o, not both")
+
 
 @click.group(name="secrets")
 def group() -> None:
-    """secrets commands."""
+    """Encrypt, decrypt and check Kubernetes Secret manifests (kubesec format)."""
+
+
+@group.command()
+@click.argument("file", default="-")
+@_out_options
+@click.option("-k", "--key", "keys", multiple=True, metavar="[+|-]URI",
+              help="Recipient: URI sets the list, +URI adds, -URI removes (local:NAME, pgp:FPR, gcp:…, aws:…).")
+@click.option("--cleartext", is_flag=True, help="data values are given decoded; base64-encode them first.")
+@click.option("--rotate", is_flag=True, help="Make a new data key (every value changes).")
+def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...], cleartext: bool,
+            rotate: bool) -> None:
+    """Encrypt the Secrets in FILE (re-encrypting an encrypted file keeps unchanged lines)."""
+    from kagiya.secrets import ops
+
+    _check_out(in_place, output)
+    settings = _secrets_settings()
+    src = ops.read_source(file, settings)
+    ops.write_result(ops.encrypt(src, settings, keys, rotate=rotate, cleartext=cleartext), src, in_place, output)
+
+
+@group.command()
+@click.argument("file", default="-")
+@_out_options
+@click.option("--cleartext", is_flag=True, help="Show data values base64-decoded.")
+@click.option("--for-diff", is_flag=True,
+              help="For git textconv: print plaintext when possible, else the file unchanged; never fail.")
+def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_diff: bool) -> None:
+    """Decrypt FILE (verifying every value and the MAC)."""
+    from kagiya.errors import KagiyaError
+    from kagiya.secrets import ops
+
+    _check_out(in_place, output)
+    settings = _secrets_settings()
+    src = ops.read_source(file, settings)
+    if for_diff:
+        try:
+            text, _ = ops.decrypt(src, settings, cleartext=cleartext)
+        except KagiyaError as exc:
+            text = src.text
+            if "# kubesec:v:" in text:
+                click.echo(f"kagiya: {src.name}: shown encrypted: {exc.message}", err=True)
+        ops.write_result(text, src, False, None)
+        return
+    text, _ = ops.decrypt(src, settings, cleartext=cleartext)
+    ops.write_result(text, src, in_place, output)
+
+
+@group.command()
+@click.argument("file")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of rewriting FILE.")
+def rotate(file: str, output: str | None) -> None:
+    """Re-encrypt FILE under a new data key for the same recipients."""
+    from kagiya.secrets import ops
+
+    settings = _secrets_settings()
+    src = ops.read_source(file, settings)
+    text = ops.encrypt(src, settings, (), rotate=True)
+    ops.write_result(text, src, output is None, output)
+
+
+@group.command()
+@click.argument("name", default="default")
+def keygen(name: str) -> None:
+    """Create local key NAME (default: default) in the local keyring."""
+    from kagiya.secrets.keys import local
+
+    path, _ = local.generate(_secrets_settings(), name)
+    click.echo(f"created local:{name} in {path}")
+
+
+@group.command()
+@click.argument("file", default="-")
+def introspect(file: str) -> None:
+    """Show FILE's format version, recipients and value names without decrypting."""
+    from kagiya.secrets import envelope, manifest, ops
+
+    src = ops.read_source(file, _secrets_settings())
+    m = manifest.parse(src.text)
+    if not m.encrypted:
+        click.echo(f"{src.name}: not encrypted")
+    else:
+        trailer = envelope.read_trailer(m)
+        click.echo(f"{src.name}: kubesec v{trailer.version}, MAC {'present' if trailer.mac else 'absent'}")
+        click.echo("recipients:")
+        for r in trailer.recipients:
+            click.echo(f"  {r.uri}")
+    for doc in m.secrets:
+        click.echo(f"Secret {doc.identity}: {' '.join(s.label for s in doc.slots) or '(no values)'}")
+
+
+@group.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--fix", is_flag=True, help="Encrypt offending files in place (recipients as for encrypt).")
+def check(files: tuple[str, ...], fix: bool) -> None:
+    """Exit 1 if any FILE holds a plaintext Secret value (for pre-commit)."""
+    from kagiya.secrets import checker
+
+    findings = checker.run(files, fix, _secrets_settings)
+    for line in findings:
+        click.echo(line, err=True)
+    if findings:
+        raise click.exceptions.Exit(1)
+
+
+from kagiya.secrets import commands_edit as _edit  # noqa: E402  (registers edit, patch, create)
+
+_edit.register(group)

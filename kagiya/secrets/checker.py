@@ -1,0 +1,69 @@
+"""`kagiya secrets check FILES…`: the pre-commit guard. Needs no key: it only looks at the text.
+
+A finding names the file, the Secret and each plaintext value. An encrypted file passes when every value has
+the kubesec value shape and the trailer parses; a plaintext value slipped into an encrypted file is a finding.
+Files that are not YAML are skipped unless they mention `kind: Secret`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from kagiya.errors import KagiyaError
+from kagiya.secrets import envelope, kubesec, manifest, ops
+from kagiya.secrets.atomic import write_atomic
+
+SECRET_HINT = re.compile(r"^\s*\"?kind\"?\s*:\s*\"?Secret\b", re.MULTILINE)
+
+
+def run(files: Iterable[str], fix: bool, settings_fn: Callable[[], object]) -> list[str]:
+    findings: list[str] = []
+    for name in files:
+        findings += check_file(name, fix, settings_fn)
+    return findings
+
+
+def check_file(name: str, fix: bool, settings_fn: Callable[[], object]) -> list[str]:
+    try:
+        with open(name, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return [f"{name}: cannot read: {exc.strerror}"]
+    try:
+        text = data.decode("utf-8")
+        m = manifest.parse(text)
+    except (UnicodeDecodeError, KagiyaError) as exc:
+        if isinstance(exc, UnicodeDecodeError) or not SECRET_HINT.search(data.decode("utf-8", "replace")):
+            return []
+        return [f"{name}: {exc.message}"]
+    problems = plaintext_values(m, name)
+    if m.encrypted:
+        try:
+            envelope.read_trailer(m)
+        except KagiyaError as exc:
+            return [f"{name}: {exc.message}"]
+    if not problems:
+        return []
+    if fix and not m.encrypted:
+        try:
+            settings = settings_fn()
+            text = ops.encrypt(ops.Source(text, Path(name)), settings)
+            write_atomic(name, text.encode("utf-8"))
+        except KagiyaError as exc:
+            return [f"{name}: --fix failed: {exc.message}"] + problems
+        return [f"{name}: encrypted {len(problems)} plaintext value(s); review and stage it again"]
+    if fix:
+        return [f"{name}: plaintext values in an encrypted file; use kagiya secrets edit or patch"] + problems
+    return problems
+
+
+def plaintext_values(m: manifest.Manifest, name: str) -> list[str]:
+    """One line per plaintext value: `FILE: Secret ns/name: data.password is plaintext`."""
+    return [
+        f"{name}: Secret {doc.identity}: {slot.label} is plaintext"
+        for doc in m.secrets
+        for slot in doc.slots
+        if not m.encrypted or not kubesec.VALUE_RE.match(slot.value)
+    ]

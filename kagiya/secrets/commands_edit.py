@@ -1,0 +1,243 @@
+"""`kagiya secrets edit | patch | create`: change values of an encrypted manifest without a plaintext file on disk.
+
+`edit` decrypts into a private temp file (0600 in a 0700 temp dir), runs `$EDITOR`, and re-encrypts against the
+opened original, so unchanged values keep their ciphertext. On any error nothing is written and the edited temp
+file is kept (its path is printed), so nothing typed is lost. `patch` sets (`-d k=v`, `-s k=v`, `k=file:PATH`)
+or removes (`~k`) keys by editing the plaintext text in place, then re-encrypts the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import click
+
+from kagiya.cli import get_settings
+from kagiya.errors import KagiyaError, UsageError
+
+KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _settings() -> object:
+    return get_settings().section("secrets")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(edit)
+    group.add_command(patch)
+    group.add_command(create)
+
+
+def _open_existing(path: Path, settings: object) -> tuple[object, str, list[str]]:
+    """(opened or None, plaintext text, recipients) of the file to change."""
+    from kagiya.secrets import envelope, manifest, ops
+
+    src = ops.read_source(str(path), settings)
+    m = manifest.parse(src.text)
+    if not m.encrypted:
+        return None, src.text, []
+    opened = envelope.open_manifest(m, settings)
+    return opened, envelope.decrypted_text(opened), opened.recipients
+
+
+def _reseal(text: str, path: Path, opened: object, recipients: list[str], settings: object) -> str:
+    from kagiya.secrets import envelope, manifest, ops
+
+    m = manifest.parse(text)
+    if m.encrypted:
+        raise UsageError("the edited text still contains a '# kubesec:' trailer; remove it")
+    if not m.secrets:
+        raise UsageError("the edited text holds no kind: Secret document")
+    chosen, is_default = ops.choose_recipients((), recipients, path)
+    if is_default:
+        ops.ensure_default_key(settings)
+    return envelope.seal(m, envelope.plain_values(m), chosen, settings, previous=opened)  # type: ignore[arg-type]
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def edit(file: str) -> None:
+    """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+    from kagiya.secrets.atomic import write_atomic
+
+    settings = _settings()
+    path = Path(file)
+    opened, plaintext, recipients = _open_existing(path, settings)
+    tmpdir = tempfile.mkdtemp(prefix="kagiya-edit-")
+    tmp = Path(tmpdir) / (path.name or "secret.yaml")
+    write_atomic(tmp, plaintext.encode("utf-8"), 0o600)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    try:
+        rc = subprocess.call([*shlex.split(editor), str(tmp)])
+    except OSError as exc:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise UsageError(f"cannot run editor {editor!r}: {exc.strerror}") from None
+    if rc != 0:
+        raise UsageError(f"editor exited with status {rc}; nothing written, your edit is kept at {tmp}")
+    edited = tmp.read_text(encoding="utf-8")
+    if edited == plaintext:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        click.echo(f"{file}: no changes", err=True)
+        return
+    try:
+        text = _reseal(edited, path, opened, recipients, settings)
+        write_atomic(path, text.encode("utf-8"))
+    except KagiyaError as exc:
+        raise type(exc)(f"{exc.message}; nothing written, your edit is kept at {tmp}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {file}: {exc.strerror}; your edit is kept at {tmp}") from None
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
+    """`k=v`, `k=file:PATH`, `~k` -> (section, key, value or None for removal)."""
+    out: list[tuple[str, str, str | None]] = []
+    for item in items:
+        if item.startswith("~"):
+            key, value = item[1:], None
+        else:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise UsageError(f"{item!r}: expected KEY=VALUE, KEY=file:PATH or ~KEY")
+            if raw.startswith("file:"):
+                try:
+                    content = Path(raw[5:]).read_bytes()
+                except OSError as exc:
+                    raise UsageError(f"{raw[5:]}: {exc.strerror}") from None
+            else:
+                content = raw.encode("utf-8")
+            if section == "data":
+                value = base64.b64encode(content).decode("ascii")
+            else:
+                try:
+                    value = content.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"{key}: stringData must be UTF-8 text; use -d for binary") from None
+        if not KEY_RE.match(key):
+            raise UsageError(f"{key!r} is not a valid Secret key (letters, digits, '-', '_', '.')")
+        out.append((section, key, value))
+    return out
+
+
+def apply_changes(text: str, changes: list[tuple[str, str, str | None]], name: str | None) -> str:
+    """Set or remove keys of one Secret in plaintext manifest `text`, keeping the rest of the layout."""
+    from kagiya.secrets import manifest
+
+    for section, key, value in changes:
+        m = manifest.parse(text)
+        docs = [d for d in m.secrets if name is None or d.name == name]
+        if len(docs) != 1:
+            found = ", ".join(d.identity for d in m.secrets) or "none"
+            raise UsageError(f"pick one Secret with --name (found: {found})")
+        doc = docs[0]
+        slots = [s for s in doc.slots if s.section == section]
+        current = next((s for s in slots if s.key == key), None)
+        if value is None:
+            if current is None:
+                raise UsageError(f"Secret {doc.identity} has no {section}.{key} to remove")
+            text = _remove_line(text, current)
+        elif current is not None:
+            text = manifest.splice(text, [(current, manifest.render_plain(current, value, m.newline))])
+        else:
+            text = _insert(text, m, doc, section, slots, key, value)
+    return text
+
+
+def _remove_line(text: str, slot: object) -> str:
+    start = text.rfind("\n", 0, slot.key_start) + 1  # type: ignore[attr-defined]
+    if text[start:slot.key_start].strip() or slot.flow:  # type: ignore[attr-defined]
+        raise UsageError("cannot remove a key from a flow-style mapping; use edit")
+    end = text.find("\n", slot.end)  # type: ignore[attr-defined]
+    return text[:start] + ("" if end < 0 else text[end + 1:])
+
+
+def _insert(text: str, m: object, doc: object, section: str, slots: list, key: str, value: str) -> str:
+    from kagiya.secrets import manifest
+
+    nl = m.newline  # type: ignore[attr-defined]
+    if slots:
+        last = max(slots, key=lambda s: s.end)
+        if last.flow:
+            raise UsageError("cannot add a key to a flow-style mapping; use edit")
+        indent = last.indent - 2
+        at = text.find("\n", last.end)
+        at = len(text) if at < 0 else at + 1
+    else:
+        if doc.flow:  # type: ignore[attr-defined]
+            raise UsageError("cannot add to a flow-style Secret; use edit")
+        indent = doc.column + 2  # type: ignore[attr-defined]
+        at = doc.insert_at  # type: ignore[attr-defined]
+        if re.search(rf"(?m)^{' ' * doc.column}{section}:\s*(\{{\}})?\s*$", text[:at]):  # type: ignore[attr-defined]
+            raise UsageError(f"{section} is empty or in flow style; use edit")
+    probe = manifest.Slot(0, section, key, "", 0, 0, "", False, indent + 2)
+    line = f"{' ' * indent}{key}: {manifest.render_plain(probe, value, nl)}{nl}"
+    if not slots:
+        line = f"{' ' * (indent - 2)}{section}:{nl}{line}"
+    if at > 0 and not text[:at].endswith("\n"):
+        line = nl + line
+    return text[:at] + line + text[at:]
+
+
+def _write(text: str, path: Path | None, output: str | None) -> None:
+    from kagiya.secrets import ops
+
+    ops.write_result(text, ops.Source("", path), in_place=output is None and path is not None, output=output)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-d", "--data", "data", multiple=True, metavar="K=V|~K", help="Set data K (base64-encoded for you).")
+@click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V|~K", help="Set stringData K.")
+@click.option("--name", default=None, help="The Secret to change when FILE holds several.")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of rewriting FILE.")
+def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: str | None,
+          output: str | None) -> None:
+    """Set or remove keys of an (encrypted) Secret; unchanged values stay byte-identical."""
+    settings = _settings()
+    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
+    if not changes:
+        raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
+    path = Path(file)
+    opened, plaintext, recipients = _open_existing(path, settings)
+    text = apply_changes(plaintext, changes, name)
+    _write(_reseal(text, path, opened, recipients, settings), path, output)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-n", "--namespace", default=None, help="metadata.namespace.")
+@click.option("-d", "--data", "data", multiple=True, metavar="K=V", help="data K (base64-encoded for you).")
+@click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V", help="stringData K.")
+@click.option("--type", "secret_type", default="Opaque", show_default=True)
+@click.option("-k", "--key", "keys", multiple=True, metavar="URI",
+              help="Recipient (default: rules, else local:default).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write to FILE (atomically, 0600) instead of stdout.")
+def create(name: str, namespace: str | None, data: tuple[str, ...], string_data: tuple[str, ...], secret_type: str,
+           keys: tuple[str, ...], output: str | None) -> None:
+    """Write a new encrypted Secret NAME."""
+    from kagiya.secrets import ops
+
+    for label, value in (("name", name), ("namespace", namespace or "x")):
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
+            raise UsageError(f"{value!r} is not a valid Kubernetes {label}")
+    settings = _settings()
+    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {name}"]
+    if namespace:
+        lines.append(f"  namespace: {namespace}")
+    lines.append(f"type: {secret_type}")
+    text = "\n".join(lines) + "\n"
+    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
+    if any(v is None for _, _, v in changes):
+        raise UsageError("create takes K=V values only")
+    text = apply_changes(text, changes, None)
+    out_path = Path(output) if output and output != "-" else None
+    encrypted = ops.encrypt(ops.Source(text, out_path), settings, keys)
+    _write(encrypted, None, output or "-")

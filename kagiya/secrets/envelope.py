@@ -1,0 +1,190 @@
+"""Data keys: make, reuse, rotate; wrap and unwrap them through recipient keys (specs/kubesec-format.md).
+
+Stability is the point of this module: re-encrypting keeps the ciphertext of every unchanged value (same IV),
+keeps the MAC line while it still verifies and keeps wrapped-DEK lines unless the DEK rotates. Adding a recipient
+keeps the DEK; removing one (or replacing the set, or `rotate`) makes a new DEK, so every value changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kagiya.errors import CryptoError, KagiyaError
+from kagiya.secrets import kubesec, manifest
+from kagiya.secrets.keys import base
+from kagiya.secrets.manifest import Manifest, ManifestError, Slot
+
+SlotKey = tuple[int, str, str]
+_ORDER = {"pgp": 0, "gcp": 1, "aws": 1}
+
+
+def slot_key(slot: Slot) -> SlotKey:
+    return (slot.secret, slot.section, slot.key)
+
+
+@dataclass
+class Opened:
+    """An encrypted manifest whose DEK was unwrapped and whose values and MAC verified."""
+
+    manifest: Manifest
+    trailer: kubesec.Trailer
+    dek: bytes
+    used: str
+    plaintexts: dict[SlotKey, str]
+    ciphers: dict[SlotKey, str]
+
+    @property
+    def recipients(self) -> list[str]:
+        return [r.uri for r in self.trailer.recipients]
+
+
+def read_trailer(m: Manifest) -> kubesec.Trailer:
+    if m.trailer_text is None:
+        raise ManifestError("the file is not encrypted (no '# kubesec:v:' line)")
+    return kubesec.parse_trailer(m.trailer_text, base.REGISTRY)
+
+
+def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
+    """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all."""
+    reasons = []
+    for line in trailer.recipients:
+        try:
+            dek = base.open_key(line.uri, settings).unwrap(line.blob)
+        except KagiyaError as exc:
+            reasons.append(f"{line.uri}: {exc.message}")
+            continue
+        if len(dek) != base.DEK_BYTES:
+            reasons.append(f"{line.uri}: unwrapped data key has the wrong length")
+            continue
+        return dek, line.uri
+    names = ", ".join(r.uri for r in trailer.recipients)
+    raise CryptoError(f"none of this file's recipients is usable here; it is encrypted for {names} "
+                      f"({'; '.join(reasons)})")
+
+
+def open_manifest(m: Manifest, settings: object) -> Opened:
+    """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key."""
+    trailer = read_trailer(m)
+    for slot in m.slots:  # format errors first: they need no key and say exactly what is wrong
+        kubesec.parse_value(slot.value, f"{slot.label}")
+    dek, used = unwrap_dek(trailer, settings)
+    aead = AESGCM(dek)
+    plaintexts, ciphers = {}, {}
+    for slot in m.slots:
+        doc = m.secrets[slot.secret]
+        try:
+            plaintexts[slot_key(slot)] = kubesec.decrypt_value(aead, slot.key, slot.value)
+        except CryptoError as exc:
+            raise CryptoError(f"Secret {doc.identity} {slot.section}: {exc.message}") from None
+        ciphers[slot_key(slot)] = slot.value
+    if trailer.version >= 3:
+        aad = _mac_aad(m, plaintexts, [r.id for r in trailer.recipients])
+        if trailer.mac is None or not kubesec.verify_mac(aead, aad, trailer.mac):
+            raise CryptoError("MAC check failed: a key name, value or recipient line was changed after encryption "
+                              f"(recipients: {', '.join(r.uri for r in trailer.recipients)})")
+    return Opened(m, trailer, dek, used, plaintexts, ciphers)
+
+
+def _mac_aad(m: Manifest, values: dict[SlotKey, str], recipient_ids: Sequence[str]) -> bytes:
+    per_secret = []
+    for doc in m.secrets:
+        data = [(s.key, values[slot_key(s)]) for s in doc.slots if s.section == "data"]
+        string_data = [(s.key, values[slot_key(s)]) for s in doc.slots if s.section == "stringData"]
+        per_secret.append((data, string_data))
+    return kubesec.mac_input(per_secret, recipient_ids)
+
+
+def decrypted_text(opened: Opened) -> str:
+    """The manifest with plaintext values and no trailer; layout otherwise unchanged."""
+    m = opened.manifest
+    reps = [(s, manifest.render_plain(s, opened.plaintexts[slot_key(s)], m.newline)) for s in m.slots]
+    return manifest.splice(m.body, reps)
+
+
+def order_recipients(uris: Sequence[str]) -> list[str]:
+    """kubesec's trailer order: pgp first, then gcp/aws, then kagiya-only schemes; stable otherwise."""
+    seen: list[str] = []
+    for uri in uris:
+        scheme, key_id = base.split_uri(uri)
+        norm = f"{scheme}:{key_id}"
+        if norm not in seen:
+            seen.append(norm)
+    return sorted(seen, key=lambda u: _ORDER.get(u.partition(":")[0], 2))
+
+
+def seal(
+    m: Manifest,
+    values: dict[SlotKey, str],
+    recipients: Sequence[str],
+    settings: object,
+    previous: Opened | None = None,
+    rotate: bool = False,
+) -> str:
+    """Encrypt `values` into `m`'s slots and append a trailer for `recipients`.
+
+    With `previous` (the same file, opened), the DEK, unchanged values' ciphertexts, recipient lines and the MAC
+    are kept where the rules above allow. Raises ManifestError for values kubesec cannot carry, KeyUnavailable
+    when a recipient cannot wrap.
+    """
+    if not recipients:
+        raise ManifestError("no recipients: pass -k URI, add a .kagiya.yaml creation rule, or keep the file's trailer")
+    wanted = order_recipients(recipients)
+    validate_values(m, values)
+    old_lines = {r.uri: r for r in previous.trailer.recipients} if previous else {}
+    keep_dek = previous is not None and not rotate and set(old_lines) <= set(wanted)
+    dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
+    aead = AESGCM(dek)
+    lines = []
+    for uri in wanted:
+        if keep_dek and uri in old_lines:
+            lines.append(old_lines[uri])
+            continue
+        key = base.open_key(uri, settings)
+        lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek)))
+    reps = []
+    old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
+    for slot in m.slots:
+        k = slot_key(slot)
+        value = values[k]
+        if keep_dek and previous and previous.plaintexts.get(k) == value and k in previous.ciphers:
+            cipher = previous.ciphers[k]
+        else:
+            cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
+        reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
+    aad = _mac_aad(m, values, [r.id for r in lines])
+    old_mac = previous.trailer.mac if keep_dek and previous else None
+    mac = old_mac if old_mac and kubesec.verify_mac(aead, aad, old_mac) else kubesec.make_mac(aead, aad)
+    body = manifest.splice(m.body, reps)
+    if body and not body.endswith("\n"):
+        body += m.newline
+    version = 4 if m.has_string_data() else 3
+    return body + kubesec.Trailer(version, lines, mac).render(m.newline)
+
+
+def validate_values(m: Manifest, values: dict[SlotKey, str]) -> None:
+    """Refuse values kubesec cannot carry, before any key is touched. Raises ManifestError naming the key."""
+    for slot in m.slots:
+        value = values[slot_key(slot)]
+        if slot.section == "data" and not manifest.valid_base64(value):
+            doc = m.secrets[slot.secret]
+            raise ManifestError(f"Secret {doc.identity}: data.{slot.key} is not valid base64 "
+                                "(use stringData for plain text, or --cleartext)")
+        if "\0" in value:
+            raise ManifestError(f"{slot.label} contains a NUL character, which kubesec cannot carry")
+
+
+def plain_values(m: Manifest, cleartext: bool = False) -> dict[SlotKey, str]:
+    """Values of a plaintext manifest; with `cleartext`, data values are given decoded and get base64-encoded."""
+    import base64
+
+    out = {}
+    for slot in m.slots:
+        value = slot.value
+        if cleartext and slot.section == "data":
+            value = base64.b64encode(value.encode("utf-8")).decode("ascii")
+        out[slot_key(slot)] = value
+    return out

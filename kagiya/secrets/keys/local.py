@@ -1,0 +1,119 @@
+"""`local:NAME`: a 256-bit key in a 0600 keyring file, the zero-setup recipient (a kagiya extension).
+
+The keyring lives at `secrets.keyring` / `KAGIYA_KEYRING`, else `${XDG_CONFIG_HOME:-~/.config}/kagiya/keyring`,
+one `NAME base64(key)` line per key. Wrapping is AES-256-GCM under the keyring key with a fresh 12-byte nonce
+and `kagiya local:NAME` as associated data, so a blob moved onto another key name fails to unwrap.
+Blob = nonce || ciphertext || tag. kubesec does not know this scheme (specs/kubesec-format.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kagiya.errors import Conflict, CryptoError
+from kagiya.secrets.atomic import write_atomic
+from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NONCE = 12
+
+
+def keyring_path(settings: object) -> Path:
+    configured = getattr(settings, "keyring", "") or os.environ.get("KAGIYA_KEYRING", "")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kagiya" / "keyring"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise KeyUnavailable(f"local key name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def read_keyring(path: Path) -> dict[str, bytes]:
+    """Name -> key. A missing file is an empty keyring; a group/world-readable one is refused."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyUnavailable(f"keyring {path} is readable by others; run: chmod 600 {path}")
+    keys = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, encoded = line.strip().partition(" ")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32 or not NAME_RE.match(name):
+            raise KeyUnavailable(f"keyring {path} line {number} is damaged")
+        keys[name] = key
+    return keys
+
+
+def generate(settings: object, name: str = "default", *, exist_ok: bool = False) -> tuple[Path, bool]:
+    """Add a fresh key `name` to the keyring; returns (path, created). Raises Conflict if it exists."""
+    check_name(name)
+    path = keyring_path(settings)
+    keys = read_keyring(path)
+    if name in keys:
+        if exist_ok:
+            return path, False
+        raise Conflict(f"local key {name!r} already exists in {path}")
+    keys[name] = AESGCM.generate_key(bit_length=256)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = "# kagiya local keyring: keep private, back it up; losing a key loses every file only it opens\n"
+    text += "".join(f"{n} {base64.b64encode(k).decode()}\n" for n, k in keys.items())
+    write_atomic(path, text.encode("utf-8"), 0o600)
+    return path, True
+
+
+@dataclass
+class LocalKey:
+    id: str
+    path: Path
+    scheme: str = "local"
+
+    @property
+    def uri(self) -> str:
+        return f"local:{self.id}"
+
+    def _aead(self) -> AESGCM:
+        key = read_keyring(self.path).get(self.id)
+        if key is None:
+            raise KeyUnavailable(f"local key {self.id!r} is not in keyring {self.path} "
+                                 f"(create it with: kagiya secrets keygen {self.id})")
+        return AESGCM(key)
+
+    def _aad(self) -> bytes:
+        return f"kagiya local:{self.id}".encode()
+
+    def wrap(self, dek: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + self._aead().encrypt(nonce, dek, self._aad())
+
+    def unwrap(self, blob: bytes) -> bytes:
+        aead = self._aead()
+        if len(blob) != NONCE + DEK_BYTES + 16:
+            raise CryptoError(f"local:{self.id} wrapped key has the wrong length")
+        try:
+            return aead.decrypt(blob[:NONCE], blob[NONCE:], self._aad())
+        except InvalidTag:
+            raise CryptoError(f"local:{self.id} cannot unwrap the data key (a different key of that name?)") from None
+
+
+def open_key(key_id: str, settings: object) -> LocalKey:
+    return LocalKey(check_name(key_id), keyring_path(settings))

@@ -1,0 +1,159 @@
+"""File-level operations behind `kagiya secrets …` (and the HTTP API): read, pick recipients, encrypt, decrypt.
+
+Kept apart from the click wiring so the HTTP views and the CLI run the same code. Heavy backends load only
+when a file names them (keys/base.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kagiya.errors import PayloadTooLarge, UsageError
+from kagiya.secrets import envelope, manifest, rules
+from kagiya.secrets.atomic import write_atomic
+from kagiya.secrets.manifest import ManifestError
+
+DEFAULT_RECIPIENT = "local:default"
+
+
+@dataclass
+class Source:
+    text: str
+    path: Path | None  # None for stdin
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<stdin>"
+
+
+def decode(data: bytes, name: str, limit: int) -> str:
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{name} is larger than {limit} bytes (secrets.max_file_bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{name} is not UTF-8 text") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_source(arg: str, settings: object) -> Source:
+    limit = int(getattr(settings, "max_file_bytes", 16 << 20))
+    if arg == "-":
+        return Source(decode(sys.stdin.buffer.read(limit + 1), "<stdin>", limit), None)
+    path = Path(arg)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{arg}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{arg}: {exc.strerror}") from None
+    return Source(decode(data, arg, limit), path)
+
+
+def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:
+    """In place or to -o atomically (0600); else to stdout, bytes as they are (CRLF kept)."""
+    data = text.encode("utf-8")
+    if in_place:
+        if src.path is None:
+            raise UsageError("-i needs a file, not stdin")
+        write_atomic(src.path, data)
+    elif output and output != "-":
+        write_atomic(output, data)
+    else:
+        stream = getattr(sys.stdout, "buffer", None)
+        if stream is None:  # a text-only stdout (captured in tests)
+            sys.stdout.write(text)
+            return
+        sys.stdout.flush()
+        stream.write(data)
+        stream.flush()
+
+
+def parse_key_changes(keys: tuple[str, ...] | list[str]) -> tuple[list[str], list[str], list[str]]:
+    """`-k URI` (set), `-k +URI` (add), `-k -URI` (remove)."""
+    explicit, add, remove = [], [], []
+    for k in keys:
+        for item in (p.strip() for p in k.split(",")):
+            if not item:
+                continue
+            if item.startswith("+"):
+                add.append(item[1:])
+            elif item.startswith("-"):
+                remove.append(item[1:])
+            else:
+                explicit.append(item)
+    return explicit, add, remove
+
+
+def choose_recipients(
+    keys: tuple[str, ...] | list[str], existing: list[str], path: Path | None
+) -> tuple[list[str], bool]:
+    """The recipient set and whether it is the implicit default (`local:default`)."""
+    explicit, add, remove = parse_key_changes(keys)
+    is_default = False
+    if explicit:
+        chosen = explicit
+    elif existing:
+        chosen = list(existing)
+    else:
+        chosen, _ = rules.recipients_for(path)
+        if not chosen and not add:
+            chosen, is_default = [DEFAULT_RECIPIENT], True
+    chosen = envelope.order_recipients(chosen + add)
+    for uri in envelope.order_recipients(remove) if remove else []:
+        if uri not in chosen:
+            raise UsageError(f"cannot remove {uri}: not a recipient (recipients: {', '.join(chosen) or 'none'})")
+        chosen.remove(uri)
+    if not chosen:
+        raise UsageError("removing those keys would leave the file with no recipient")
+    return chosen, is_default
+
+
+def ensure_default_key(settings: object) -> None:
+    """Zero setup: generate `local:default` on first use, saying so on stderr."""
+    from kagiya.secrets.keys import local
+
+    path, created = local.generate(settings, "default", exist_ok=True)
+    if created:
+        print(f"kagiya: created local key 'default' in {path}; back it up, files encrypted only for it "
+              "cannot be opened without it", file=sys.stderr)
+
+
+def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (), *, rotate: bool = False,
+            cleartext: bool = False, default_recipients: list[str] | None = None) -> str:
+    """Encrypt a plaintext manifest, or re-encrypt an encrypted one (keeping what is unchanged)."""
+    m = manifest.parse(src.text)
+    if not m.secrets:
+        raise ManifestError(f"{src.name}: no kind: Secret document found, nothing to encrypt")
+    previous = envelope.open_manifest(m, settings) if m.encrypted else None
+    existing = previous.recipients if previous else list(default_recipients or [])
+    recipients, is_default = choose_recipients(keys, existing, src.path)
+    values = previous.plaintexts if previous else envelope.plain_values(m, cleartext)
+    envelope.validate_values(m, values)
+    if is_default:
+        ensure_default_key(settings)
+    return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate)
+
+
+def decrypt(src: Source, settings: object, *, cleartext: bool = False) -> tuple[str, envelope.Opened]:
+    m = manifest.parse(src.text)
+    opened = envelope.open_manifest(m, settings)
+    if cleartext:
+        opened.plaintexts = _decoded(opened)
+    return envelope.decrypted_text(opened), opened
+
+
+def _decoded(opened: envelope.Opened) -> dict[envelope.SlotKey, str]:
+    import base64
+
+    out = dict(opened.plaintexts)
+    for key, value in opened.plaintexts.items():
+        if key[1] == "data":
+            try:
+                out[key] = base64.b64decode(value).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise ManifestError(f"data.{key[2]} holds binary data; it cannot be shown as --cleartext") from None
+    return out
