@@ -386,15 +386,16 @@ class KubeWatcher:
         w = watch.Watch()
         stream = w.stream(
             _list_func(core, kind), resource_version=rv, allow_watch_bookmarks=True,
-            timeout_seconds=self.settings.watch_seconds, deserialize=False,
+            timeout_seconds=self.settings.watch_seconds,
             _request_timeout=(self.settings.timeout_seconds, self.settings.watch_seconds + 30),
         )
+        # Deserialising is needed: with deserialize=False the client's own 410 handling fails (no raw_object).
         for event in stream:
             if self._stop.is_set():
                 w.stop()
                 break
             kind_of_event = event.get("type", "")
-            obj = event.get("object") or {}
+            obj = event.get("raw_object") or {}
             new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
                 self.index.apply(kind, kind_of_event, obj)
