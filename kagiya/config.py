@@ -36,7 +36,7 @@ SECTIONS: dict[str, str] = {
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.
-NON_SETTING_ENV = {"KAGIYA_CONFIG"}
+NON_SETTING_ENV = {"KAGIYA_CONFIG", "KAGIYA_SERVER", "KAGIYA_TOKEN"}
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
