@@ -59,9 +59,12 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise FormatError(f"{what} is not valid base64") from None
+    if _b64(data) != text:  # non-canonical spellings (stray low bits) would let a changed byte go unnoticed
+        raise FormatError(f"{what} is not canonical base64")
+    return data
 
 
 @dataclass(frozen=True)
@@ -139,8 +142,8 @@ def verify_mac(aead: AESGCM, aad: bytes, mac: str) -> bool:
     if len(parts) != 2:
         return False
     try:
-        iv, tag = base64.b64decode(parts[0], validate=True), base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
+        iv, tag = _unb64(parts[0], "MAC IV"), _unb64(parts[1], "MAC tag")
+    except FormatError:
         return False
     if len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
         return False
