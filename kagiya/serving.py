@@ -50,7 +50,12 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "post_fork": _post_fork,
     }
     if settings.tls_cert:
-        options.update(certfile=settings.tls_cert, keyfile=settings.tls_key)
+        # The worker hands the verified client certificate to the app (authn routing by O=/CN=), and the
+        # ssl_context hook reloads the certificate files when they change (kagiya.authn.mtls).
+        from kagiya.authn.mtls import reloading_ssl_context
+
+        options.update(certfile=settings.tls_cert, keyfile=settings.tls_key,
+                       worker_class="kagiya.authn.mtls_worker.PeerCertWorker", ssl_context=reloading_ssl_context)
     if settings.client_ca:
         options.update(ca_certs=settings.client_ca, cert_reqs=ssl.CERT_REQUIRED)
     return options
