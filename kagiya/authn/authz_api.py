@@ -76,7 +76,7 @@ class AuthzState:
 
 
 def state_of(app: Any) -> AuthzState:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return app.extensions[EXTENSION]
 
 
 def _review() -> tuple[Response, int]:
