@@ -31,8 +31,8 @@ from kagiya.iam.issuers.base import Credentials, Grant, Issuer
 log = logging.getLogger("kagiya.iam.credentials")
 
 CacheKey = tuple[str, tuple[str, str, str, str], tuple[str, ...]]
-#: (caller) -> the grant that applies now, or None (no binding, or revoked).
-GrantLookup = Callable[[Caller], "Grant | None"]
+#: (caller, cloud) -> the grant that applies now, or None (no binding, or revoked).
+GrantLookup = Callable[[Caller, str], "Grant | None"]
 RETRY_AFTER_FAILURE = 5.0
 
 
@@ -234,7 +234,7 @@ class CredentialCache:
         for key, entry in due:
             if self.grant_lookup is not None:
                 try:
-                    current = self.grant_lookup(entry.caller)
+                    current = self.grant_lookup(entry.caller, entry.grant.cloud)
                 except KagiyaError:
                     current = entry.grant  # cannot tell now (e.g. store hiccup): keep, retry later
                 if current is None or current.key != entry.grant.key:
@@ -258,8 +258,11 @@ class CredentialCache:
 
     def start(self) -> None:
         """Run `refresh_due` every `refresh_interval_seconds` in a daemon thread."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             return
+        with self._lock:
+            self._pool = None  # threads do not survive a fork: a copied pool would never run its tasks
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kagiya-credential-refresh", daemon=True)
         self._thread.start()
 

@@ -77,3 +77,161 @@ def sts_client(endpoint: str, creds: dict[str, str] | None = None) -> Any:
         kwargs = {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
                   "aws_session_token": creds["Token"]}
     return boto3.session.Session().client("sts", region_name="us-east-1", endpoint_url=endpoint, **kwargs)
+
+
+# --- a running kagiya with pods, policies and bindings ---------------------------------------------------------
+
+ROLE_READER = f"arn:aws:iam::{ACCOUNT}:role/app-reader"
+ROLE_WRITER = f"arn:aws:iam::{ACCOUNT}:role/app-writer"
+GSA_READER = "reader@proj-1.iam.gserviceaccount.com"
+ADMIN = {"Authorization": "Bearer admin-token-0001"}
+AGENT_TOKEN = "agent-token-0004"
+
+
+def pod_json(namespace: str, name: str, sa: str, ip: str, *, uid: str = "", phase: str = "Running",
+             host_network: bool = False, rv: str = "1", annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": namespace, "name": name, "uid": uid or f"uid-{namespace}-{name}",
+                     "resourceVersion": rv, "annotations": annotations or {}},
+        "spec": {"serviceAccountName": sa, "hostNetwork": host_network, "containers": [{"name": "app"}]},
+        "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}] if ip else []},
+    }
+
+
+class World:
+    """kagiya served on 127.0.0.1 with a pod index, policies for team-a/team-b and approved bindings:
+    team-a/web -> app-reader (aws), team-b/batch -> app-writer (aws), team-a/gweb -> reader@ (gcp)."""
+
+    def __init__(self, app: Any, server: ThreadedServer, moto: Any, gcp: Any) -> None:
+        from kagiya.iam.context import iam_context
+
+        self.app = app
+        self.server = server
+        self.url = server.url
+        self.moto = moto
+        self.gcp = gcp
+        self.ctx = iam_context(app)
+        self.index = self.ctx.kube
+
+    @property
+    def svc(self) -> Any:
+        from kagiya.iam.metadata.service import service_of
+
+        return service_of(self.app)
+
+    def add_pod(self, *args: Any, event: str = "ADDED", **kwargs: Any) -> dict[str, Any]:
+        obj = pod_json(*args, **kwargs)
+        self.index.apply("pods", event, obj)
+        return obj
+
+    def delete_pod(self, obj: dict[str, Any]) -> None:
+        self.index.apply("pods", "DELETED", obj)
+
+    def wait_prefetched(self, uid: str, timeout: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.svc.cache.has(uid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no credentials prefetched for {uid}")
+            time.sleep(0.02)
+
+
+def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, **credentials: Any) -> World:
+    from kagiya.kube import KubeIndex
+    from kagiya.web import create_app
+
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text('admin-token-0001,alice,uid-alice,"kagiya:admins"\n'
+                      f'{AGENT_TOKEN},node-agent,uid-agent,"kagiya:agents"\n')
+    settings = make_settings({
+        "authn": {"token_file": str(tokens)},
+        "credentials": {"sts_endpoint": moto.url, "iam_credentials_endpoint": gcp.url,
+                        "issuer_timeout_seconds": 3, "refresh_interval_seconds": 0.2, **credentials},
+    })
+    app = create_app(settings)
+    from kagiya.iam.context import iam_context
+
+    ctx = iam_context(app)
+    ctx.kube = KubeIndex()
+    for ns in ("team-a", "team-b", "team-c"):
+        ctx.kube.apply("namespaces", "ADDED", {"metadata": {"name": ns}})
+    client = app.test_client()
+    for ns in ("team-a", "team-b"):
+        policy = {"allow": [{"cloud": "aws", "glob": f"arn:aws:iam::{ACCOUNT}:role/app-*"},
+                            {"cloud": "gcp", "glob": "*@proj-1.iam.gserviceaccount.com"}],
+                  "autoApprove": [{"cloud": "aws", "glob": f"arn:aws:iam::{ACCOUNT}:role/app-*"},
+                                  {"cloud": "gcp", "glob": "*@proj-1.iam.gserviceaccount.com"}]}
+        r = client.put(f"/v1/iam/policies/{ns}", json=policy, headers=ADMIN)
+        assert r.status_code == 200, r.get_json()
+    for ns, sa, cloud, ident in (("team-a", "web", "aws", ROLE_READER), ("team-b", "batch", "aws", ROLE_WRITER),
+                                 ("team-a", "gweb", "gcp", GSA_READER)):
+        r = client.post("/v1/iam/binding-requests", headers=ADMIN,
+                        json={"namespace": ns, "serviceAccount": sa, "cloud": cloud, "identity": ident})
+        assert r.status_code == 201 and r.get_json()["state"] == "approved", r.get_json()
+    server = ThreadedServer(app).__enter__()
+    world = World(app, server, moto, gcp)
+    world.svc.ensure_started()  # start the refresher and subscribe to pod events before any pod appears
+    return world
+
+
+@pytest.fixture
+def world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) -> Iterator[World]:
+    w = make_world(make_settings, tmp_path, moto, gcp_standin)
+    try:
+        yield w
+    finally:
+        w.server.stop()
+        w.svc.stop()
+        w.app.extensions["kagiya.store"].dispose()
+
+
+@pytest.fixture
+def imds_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Environment in which boto3 finds credentials only through kagiya."""
+
+    def point(**env: str) -> None:
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+
+    return point
+
+
+def source_session(source_ip: str) -> Any:
+    """A requests session whose connections come from `source_ip` (a pod's address on 127.0.0.0/8)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class SourceAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["source_address"] = (source_ip, 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", SourceAdapter())
+    session.mount("https://", SourceAdapter())
+    return session
+
+
+def imds_credentials(url: str, source_ip: str) -> tuple[int, Any]:
+    """The IMDSv2 dance as a raw HTTP client from `source_ip`: (status of the last step, its body)."""
+    s = source_session(source_ip)
+    r = s.put(f"{url}/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}, timeout=5)
+    if r.status_code != 200:
+        return r.status_code, r.text
+    tok = {"X-aws-ec2-metadata-token": r.text}
+    r = s.get(f"{url}/latest/meta-data/iam/security-credentials/", headers=tok, timeout=5)
+    if r.status_code != 200:
+        return r.status_code, r.text
+    role = r.text
+    r = s.get(f"{url}/latest/meta-data/iam/security-credentials/{role}", headers=tok, timeout=5)
+    return r.status_code, (r.json() if r.status_code == 200 else r.text)

@@ -142,7 +142,7 @@ def test_revoked_grant_is_dropped_at_refresh(gcp_standin: Any) -> None:
     current: dict[str, Grant | None] = {"grant": Grant("gcp", "reader@proj-1.iam.gserviceaccount.com")}
     cache = CredentialCache(
         CredentialSettings(iam_credentials_endpoint=gcp_standin.url),
-        grant_lookup=lambda caller: current["grant"], clock=clock,
+        grant_lookup=lambda caller, cloud: current["grant"], clock=clock,
     )
     cache.get(POD, current["grant"])  # type: ignore[arg-type]
     current["grant"] = None

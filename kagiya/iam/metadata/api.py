@@ -1,14 +1,169 @@
-"""HTTP surface of the metadata endpoints (AWS IMDS, container credentials, GCE) and the admission webhook."""
+"""HTTP surface of the metadata endpoints (AWS IMDS, container credentials, GCE), the admission webhook, and the
+agent-forwarding route; and the wiring between them and the bindings capability.
+
+Spec: ../shared/specs/cloud-identity.md. The iam capability (kagiya/iam/api.py) owns the `IamContext` (store,
+settings, the watch-fed pod index); this module only reads it: `resolve_workload` decides which identity a pod
+gets, the pod index identifies callers, and the index's pod events drive prefetch and eviction.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
 
 from kagiya.config import Settings
+from kagiya.errors import KagiyaError, UpstreamUnavailable
+from kagiya.iam.credential_settings import CredentialSettings
+from kagiya.iam.credentials import CredentialCache
+from kagiya.iam.identity import Caller, CallerIdentifier, TokenReviewer, kube_token_reviewer
+from kagiya.iam.issuers.base import Grant
+from kagiya.iam.metadata.service import EXTENSION, MetadataService
+from kagiya.metrics import metrics_of
 
-bp = Blueprint("metadata", __name__)
+log = logging.getLogger("kagiya.iam.metadata")
+MINTED_CLOUDS = ("aws", "gcp")
+
+
+class IndexPods:
+    """The pod index of the app's IamContext, looked up at call time (it may be attached after start-up)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def _index(self) -> Any:
+        from kagiya.iam.context import iam_context
+
+        return iam_context(self.app).kube_index()
+
+    def pods_by_ip(self, ip: str) -> Sequence[Any]:
+        return self._index().pods_by_ip(ip)  # type: ignore[no-any-return]
+
+    def pod_by_uid(self, uid: str) -> Any | None:
+        return self._index().pod_by_uid(uid)
+
+    def pods(self) -> Sequence[Any]:
+        return self._index().pods()  # type: ignore[no-any-return]
+
+
+def lazy_reviewer(settings: Settings) -> TokenReviewer:
+    """TokenReviews through the `kube:` API client, built on first use (kubernetes imports cost ~0.8 s)."""
+    state: dict[str, TokenReviewer] = {}
+
+    def review(token: str, audiences: Sequence[str]) -> dict[str, Any]:
+        if "fn" not in state:
+            kube = settings.section("kube")
+            if kube.mode == "off":
+                raise UpstreamUnavailable("token identification needs the Kubernetes API: set kube.mode")
+            from kagiya.kube import api_client
+
+            state["fn"] = kube_token_reviewer(api_client(kube), kube.timeout_seconds)
+        return state["fn"](token, audiences)
+
+    return review
+
+
+def grant_lookup(app: Flask) -> Any:
+    """(caller, cloud) -> Grant | None, by `resolve_workload` on the caller's pod as the index knows it."""
+
+    def lookup(caller: Caller, cloud: str) -> Grant | None:
+        from kagiya.iam.context import iam_context
+        from kagiya.iam.resolve import resolve_workload
+
+        if cloud not in MINTED_CLOUDS:
+            return None
+        ctx = iam_context(app)
+        pod = None
+        if ctx.kube is not None:
+            pod = ctx.kube.pod_by_uid(caller.pod_uid)
+        res = resolve_workload(ctx, caller.namespace, caller.service_account, pod, cloud=cloud)
+        if not res.allowed or res.identity is None:
+            log.debug("no %s identity for %s: %s", cloud, caller.ref, res.reason)
+            return None
+        ident = res.identity
+        return Grant(cloud, ident.identity, binding=res.source, external_id=ident.external_id,
+                     session_name=ident.session_name, max_session_seconds=ident.max_session_seconds or None)
+
+    return lookup
+
+
+def build_service(app: Flask, settings: Settings) -> MetadataService:
+    creds: CredentialSettings = settings.section("credentials")
+    metrics = metrics_of(app)
+    lookup = grant_lookup(app)
+    cache = CredentialCache(creds, store=app.extensions["kagiya.store"], metrics=metrics, grant_lookup=lookup)
+    identifier = CallerIdentifier(
+        IndexPods(app), lazy_reviewer(settings), audiences=creds.token_audiences,
+        allow_source_ip=creds.allow_source_ip, review_cache_seconds=creds.token_review_cache_seconds,
+        on_owner_change=lambda ip, old_uid: cache.drop_pod(old_uid),
+    )
+    svc: MetadataService
+
+    def subscribe_pod_events() -> None:
+        from kagiya.iam.context import iam_context
+
+        index = iam_context(app).kube_index()
+        if getattr(index, "_kagiya_metadata_subscribed", False):
+            return
+        index.subscribe(PodEvents(svc, app, creds))
+        index._kagiya_metadata_subscribed = True
+
+    svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, starters=(subscribe_pod_events,))
+    return svc
+
+
+class PodEvents:
+    """Pod watch listener: prefetch credentials when a pod with a binding appears, drop them when it goes.
+
+    Runs on the watch thread, so the work (a store read per pod) is handed to a small pool.
+    """
+
+    def __init__(self, svc: MetadataService, app: Flask, settings: CredentialSettings) -> None:
+        self.svc = svc
+        self.app = app
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kagiya-pod-events")
+        self._seen: set[str] = set()
+
+    def __call__(self, event: str, pod: Any) -> None:
+        if event == "deleted":
+            self._seen.discard(pod.uid)
+            self.svc.drop_pod(pod.uid)
+            return
+        if not self.settings.prefetch or pod.finished or pod.uid in self._seen:
+            return
+        self._seen.add(pod.uid)
+        self._pool.submit(self._prefetch, pod)
+
+    def _prefetch(self, pod: Any) -> None:
+        from kagiya.iam.context import iam_context
+        from kagiya.iam.resolve import resolve_all
+
+        caller = Caller(pod.namespace, pod.name, pod.uid, pod.service_account, pod_ip=pod.ip, method="watch")
+        try:
+            resolutions = resolve_all(iam_context(self.app), pod.namespace, pod.service_account, pod)
+        except KagiyaError as exc:
+            log.warning("prefetch: cannot resolve %s/%s: %s", pod.namespace, pod.name, exc.message)
+            return
+        for cloud in MINTED_CLOUDS:
+            res = resolutions.get(cloud)
+            if res is None or not res.allowed or res.identity is None:
+                continue
+            ident = res.identity
+            grant = Grant(cloud, ident.identity, binding=res.source, external_id=ident.external_id,
+                          session_name=ident.session_name, max_session_seconds=ident.max_session_seconds or None)
+            scopes = tuple(self.settings.gcp_scopes) if cloud == "gcp" else ()
+            self.svc.cache.prefetch(caller, grant, scopes)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    del settings
-    app.register_blueprint(bp)
+    from kagiya.iam import admission
+    from kagiya.iam.metadata import aws_imds, container, forward, gce
+
+    svc = build_service(app, settings)
+    app.extensions[EXTENSION] = svc
+    for bp in (aws_imds.bp, container.bp, gce.bp, admission.bp, forward.bp):
+        app.register_blueprint(bp)

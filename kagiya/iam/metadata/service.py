@@ -1,0 +1,157 @@
+"""What every metadata endpoint does before shaping its reply: who is calling, which grant applies, credentials.
+
+Spec: ../shared/specs/cloud-identity.md. The endpoint modules (aws_imds.py, container.py, gce.py) stay thin: they
+check their SDK's header rules, call `MetadataService`, and shape JSON. Refusals are logged with the reason for
+this caller only and counted in `kagiya_iam_metadata_refusals_total`; nothing about other pods leaks into replies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, request
+
+from kagiya.errors import KagiyaError, NotFound
+from kagiya.iam.credential_settings import CredentialSettings
+from kagiya.iam.credentials import CredentialCache
+from kagiya.iam.identity import Caller, CallerIdentifier, CallerRefused, SessionTokens
+from kagiya.iam.issuers.base import Credentials, Grant
+
+log = logging.getLogger("kagiya.iam.metadata")
+EXTENSION = "kagiya.iam.metadata"
+#: WSGI environ key the agent-forwarding view sets to the pod's address (never settable over HTTP).
+AGENT_SOURCE_IP = "kagiya.agent.source_ip"
+
+
+class MetadataService:
+    def __init__(
+        self,
+        settings: CredentialSettings,
+        identifier: CallerIdentifier,
+        cache: CredentialCache,
+        grant_lookup: Callable[[Caller, str], Grant | None],
+        *,
+        metrics: Any = None,
+        sessions: SessionTokens | None = None,
+        starters: tuple[Callable[[], None], ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.identifier = identifier
+        self.cache = cache
+        self.grant_lookup = grant_lookup
+        self.sessions = sessions or SessionTokens()
+        self._starters = starters
+        self._pid = 0
+        self._started: set[int] = set()
+        self._start_lock = threading.Lock()
+        self._id_tokens: dict[tuple[str, str, str, bool], tuple[str, dt.datetime]] = {}
+        self._refusals = None
+        if metrics is not None:
+            from prometheus_client import Counter
+
+            self._refusals = metrics.get(
+                Counter, "kagiya_iam_metadata_refusals_total",
+                "Metadata requests refused, by endpoint and reason.", ("endpoint", "reason"),
+            )
+
+    def ensure_started(self) -> None:
+        """Start the refresher and the pod-watch hooks in this process (again after a gunicorn fork).
+
+        A step that fails (the Kubernetes index is not configured yet) is retried on the next request.
+        """
+        if self._pid == os.getpid() and len(self._started) == len(self._starters):
+            return
+        with self._start_lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._started = set()
+                self.cache.start()
+            for i, start in enumerate(self._starters):
+                if i in self._started:
+                    continue
+                try:
+                    start()
+                    self._started.add(i)
+                except KagiyaError as exc:
+                    log.debug("metadata service start-up step deferred: %s", exc.message)
+
+    def stop(self) -> None:
+        self.cache.stop()
+
+    # --- request helpers -----------------------------------------------------------------------------------------
+    @staticmethod
+    def source_ip() -> str:
+        return str(request.environ.get(AGENT_SOURCE_IP) or request.remote_addr or "")
+
+    def caller(self, endpoint: str, token: str = "", *, token_only: bool = False) -> Caller:
+        """The calling pod; refusals are counted and logged, then re-raised for the error handler."""
+        try:
+            if token_only:
+                return self.identifier.from_token(token)
+            return self.identifier.identify(self.source_ip(), token)
+        except CallerRefused as exc:
+            self.refused(endpoint, exc.why, exc.message)
+            raise
+        except KagiyaError as exc:
+            self.refused(endpoint, exc.reason.lower(), exc.message)
+            raise
+
+    def grant(self, endpoint: str, caller: Caller, cloud: str) -> Grant:
+        """The grant for `caller` in `cloud`; NotFound (404) when there is none."""
+        grant = self.grant_lookup(caller, cloud)
+        if grant is None or grant.cloud != cloud:
+            self.refused(endpoint, "no-binding", f"no {cloud} identity is bound to {caller.ref}")
+            raise NotFound(f"no {cloud} identity is bound to this pod")
+        return grant
+
+    def credentials(self, endpoint: str, caller: Caller, grant: Grant, scopes: tuple[str, ...] = ()) -> Credentials:
+        try:
+            return self.cache.get(caller, grant, scopes)
+        except KagiyaError as exc:
+            self.refused(endpoint, "issuer-" + exc.reason.lower(), exc.message)
+            raise
+
+    def id_token(self, caller: Caller, grant: Grant, audience: str, include_email: bool) -> str:
+        key = (caller.pod_uid, grant.identity, audience, include_email)
+        cached = self._id_tokens.get(key)
+        now = dt.datetime.now(dt.UTC)
+        if cached and (cached[1] - now).total_seconds() > self.settings.min_remaining_seconds:
+            return cached[0]
+        issuer: Any = self.cache.issuer("gcp")
+        token, expiry = issuer.id_token(grant, audience, include_email)
+        if len(self._id_tokens) > 10000:
+            self._id_tokens.clear()
+        self._id_tokens[key] = (token, expiry)
+        return token  # type: ignore[no-any-return]
+
+    def refused(self, endpoint: str, why: str, message: str) -> None:
+        log.info("metadata request refused: %s", message,
+                 extra={"outcome": why, "path": request.path, "remote": self.source_ip()})
+        if self._refusals is not None:
+            self._refusals.labels(endpoint, why).inc()
+
+    def drop_pod(self, uid: str) -> None:
+        self.cache.drop_pod(uid)
+        self.identifier.forget_pod(uid)
+        self._id_tokens = {k: v for k, v in self._id_tokens.items() if k[0] != uid}
+
+
+def service_of(app: Any = None) -> MetadataService:
+    app = app or current_app
+    svc: MetadataService = app.extensions[EXTENSION]
+    svc.ensure_started()
+    return svc
+
+
+def rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339() -> str:
+    return rfc3339(dt.datetime.fromtimestamp(time.time(), dt.UTC))
