@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,23 @@ def test_no_secret_key_to_sign_with(secrets_settings: Any) -> None:
 def test_garbage_is_a_crypto_error(settings: Any, blob: bytes) -> None:
     with pytest.raises(CryptoError):
         open_key(f"pgp:{TEST_KEY_A_FPR}", settings).unwrap(blob)
+
+
+def test_passphrase_protected_key_without_an_agent_passphrase_says_so(secrets_settings: Any) -> None:
+    home = make_gpg_home(with_test_key=False)
+    try:
+        (home.path / "gpg-agent.conf").write_text("pinentry-program /bin/false\ns2k-count 65536\n")  # fast, no prompt
+        fpr = home.generate_key("Protected", passphrase="correct horse")
+        blob = home.run("--pinentry-mode", "loopback", "--passphrase", "correct horse",
+                        "--sign", "--armor", "--encrypt", "-u", fpr, "-r", fpr, input=os.urandom(32)).stdout
+        subprocess.run(["gpgconf", "--homedir", str(home.path), "--reload", "gpg-agent"], check=True)
+        key = open_key(f"pgp:{fpr}", secrets_settings(gnupg_home=str(home.path)))
+        with pytest.raises(KeyUnavailable, match="passphrase-protected"):
+            key.unwrap(blob)
+        with pytest.raises(KeyUnavailable, match="passphrase-protected"):
+            key.wrap(os.urandom(32))
+    finally:
+        home.close()
 
 
 def test_missing_gpg_binary(secrets_settings: Any, tmp_path: Path) -> None:

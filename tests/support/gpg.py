@@ -68,10 +68,10 @@ class GpgHome:
     def delete_key(self, fingerprint: str) -> None:
         self.run("--yes", "--delete-secret-and-public-key", fingerprint)
 
-    def generate_key(self, name: str = "Kagiya Test", *, encryption_subkey: bool = True) -> str:
-        """A new passphrase-less key (ed25519 sign + cv25519 encrypt); returns its fingerprint."""
+    def generate_key(self, name: str = "Kagiya Test", *, encryption_subkey: bool = True, passphrase: str = "") -> str:
+        """A new key (ed25519 sign + cv25519 encrypt), passphrase-less by default; returns its fingerprint."""
         result = self.run(
-            "--pinentry-mode", "loopback", "--passphrase", "", "--status-fd", "1",
+            "--pinentry-mode", "loopback", "--passphrase", passphrase, "--status-fd", "1",
             "--quick-gen-key", f"{name} <{name.lower().replace(' ', '.')}@example.invalid>", "ed25519", "sign", "never",
         )
         fingerprint = next(
@@ -79,7 +79,7 @@ class GpgHome:
         )
         if encryption_subkey:
             self.run(
-                "--pinentry-mode", "loopback", "--passphrase", "",
+                "--pinentry-mode", "loopback", "--passphrase", passphrase,
                 "--quick-add-key", fingerprint, "cv25519", "encr", "never",
             )
         return fingerprint

@@ -168,6 +168,11 @@ class PgpKey:
             return f"pgp key {self.id} cannot be used for encryption (gpg reason {reason})"
         if result.has("INV_SGNR") or result.has("NO_SGNR"):
             return f"no usable GnuPG secret key to sign the data key for pgp:{self.id}"
+        if result.has("PINENTRY_LAUNCHED") or (result.has("BEGIN_SIGNING") and not result.has("SIG_CREATED")):
+            return (
+                f"GnuPG could not sign the data key for pgp:{self.id} (a passphrase-protected key needs a running "
+                "gpg-agent with the passphrase cached, or GPG_TTY set for its pinentry)"
+            )
         detail = f": {result.last_message}" if result.last_message else ""
         return f"gpg could not encrypt to pgp:{self.id}{detail}"
 
@@ -187,7 +192,10 @@ class PgpKey:
                     raise KeyUnavailable(f"the GnuPG keyring holds no secret key for pgp:{self.id}")
                 raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key")
             if any(args and args[0] == "pkdecrypt_failed" for args in result.args("ERROR")):
-                raise KeyUnavailable(f"GnuPG could not use the secret key for pgp:{self.id} (passphrase?)")
+                raise KeyUnavailable(
+                    f"GnuPG could not use the secret key for pgp:{self.id} (a passphrase-protected key needs a "
+                    "running gpg-agent with the passphrase cached, or GPG_TTY set for its pinentry)"
+                )
             raise CryptoError(f"wrapped data key for pgp:{self.id} is damaged or not a GnuPG message")
         used = [args[1] for args in result.args("DECRYPTION_KEY") if len(args) > 1]
         if used and self.id not in used:
