@@ -106,12 +106,19 @@ def test_discovery_and_jwks_are_fetched_once_and_refreshed_on_unknown_kid(issuer
 
 
 def test_unknown_kid_refresh_is_rate_limited(issuer: OidcIssuer, make_app: Any) -> None:
+    """Inside the refresh window an unknown kid is 503 (retry, uncached), and the issuer is not asked again."""
     client = make_app([oidc_provider(issuer, jwks_min_refresh_seconds=300)]).test_client()
     assert _status(client, issuer.mint(sub="a"))["authenticated"] is True
     stranger = RSAKey.generate_key(2048, parameters={"kid": "forged-kid", "alg": "RS256"})
     for i in range(3):
-        assert _status(client, issuer.mint(key=stranger, sub=f"x{i}"))["error"] == "token signed by an unknown key"
+        assert post_review(client, issuer.mint(key=stranger, sub=f"x{i}")).status_code == 503
     assert issuer.hits["jwks"] == 1
+
+
+def test_unknown_kid_after_a_refresh_is_a_rejection(issuer: OidcIssuer, make_app: Any) -> None:
+    client = make_app([oidc_provider(issuer, jwks_min_refresh_seconds=0)]).test_client()
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "forged-kid", "alg": "RS256"})
+    assert _status(client, issuer.mint(key=stranger))["error"] == "token signed by an unknown key"
 
 
 def test_issuer_stopped_gives_503_quickly(issuer: OidcIssuer, make_app: Any) -> None:

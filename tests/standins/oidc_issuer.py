@@ -7,7 +7,7 @@ A small Flask app that speaks the real wire protocol, run in-process on a free l
         idp.rotate()                               # new signing key (old one stays published unless drop_old=True)
         idp.delay = 3.0                            # every request answers after 3 s (slow upstream)
         idp.fail_status = 503                      # every request answers 503 (broken upstream)
-    # idp.stop() (or leaving the block) closes the port: "upstream stopped"
+    # idp.stop() (or leaving the block) closes the port: "upstream stopped"; idp.start() again reopens it
 
 Routes (all under `idp.url`, which is also the `iss` claim):
 - `GET  /.well-known/openid-configuration`  discovery (`issuer`, `jwks_uri`, endpoints, algorithms)
@@ -61,13 +61,15 @@ class OidcIssuer:
         self._devices: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
+        self._port = 0  # kept after stop(): tokens can still be minted and `start()` reuses the port
         self._thread: threading.Thread | None = None
         self.rotate(alg)
         self.app = self._make_app()
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> OidcIssuer:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
+        self._server = make_server("127.0.0.1", self._port, self.app, threaded=True, request_handler=_QuietHandler)
+        self._port = int(self._server.server_port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-issuer", daemon=True)
         self._thread.start()
         return self
@@ -86,8 +88,8 @@ class OidcIssuer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() the issuer first"
-        return int(self._server.server_port)
+        assert self._port, "start() the issuer first"
+        return self._port
 
     @property
     def base_url(self) -> str:

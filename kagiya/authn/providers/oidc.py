@@ -6,7 +6,8 @@ discovery), at least as strict as kube-apiserver's own `--authentication-config`
 - algorithm allow-list (never `none`, never HMAC: public-key signatures only);
 - `exp` required, `nbf` and `iat` checked, each with `leeway_seconds`; optional `max_token_age_seconds`;
 - discovery and JWKS fetched once and cached (`jwks_ttl_seconds`), refreshed on an unknown `kid`, at most once
-  per `jwks_min_refresh_seconds`; a stale JWKS keeps serving while the issuer is down;
+  per `jwks_min_refresh_seconds` (inside that window an unknown kid is a 503 "retry", not a denial the apiserver
+  would cache across a key rotation); a stale JWKS keeps serving while the issuer is down;
 - claim mappings for username, groups, uid and extra, with username and group prefixes; optional
   `email_verified`. `system:` names are refused by the router unless the provider allows them.
 Google and Azure AD build on `OidcProvider` (hooks `check_claims` and `groups_from`).
@@ -106,9 +107,10 @@ class KeyStore:
             if key is not None and fresh:
                 return key
             if self.clock() - self._last_attempt < self.opts.jwks_min_refresh_seconds:
-                # Tried moments ago: answer from what we have instead of hammering the issuer.
-                if key is None and self._last_error:
-                    raise UpstreamUnavailable(self._last_error)
+                # Fetched moments ago: do not hammer the issuer. An unknown kid now may be a key published
+                # since, so answer "retry" (503, not cached by the apiserver) rather than a cached denial.
+                if key is None:
+                    raise UpstreamUnavailable(self._last_error or "token signing key not known yet; retry shortly")
                 return key
             try:
                 self._refresh()
