@@ -91,7 +91,7 @@ class Rule:
 
 
 def _names_arn(pattern: str, kind: str) -> bool:
-    return pattern.startswith("arn:") if kind == "glob" else pattern.lstrip("^").startswith("arn")
+    return pattern.lstrip("^").startswith("arn:") if kind == "regex" else pattern.startswith("arn:")
 
 
 def parse_rule(raw: Any, name: str) -> Rule:
