@@ -28,7 +28,8 @@ def _other_key(keyring: Path) -> None:
 
 # name -> (how to damage the encrypted file, command, expected message fragment)
 CASES: dict[str, tuple[Callable[[str], str], str, str]] = {
-    "bad base64 in a value": (lambda t: re.sub(r"(  password: \S{4})(\S{4})", r"\1$$$$", t), "decrypt", "not valid base64"),
+    "bad base64 in a value": (lambda t: re.sub(r"(  password: \S{4})(\S{4})", r"\1$$$$", t), "decrypt",
+                              "not valid base64"),
     "truncated trailer": (lambda t: t[: t.index("# kubesec:mac:")], "decrypt", "no mac line"),
     "trailer cut mid-line": (lambda t: t[: t.index("# kubesec:local:") + 24], "decrypt", "truncated local"),
     "unknown recipient type": (lambda t: t.replace("# kubesec:local:", "# kubesec:vault:"), "decrypt",
@@ -40,7 +41,8 @@ CASES: dict[str, tuple[Callable[[str], str], str, str]] = {
     "renamed recipient": (lambda t: t.replace("# kubesec:local:default:", "# kubesec:local:other:"), "decrypt",
                           "local:other"),
     "tampered MAC": (lambda t: _flip(t, r"^# kubesec:mac:(\S)"), "decrypt", "MAC check failed"),
-    "non-string value": (lambda t: PLAIN.replace("user: admin", "user: 3"), "encrypt", "stringData.user must be a string"),
+    "non-string value": (lambda t: PLAIN.replace("user: admin", "user: 3"), "encrypt",
+                         "stringData.user must be a string"),
     "plain value not base64": (lambda t: PLAIN.replace("cGFzc3dvcmQ=", "pass word"), "encrypt",
                                "data.password is not valid base64"),
     "not yaml": (lambda t: "kind: Secret\n  data: [unclosed\n", "encrypt", "not a valid YAML/JSON manifest"),
