@@ -65,7 +65,7 @@ class _State:
 
 
 def _state() -> _State:
-    return current_app.extensions[STATE]  # type: ignore[no-any-return]
+    return current_app.extensions[STATE]
 
 
 @bp.post("/authn/tokenreviews")

@@ -29,12 +29,12 @@ class _PeerCertMiddleware:
         return self.app(environ, start_response)
 
 
-class PeerCertWorker(ThreadWorker):  # type: ignore[misc]
+class PeerCertWorker(ThreadWorker):
     """gthread worker that passes the verified peer certificate to the app (one request per thread)."""
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.wsgi = _PeerCertMiddleware(self.wsgi)
+        self.wsgi = _PeerCertMiddleware(self.wsgi)  # type: ignore[has-type]
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         _local.pem = _peer_pem(conn.sock)

@@ -59,14 +59,14 @@ def _new_key() -> Any:
 def _key_pem(key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[no-any-return]
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def _cert_pem(cert: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[no-any-return]
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _check_free(paths: Sequence[Path], force: bool) -> None:

@@ -270,11 +270,11 @@ def install(app: Any, settings: Any) -> Authenticator:
         authn: AuthnSettings = settings.section("authn")
         existing = Authenticator(ProviderSet.from_settings(authn), authn)
         app.extensions[EXTENSION] = existing
-    return existing  # type: ignore[no-any-return]
+    return existing
 
 
 def authenticator_of(app: Any) -> Authenticator:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return app.extensions[EXTENSION]
 
 
 def subject_fields(subject: Mapping[str, Sequence[str]]) -> tuple[list[str], str]:

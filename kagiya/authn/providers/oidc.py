@@ -166,7 +166,7 @@ class KeyStore:
         usable = [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"
                   and k.get("kty") in ("RSA", "EC", "OKP")]
         try:
-            keyset = KeySet.import_key_set({"keys": usable})  # type: ignore[typeddict-item]
+            keyset = KeySet.import_key_set({"keys": usable})
         except Exception as exc:  # noqa: BLE001 - joserfc raises several types for malformed keys
             raise UpstreamUnavailable(f"issuer JWKS is malformed ({type(exc).__name__})") from None
         self._keys = {k.kid or f"#{i}": k for i, k in enumerate(keyset.keys)}
