@@ -138,25 +138,65 @@ class World:
             time.sleep(0.02)
 
 
-def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, **credentials: Any) -> World:
+class KubeWorld(World):
+    """A World whose pod index is fed by kagiya's real watcher from the kube-apiserver stand-in."""
+
+    def __init__(self, *args: Any, kube: Any) -> None:
+        super().__init__(*args)
+        self.kube = kube
+
+    def add_pod(self, namespace: str, name: str, sa: str, ip: str, **kwargs: Any) -> dict[str, Any]:
+        obj = self.kube.add_pod(namespace, name, ip=ip, service_account=sa, **kwargs)
+        self._wait(lambda: self.index.pod_by_uid(obj["metadata"]["uid"]) is not None)
+        return obj
+
+    def delete_pod(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.kube.delete("pods", meta["namespace"], meta["name"])
+        self._wait(lambda: self.index.pod_by_uid(meta["uid"]) is None)
+
+    @staticmethod
+    def _wait(cond: Any, timeout: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError("the pod index did not catch up")
+            time.sleep(0.01)
+
+    def pod_token(self, obj: dict[str, Any], audiences: tuple[str, ...] = ("kagiya",)) -> str:
+        meta = obj["metadata"]
+        return str(self.kube.issue_token(meta["namespace"], obj["spec"]["serviceAccountName"], pod_name=meta["name"],
+                                         pod_uid=meta["uid"], audiences=audiences))
+
+
+def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: Any = None,
+               **credentials: Any) -> World:
     from kagiya.kube import KubeIndex
     from kagiya.web import create_app
 
     tokens = tmp_path / "tokens.csv"
     tokens.write_text('admin-token-0001,alice,uid-alice,"kagiya:admins"\n'
                       f'{AGENT_TOKEN},node-agent,uid-agent,"kagiya:agents"\n')
-    settings = make_settings({
+    overrides: dict[str, Any] = {
         "authn": {"token_file": str(tokens)},
         "credentials": {"sts_endpoint": moto.url, "iam_credentials_endpoint": gcp.url,
                         "issuer_timeout_seconds": 3, "refresh_interval_seconds": 0.2, **credentials},
-    })
-    app = create_app(settings)
+    }
+    if kube is not None:
+        overrides["kube"] = {"mode": "url", "host": kube.url, "retry_seconds": 0.1, "watch_seconds": 30}
+    app = create_app(make_settings(overrides))
     from kagiya.iam.context import iam_context
 
     ctx = iam_context(app)
-    ctx.kube = KubeIndex()
+    if kube is None:
+        ctx.kube = KubeIndex()
     for ns in ("team-a", "team-b", "team-c"):
-        ctx.kube.apply("namespaces", "ADDED", {"metadata": {"name": ns}})
+        if kube is None:
+            ctx.kube.apply("namespaces", "ADDED", {"metadata": {"name": ns}})
+        else:
+            kube.add_namespace(ns)
     client = app.test_client()
     for ns in ("team-a", "team-b"):
         policy = {"allow": [{"cloud": "aws", "glob": f"arn:aws:iam::{ACCOUNT}:role/app-*"},
@@ -171,8 +211,14 @@ def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, **creden
                         json={"namespace": ns, "serviceAccount": sa, "cloud": cloud, "identity": ident})
         assert r.status_code == 201 and r.get_json()["state"] == "approved", r.get_json()
     server = ThreadedServer(app).__enter__()
-    world = World(app, server, moto, gcp)
+    world = World(app, server, moto, gcp) if kube is None else KubeWorld(app, server, moto, gcp, kube=kube)
     world.svc.ensure_started()  # start the refresher and subscribe to pod events before any pod appears
+    # kagiya's own STS client resolves *its* credentials now, before a test points the pod's env at kagiya
+    # (in a cluster the service and the pods never share an environment).
+    world.svc.cache.issuer("aws")._sts()
+    if kube is not None:
+        assert world.ctx.kube.wait_synced(10), "the kube watch never synced"
+        world.index = world.ctx.kube
     return world
 
 
@@ -185,6 +231,22 @@ def world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) -> It
         w.server.stop()
         w.svc.stop()
         w.app.extensions["kagiya.store"].dispose()
+
+
+@pytest.fixture
+def kube_world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) -> Iterator[KubeWorld]:
+    from tests.standins.kube_apiserver import KubeApiServer
+
+    with KubeApiServer() as kube:
+        w = make_world(make_settings, tmp_path, moto, gcp_standin, kube=kube)
+        try:
+            yield w  # type: ignore[misc]
+        finally:
+            w.server.stop()
+            w.svc.stop()
+            if w.ctx.watcher is not None:
+                w.ctx.watcher.stop(timeout=2)
+            w.app.extensions["kagiya.store"].dispose()
 
 
 @pytest.fixture
