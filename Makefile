@@ -7,18 +7,26 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench lint system-deps venv clean
 
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+# `make run` needs only the runtime set (faster on a fresh machine); tests need the dev set on top.
+$(RUNTIME_STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
 	touch $(STAMP)
 
 system-deps:
 	bash scripts/install-system-deps.sh
 
-run: venv
+run: $(RUNTIME_STAMP)
 	@echo "kagiya: serving the embedded defaults on http://127.0.0.1:8080 (data in ./.kagiya)"
 	@echo "  try: curl -s localhost:8080/healthz ; curl -s localhost:8080/openapi.json | head"
 	@echo "       $(BIN)/kagiya secrets keygen && $(BIN)/kagiya secrets encrypt secret.yaml"
