@@ -412,7 +412,7 @@ def _core_api(api: Any) -> Any:
 
 
 def _list_func(core: Any, kind: str) -> Callable[..., Any]:
-    return {  # type: ignore[no-any-return]
+    return {
         "namespaces": core.list_namespace,
         "serviceaccounts": core.list_service_account_for_all_namespaces,
         "pods": core.list_pod_for_all_namespaces,

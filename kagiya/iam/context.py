@@ -36,7 +36,7 @@ class IamContext:
 
     @property
     def iam(self) -> IamSettings:
-        return self.settings.section("iam")  # type: ignore[no-any-return]
+        return self.settings.section("iam")
 
     @classmethod
     def build(cls, settings: Settings, store: Store, *, kube_index: KubeIndex | None = None,
@@ -67,4 +67,4 @@ def iam_context(app: Any) -> IamContext:
     if ctx is None:
         ctx = IamContext.build(app.extensions["kagiya.settings"], app.extensions["kagiya.store"])
         app.extensions[EXTENSION] = ctx
-    return ctx  # type: ignore[no-any-return]
+    return ctx

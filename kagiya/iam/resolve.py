@@ -187,7 +187,7 @@ def session_name(namespace: str, service_account: str, pod: PodInfo | None) -> s
 
 def _pick(ctx: IamContext, namespace: str, service_account: str, pod: PodInfo | None, cloud: str,
           policy: NamespacePolicy, cands: list[Candidate]) -> Resolution:
-    base = {"namespace": namespace, "service_account": service_account, "pod": pod.name if pod else "",
+    base: dict[str, Any] = {"namespace": namespace, "service_account": service_account, "pod": pod.name if pod else "",
             "cloud": cloud, "candidates": tuple(cands)}
     allowed = [c for c in cands if c.allowed]
     if not allowed:
