@@ -120,7 +120,7 @@ def build_settings(raw: Mapping[str, Any]) -> Settings:
 
 def section_class(name: str) -> type:
     module, _, attr = SECTIONS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:

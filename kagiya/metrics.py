@@ -38,20 +38,20 @@ class Metrics:
             if kind is Histogram:
                 kwargs["buckets"] = LATENCY_BUCKETS
             self._made[name] = kind(name, doc, labels, **kwargs)
-        return self._made[name]  # type: ignore[no-any-return]
+        return self._made[name]
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
 
 def metrics_of(app: Any) -> Metrics:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return app.extensions[EXTENSION]
 
 
 def metric(app: Any, kind: type[M], name: str, doc: str, labels: tuple[str, ...] = ()) -> M:

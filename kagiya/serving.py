@@ -85,7 +85,7 @@ def run(settings: Settings, *, dev: bool = False) -> None:
         return
     from gunicorn.app.base import BaseApplication
 
-    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    class _Gunicorn(BaseApplication):
         def load_config(self) -> None:
             for key, value in gunicorn_options(settings).items():
                 self.cfg.set(key, value)

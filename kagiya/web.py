@@ -76,11 +76,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def store_of(app: Any) -> Store:
-    return app.extensions["kagiya.store"]  # type: ignore[no-any-return]
+    return app.extensions["kagiya.store"]
 
 
 def settings_of(app: Any) -> Settings:
-    return app.extensions["kagiya.settings"]  # type: ignore[no-any-return]
+    return app.extensions["kagiya.settings"]
 
 
 def _install_request_hooks(app: Flask, settings: Settings) -> None:

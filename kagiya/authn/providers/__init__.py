@@ -31,4 +31,4 @@ def build_provider(provider_type: str, name: str, options: Mapping[str, Any]) ->
         raise ConfigError(f"unknown authn provider type {provider_type!r} (known: {', '.join(REGISTRY)})")
     module, _, attr = REGISTRY[provider_type].partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory(name, options)  # type: ignore[no-any-return]
+    return factory(name, options)
