@@ -35,9 +35,11 @@ VALUE_RE = re.compile(r"^(?:[A-Za-z0-9+/]+={0,2}\.)?[A-Za-z0-9+/]{16}\.[A-Za-z0-
 
 
 class FormatError(Invalid):
-    """The file is not a well-formed kubesec file (bad trailer, bad value encoding)."""
+    """The file is not a well-formed kubesec file (bad trailer, bad value encoding): 400 over HTTP."""
 
     code = "FormatError"
+    reason = "BadRequest"
+    http_status = 400
 
 
 def pad(plaintext: bytes) -> bytes:

@@ -27,9 +27,11 @@ _FLOW_BAD = set(",[]{}")
 
 
 class ManifestError(Invalid):
-    """The manifest cannot be processed (not YAML, not a string value, ...)."""
+    """The manifest cannot be processed (not YAML, not a string value, ...): 400 over HTTP."""
 
     code = "ManifestError"
+    reason = "BadRequest"
+    http_status = 400
 
 
 @dataclass
