@@ -54,6 +54,7 @@ def describe(
 
 def build_spec(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    used_ids: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue
@@ -73,8 +74,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
         summary = meta.get("summary") or (doc[0] if doc else rule.endpoint)
         tag = meta.get("tags") or [rule.endpoint.split(".")[0] if "." in rule.endpoint else "core"]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op_id = base_id = f"{rule.endpoint}.{method.lower()}".replace("/", "_")
+            n = 1
+            while op_id in used_ids:  # one view may serve several rules
+                n += 1
+                op_id = f"{base_id}{n}"
+            used_ids.add(op_id)
             op: dict[str, Any] = {
-                "operationId": f"{rule.endpoint}.{method.lower()}".replace("/", "_"),
+                "operationId": op_id,
                 "summary": summary,
                 "tags": tag,
                 "responses": {
