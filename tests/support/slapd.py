@@ -23,6 +23,7 @@ import ipaddress
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,16 @@ class Slapd:
     def pause(self) -> None:
         """SIGSTOP: the port still accepts connections (kernel backlog) but nothing answers — a hung server."""
         assert self.process is not None and self.process.proc is not None
-        os.kill(self.process.proc.pid, signal.SIGSTOP)
+        pid = self.process.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the stop is asynchronous: wait until every thread is stopped
+            tasks = Path(f"/proc/{pid}/task")
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+            if all(state == "T" for state in states):
+                return
+            time.sleep(0.01)
+        raise RuntimeError("slapd did not stop")
 
     def resume(self) -> None:
         assert self.process is not None and self.process.proc is not None
