@@ -107,9 +107,11 @@ def test_no_credentials_says_how_to_fix(
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    settings = secrets_settings(aws_kms_endpoint=moto_server.url, kms_timeout_seconds=1.5)  # new client cache key
+    settings = secrets_settings(aws_kms_endpoint=moto_server.url, kms_timeout_seconds=1.25)  # not a cached client
     with pytest.raises(KeyUnavailable, match="no AWS credentials"):
         open_key(f"aws:{aws_keys['key']}", settings).wrap(os.urandom(32))
+    monkeypatch.undo()  # credentials appear: the same settings now work (no client without them was cached)
+    assert len(open_key(f"aws:{aws_keys['key']}", settings).wrap(os.urandom(32))) > 32
 
 
 def test_unreachable_endpoint_fails_fast(secrets_settings: Any, aws_keys: dict[str, str]) -> None:

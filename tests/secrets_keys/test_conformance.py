@@ -146,7 +146,8 @@ def test_a_damaged_blob_never_yields_another_data_key(backend: Backend, data: st
     key = backend.key()
     dek = os.urandom(32)
     blob = bytearray(key.wrap(dek))
-    position = data.draw(st.integers(0, len(blob) - 1), label="position")
+    # Blob lengths vary between wraps (pgp signatures, KMS headers), so draw where to hit as a fraction.
+    position = data.draw(st.integers(0, 2**16 - 1), label="position") * len(blob) // 2**16
     blob[position] ^= data.draw(st.integers(1, 255), label="xor")
     try:
         result = key.unwrap(bytes(blob))

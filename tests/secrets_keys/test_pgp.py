@@ -125,6 +125,16 @@ def test_without_the_secret_key_unwrap_says_so(settings: Any, stranger: Any, sec
         open_key(f"pgp:{TEST_KEY_A_FPR}", secrets_settings(gnupg_home=str(home.path))).unwrap(blob)
 
 
+def test_empty_keyring_says_no_secret_key(settings: Any, secrets_settings: Any) -> None:
+    blob = open_key(f"pgp:{TEST_KEY_A_FPR}", settings).wrap(os.urandom(32))
+    empty = make_gpg_home(with_test_key=False)
+    try:
+        with pytest.raises(KeyUnavailable, match="no secret key"):
+            open_key(f"pgp:{TEST_KEY_A_FPR}", secrets_settings(gnupg_home=str(empty.path))).unwrap(blob)
+    finally:
+        empty.close()
+
+
 def test_public_only_recipient_is_signed_by_the_default_secret_key(
     stranger: Any, secrets_settings: Any, settings: Any
 ) -> None:

@@ -44,7 +44,13 @@ def _client(region: str, endpoint: str, timeout: float) -> Any:
     config = Config(
         connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1, "mode": "standard"}
     )
-    return boto3.session.Session().client("kms", region_name=region, endpoint_url=endpoint or None, config=config)
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        # Raised before caching, so credentials that appear later (a refreshed profile) are picked up.
+        from botocore.exceptions import NoCredentialsError
+
+        raise NoCredentialsError()
+    return session.client("kms", region_name=region, endpoint_url=endpoint or None, config=config)
 
 
 @dataclass

@@ -187,10 +187,12 @@ class PgpKey:
         result = run_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
         if not result.has("DECRYPTION_OKAY"):
             if result.has("NO_SECKEY"):
+                # Only when we know this key's subkeys and the message names none of them is it another key's.
                 recipients = {args[0] for args in result.args("ENC_TO") if args}
-                if recipients & self._key_ids():
-                    raise KeyUnavailable(f"the GnuPG keyring holds no secret key for pgp:{self.id}")
-                raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key")
+                own = self._key_ids()
+                if own and recipients and not recipients & own:
+                    raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key")
+                raise KeyUnavailable(f"the GnuPG keyring holds no secret key for pgp:{self.id}")
             if any(args and args[0] == "pkdecrypt_failed" for args in result.args("ERROR")):
                 raise KeyUnavailable(
                     f"GnuPG could not use the secret key for pgp:{self.id} (a passphrase-protected key needs a "
