@@ -1,10 +1,148 @@
-"""`kagiya agent`: the node-local metadata agent."""
+"""`kagiya agent`: the node-local metadata agent (kiam's agent/server split). Docs: deploy/agent.md.
+
+Runs on every node (a DaemonSet with hostNetwork), receives the pods' metadata requests (an iptables DNAT rule sends
+169.254.169.254:80 and 169.254.170.23:80 to it) and forwards the evidence (the pod's source IP, the method, path,
+query and the few headers the metadata rules read, including any service-account token) to the central kagiya
+service at `POST /iam/agent/forward`, over mutual TLS and authenticated as a member of `credentials.agent_groups`.
+The agent holds no cloud credentials and makes no decisions: identity, policy and minting stay central.
+A failed forward is a fast 503 (botocore allows IMDS one attempt of 1 s), never a guess.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
 import click
+
+from kagiya.errors import UsageError
+
+log = logging.getLogger("kagiya.agent")
+PATH_PREFIXES = ("/latest/", "/computeMetadata/", "/v1/credentials")
+FORWARDED_HEADERS = ("X-aws-ec2-metadata-token", "X-aws-ec2-metadata-token-ttl-seconds", "Metadata-Flavor",
+                     "Authorization", "X-Forwarded-For", "User-Agent")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class Agent:
+    """The agent as a WSGI app: relay one metadata request to the central service."""
+
+    def __init__(self, server: str, token: str, *, cert: tuple[str, str] | None = None, ca: str = "",
+                 timeout: float = 0.9) -> None:
+        import requests
+
+        self.forward_url = server.rstrip("/") + "/iam/agent/forward"
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # never route pod evidence through an environment proxy
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        if cert:
+            self.session.cert = cert
+        if ca:
+            self.session.verify = ca
+        self._wanted = {h.lower() for h in FORWARDED_HEADERS}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        from werkzeug.wrappers import Request, Response
+
+        req = Request(environ)
+        if req.method not in ("GET", "PUT") or not req.path.startswith(PATH_PREFIXES):
+            return Response("not found\n", status=404, mimetype="text/plain")(environ, start_response)
+        envelope = {
+            "sourceIp": req.remote_addr or "",
+            "method": req.method,
+            "path": req.path,
+            "query": req.query_string.decode("latin-1"),
+            "headers": {k: v for k, v in req.headers.items() if k.lower() in self._wanted},
+        }
+        reply = self.forward(envelope)
+        if reply is None:
+            headers = {"Metadata-Flavor": "Google"} if req.path.startswith("/computeMetadata/") else {}
+            return Response("kagiya agent: the credential service is unavailable; retry\n", status=503,
+                            mimetype="text/plain", headers=headers)(environ, start_response)
+        response = Response(reply["body"], status=reply["status"], headers=reply.get("headers") or {})
+        return response(environ, start_response)
+
+    def forward(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        """The central service's answer, or None when it cannot be had (logged, without tokens)."""
+        import requests
+
+        try:
+            r = self.session.post(self.forward_url, json=envelope, timeout=self.timeout)
+        except requests.RequestException as exc:
+            log.warning("forward to the credential service failed: %s", type(exc).__name__)
+            return None
+        if r.status_code != 200:
+            log.warning("the credential service refused the agent: HTTP %s", r.status_code)
+            return None
+        try:
+            body = r.json()
+            if isinstance(body, dict) and isinstance(body.get("status"), int) and isinstance(body.get("body"), str):
+                return body
+        except ValueError:
+            pass
+        log.warning("the credential service sent a malformed relay reply")
+        return None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {value!r}: expected HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"--listen {value!r}: HOST must be an IP address") from None
+    return host, int(port)
+
+
+def check_server(url: str, cert: str, key: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UsageError(f"--server {url!r}: expected an https:// URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise UsageError("--server must be https:// (mutual TLS) unless it is on loopback")
+    if bool(cert) != bool(key):
+        raise UsageError("--cert and --key go together")
+    if parts.scheme == "https" and not cert:
+        raise UsageError("--cert and --key are required: the agent authenticates to kagiya with mutual TLS")
 
 
 @click.command(name="agent")
-def command() -> None:
+@click.option("--listen", default="127.0.0.1:8181", show_default=True, help="HOST:PORT the pods' requests reach.")
+@click.option("--server", envvar="KAGIYA_AGENT_SERVER", required=True, help="Central kagiya URL (https://...).")
+@click.option("--token-file", envvar="KAGIYA_AGENT_TOKEN_FILE", required=True, type=click.Path(dir_okay=False),
+              help="Bearer token of an identity in credentials.agent_groups.")
+@click.option("--cert", default="", type=click.Path(dir_okay=False), help="Client certificate (PEM) for mutual TLS.")
+@click.option("--key", default="", type=click.Path(dir_okay=False), help="Client key (PEM).")
+@click.option("--ca", default="", type=click.Path(dir_okay=False), help="CA bundle that signed the server cert.")
+@click.option("--timeout", default=0.9, show_default=True, type=click.FloatRange(0.05, 30),
+              help="Seconds to wait for the central service (botocore gives IMDS 1 s).")
+def command(listen: str, server: str, token_file: str, cert: str, key: str, ca: str, timeout: float) -> None:
     """Node-local metadata agent that forwards pod evidence to kagiya."""
+    from werkzeug.serving import make_server
+
+    from kagiya import logs
+
+    host, port = parse_listen(listen)
+    check_server(server, cert, key)
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"--token-file {token_file} is empty")
+    logs.configure("INFO")
+    agent = Agent(server, token, cert=(cert, key) if cert else None, ca=ca, timeout=timeout)
+    httpd = make_server(host, port, agent, threaded=True)
+    httpd.daemon_threads = True
+    log.info("kagiya agent listening on %s:%d, forwarding to %s", host, port, server)
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()

@@ -1,0 +1,98 @@
+"""`kagiya agent` (the real command, in a subprocess) relays pods' metadata requests to kagiya over mutual TLS."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.iam_credentials.conftest import (
+    ADMIN,
+    AGENT_TOKEN,
+    ThreadedServer,
+    imds_credentials,
+    source_session,
+    sts_client,
+)
+from tests.support.servers import ServerProcess, free_port
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Any:
+    from kagiya.authn import pki as certs
+
+    root = tmp_path / "pki"
+    root.mkdir()
+    certs.init_ca(root)
+    server = certs.init_server(root, ips=["127.0.0.1"])
+    client = certs.init_client(root, "agent", provider="token-auth", org="node-1")
+    return {"ca": str(root / "ca.crt"), "server": server, "client": client}
+
+
+def tls_server(app: Any, pki: Any) -> ThreadedServer:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki["server"].cert), str(pki["server"].key))
+    ctx.load_verify_locations(pki["ca"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ThreadedServer(app, ssl_context=ctx)
+
+
+def agent_process(tmp_path: Path, central: str, pki: Any, token: str) -> ServerProcess:
+    token_file = tmp_path / f"agent-token-{token[:5]}"
+    token_file.write_text(token)
+    port = free_port()
+    argv = [sys.executable, "-m", "kagiya.cli", "agent", "--listen", f"127.0.0.1:{port}", "--server", central,
+            "--token-file", str(token_file), "--ca", pki["ca"],
+            "--cert", str(pki["client"].cert), "--key", str(pki["client"].key)]
+    return ServerProcess(argv, port=port, log_path=tmp_path / f"agent-{port}.log", env={"NO_GCE_CHECK": "true"})
+
+
+def test_agent_relays_imds_and_gce_with_the_pods_source_ip(world: Any, pki: Any, tmp_path: Path) -> None:
+    world.add_pod("team-a", "web-ag", "web", "127.0.0.21")
+    world.add_pod("team-b", "batch-ag", "batch", "127.0.0.22")
+    world.add_pod("team-a", "gweb-ag", "gweb", "127.0.0.23")
+    with tls_server(world.app, pki) as central, agent_process(tmp_path, central.url, pki, AGENT_TOKEN) as agent:
+        status_a, creds_a = imds_credentials(agent.url, "127.0.0.21")
+        status_b, creds_b = imds_credentials(agent.url, "127.0.0.22")
+        assert status_a == status_b == 200
+        assert "/app-reader/" in sts_client(world.moto.url, creds_a).get_caller_identity()["Arn"]
+        assert "/app-writer/" in sts_client(world.moto.url, creds_b).get_caller_identity()["Arn"]
+        r = source_session("127.0.0.23").get(
+            f"{agent.url}/computeMetadata/v1/instance/service-accounts/default/token",
+            headers={"Metadata-Flavor": "Google"})
+        assert r.status_code == 200 and r.headers["Metadata-Flavor"] == "Google"
+        assert r.json()["access_token"].startswith("ya29.")
+        # The rules still apply end to end: X-Forwarded-For is refused, other paths 404.
+        s = source_session("127.0.0.21")
+        assert s.put(f"{agent.url}/latest/api/token",
+                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60", "X-Forwarded-For": "1.1.1.1"}
+                     ).status_code == 403
+        assert s.get(f"{agent.url}/v1/iam/bindings").status_code == 404
+
+
+def test_agent_identity_is_checked(world: Any, pki: Any, tmp_path: Path) -> None:
+    world.add_pod("team-a", "web-ag2", "web", "127.0.0.24")
+    with tls_server(world.app, pki) as central:
+        # Authenticated, but not an agent: the central service refuses, the agent answers a clear 503.
+        with agent_process(tmp_path, central.url, pki, "admin-token-0001") as agent:
+            assert imds_credentials(agent.url, "127.0.0.24")[0] == 503
+        # A pod cannot spoof its source IP by calling the relay route itself.
+        client = world.app.test_client()
+        envelope = {"sourceIp": "127.0.0.24", "method": "PUT", "path": "/latest/api/token"}
+        assert client.post("/iam/agent/forward", json=envelope).status_code == 401
+        assert client.post("/iam/agent/forward", json=envelope, headers=ADMIN).status_code == 403
+        bad = client.post("/iam/agent/forward", json={**envelope, "path": "/v1/audit"},
+                          headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+        assert bad.status_code == 400
+
+
+def test_agent_command_refuses_plain_http_to_a_remote_server(runner: Any, tmp_path: Path) -> None:
+    token = tmp_path / "t"
+    token.write_text("x")
+    result = runner(["agent", "--server", "http://10.0.0.1:8080", "--token-file", str(token)])
+    assert result.exit_code == 2 and "mutual TLS" in result.stderr
+    result = runner(["agent", "--server", "https://kagiya.example", "--token-file", str(token)])
+    assert result.exit_code == 2 and "--cert" in result.stderr
