@@ -252,17 +252,19 @@ def setup(ctx: click.Context, kubeconfig: str, user_name: str, context: str, exe
 
 
 def _option_args(ctx: click.Context, opts: dict[str, Any]) -> list[str]:
-    """The command-line flags for every login option that differs from its default, in a stable order."""
+    """The command-line flags for every login option given to `setup`, in a stable order."""
+    from click.core import ParameterSource
+
     out: list[str] = []
     params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
     for name in LOGIN_PARAMS:
         param, value = params[name], opts[name]
-        if value == param.default or value in ((), None):
+        if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None) or value is None or value is False:
             continue
         flag = max(param.opts, key=len)
         if param.is_flag:
             out.append(flag)
-        elif param.multiple:
+        elif param.multiple:  # an empty tuple adds nothing
             for item in value:
                 out += [flag, str(item)]
         else:
