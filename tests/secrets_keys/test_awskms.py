@@ -120,3 +120,11 @@ def test_unreachable_endpoint_fails_fast(secrets_settings: Any, aws_keys: dict[s
     with pytest.raises(KeyUnavailable, match="unreachable"):
         open_key(f"aws:{aws_keys['key']}", settings).wrap(os.urandom(32))
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("endpoint", ["http://kms.example.com", "kms.example.com:443", "ftp://127.0.0.1"])
+def test_plain_http_endpoint_only_on_loopback(secrets_settings: Any, aws_keys: dict[str, str], endpoint: str) -> None:
+    """The data key travels in the request body, so it never goes over plain http to another machine."""
+    with pytest.raises(KeyUnavailable, match="must be an https:// URL"):
+        open_key(f"aws:{aws_keys['key']}", secrets_settings(aws_kms_endpoint=endpoint))
+    assert open_key(f"aws:{aws_keys['key']}", secrets_settings(aws_kms_endpoint="https://kms.example.com")).id

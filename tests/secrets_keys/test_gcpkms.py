@@ -123,3 +123,11 @@ def test_anonymous_credentials_only_for_a_loopback_http_endpoint(monkeypatch: py
     with pytest.raises(KeyUnavailable, match="credentials"):
         key.wrap(os.urandom(32))
     gcpkms._client.cache_clear()
+
+
+@pytest.mark.parametrize("endpoint", ["http://kms.example.com", "kms.example.com:443", "ftp://127.0.0.1"])
+def test_plain_http_endpoint_only_on_loopback(secrets_settings: Any, endpoint: str) -> None:
+    """The data key travels in the request body, so it never goes over plain http to another machine."""
+    with pytest.raises(KeyUnavailable, match="must be an https:// URL"):
+        open_key(f"gcp:{GCP_KEY}", secrets_settings(gcp_kms_endpoint=endpoint))
+    assert open_key(f"gcp:{GCP_KEY}", secrets_settings(gcp_kms_endpoint="https://kms.example.com")).id

@@ -16,6 +16,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kagiya.errors import CryptoError
 from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
@@ -73,7 +74,7 @@ class AwsKmsKey:
         timeout = self.settings.kms_timeout_seconds
         try:
             client = _client(self.region, self.settings.aws_kms_endpoint, timeout)
-            return getattr(client, operation)(**params)  # type: ignore[no-any-return]
+            return getattr(client, operation)(**params)
         except bexc.ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", "")) or "UnknownError"
             verb = "decrypt" if operation == "decrypt" else "encrypt"
@@ -119,5 +120,15 @@ def open_key(key_id: str, settings: SecretsSettings) -> AwsKmsKey:
     if not match:
         raise KeyUnavailable(
             f"aws key {key_id!r} must be a KMS key or alias ARN: arn:aws:kms:REGION:ACCOUNT:key/ID"
+        )
+    endpoint = urlsplit(settings.aws_kms_endpoint) if settings.aws_kms_endpoint else None
+    if endpoint and not (
+        (endpoint.scheme == "https" and endpoint.hostname)
+        or (endpoint.scheme == "http" and endpoint.hostname in ("127.0.0.1", "localhost", "::1"))
+    ):
+        # The data key travels in the request body: plain http only to this machine (moto_server, LocalStack).
+        raise KeyUnavailable(
+            f"secrets.aws_kms_endpoint {settings.aws_kms_endpoint!r} must be an https:// URL "
+            "(http:// only for 127.0.0.1/localhost)"
         )
     return AwsKmsKey(arn, match["region"], settings)

@@ -47,9 +47,8 @@ def _client(endpoint: str) -> Any:
     credentials = None
     if endpoint:
         options["api_endpoint"] = endpoint
-        parts = urlsplit(endpoint)
-        if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
-            # A stand-in or emulator on this machine: never send real Google credentials to it.
+        if urlsplit(endpoint).scheme == "http":
+            # A stand-in or emulator on this machine (checked in open_key): never send Google credentials to it.
             from google.auth.credentials import AnonymousCredentials
 
             credentials = AnonymousCredentials()
@@ -148,4 +147,19 @@ def open_key(key_id: str, settings: SecretsSettings) -> GcpKmsKey:
         raise KeyUnavailable(
             f"gcp key {key_id!r} must be a Cloud KMS key name: projects/P/locations/L/keyRings/R/cryptoKeys/K"
         )
+    check_endpoint(settings.gcp_kms_endpoint, "secrets.gcp_kms_endpoint")
     return GcpKmsKey(name, settings)
+
+
+def check_endpoint(endpoint: str, setting: str) -> None:
+    """Plain http only to this machine: the data key itself travels in the request body."""
+    if not endpoint:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+        return
+    raise KeyUnavailable(
+        f"{setting} {endpoint!r} must be an https:// URL (http:// only for 127.0.0.1/localhost stand-ins)"
+    )
