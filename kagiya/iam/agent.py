@@ -140,7 +140,7 @@ def command(listen: str, server: str, token_file: str, cert: str, key: str, ca: 
     logs.configure("INFO")
     agent = Agent(server, token, cert=(cert, key) if cert else None, ca=ca, timeout=timeout)
     httpd = make_server(host, port, agent, threaded=True)
-    httpd.daemon_threads = True
+    httpd.daemon_threads = True  # type: ignore[attr-defined]
     log.info("kagiya agent listening on %s:%d, forwarding to %s", host, port, server)
     try:
         httpd.serve_forever()

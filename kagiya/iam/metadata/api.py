@@ -40,13 +40,13 @@ class IndexPods:
         return iam_context(self.app).kube_index()
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]:
-        return self._index().pods_by_ip(ip)  # type: ignore[no-any-return]
+        return self._index().pods_by_ip(ip)
 
     def pod_by_uid(self, uid: str) -> Any | None:
         return self._index().pod_by_uid(uid)
 
     def pods(self) -> Sequence[Any]:
-        return self._index().pods()  # type: ignore[no-any-return]
+        return self._index().pods()
 
 
 def lazy_reviewer(settings: Settings) -> TokenReviewer:
@@ -98,21 +98,26 @@ def build_service(app: Flask, settings: Settings) -> MetadataService:
     identifier = CallerIdentifier(
         IndexPods(app), lazy_reviewer(settings), audiences=creds.token_audiences,
         allow_source_ip=creds.allow_source_ip, review_cache_seconds=creds.token_review_cache_seconds,
-        on_owner_change=lambda ip, old_uid: cache.drop_pod(old_uid),
+        on_owner_change=lambda ip, old_uid: _drop(cache, old_uid),
     )
     svc: MetadataService
+    subscribed: list[Any] = []
 
     def subscribe_pod_events() -> None:
         from kagiya.iam.context import iam_context
 
         index = iam_context(app).kube_index()
-        if getattr(index, "_kagiya_metadata_subscribed", False):
+        if any(seen is index for seen in subscribed):
             return
         index.subscribe(PodEvents(svc, app, creds))
-        index._kagiya_metadata_subscribed = True
+        subscribed.append(index)
 
     svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, starters=(subscribe_pod_events,))
     return svc
+
+
+def _drop(cache: CredentialCache, uid: str) -> None:
+    cache.drop_pod(uid)
 
 
 class PodEvents:
@@ -160,10 +165,14 @@ class PodEvents:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
+    from kagiya.core_api import add_readiness_check
     from kagiya.iam import admission
     from kagiya.iam.metadata import aws_imds, container, forward, gce
 
     svc = build_service(app, settings)
     app.extensions[EXTENSION] = svc
+    # Readiness probes reach every process early: use them to start the refresher and the pod-watch hooks
+    # before the first pod asks (they must run in the serving process, not in a pre-fork master).
+    add_readiness_check(app, "credentials", svc.ensure_started)
     for bp in (aws_imds.bp, container.bp, gce.bp, admission.bp, forward.bp):
         app.register_blueprint(bp)

@@ -128,7 +128,7 @@ class MetadataService:
         if len(self._id_tokens) > 10000:
             self._id_tokens.clear()
         self._id_tokens[key] = (token, expiry)
-        return token  # type: ignore[no-any-return]
+        return str(token)
 
     def refused(self, endpoint: str, why: str, message: str) -> None:
         log.info("metadata request refused: %s", message,
