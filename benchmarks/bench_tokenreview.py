@@ -1,0 +1,187 @@
+"""TokenReview webhook under concurrent load: `kagiya serve` (gunicorn, 2 gthread workers) vs a bare Flask route
+served by the same gunicorn options (kagiya.serving.gunicorn_options) in the same run.
+
+Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in total:
+- bare:      POST to a one-route Flask app that returns a canned TokenReview (the server-setup floor);
+- cached:    POST /authn/tokenreviews with one OIDC JWT (answered from the review cache after the first call);
+- uncached:  POST /authn/tokenreviews with a different OIDC JWT each time (RS256 signature check, claim checks,
+             an audit row per decision; JWKS fetched once from the in-process issuer stand-in).
+Prints throughput, p50/p99 latency and the overhead ratios. Goal: cached within 1.3x of bare.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
+from tests.support.servers import ServerProcess, free_port  # noqa: E402
+
+CLIENTS = 16
+REQUESTS = 3000
+UNCACHED_REQUESTS = 1200
+GOAL = 1.3
+BIN = Path(sys.executable).parent
+
+BARE_APP = """
+import sys
+from flask import Flask, jsonify
+from gunicorn.app.base import BaseApplication
+from kagiya.config import load_settings
+from kagiya.serving import gunicorn_options
+
+app = Flask("bare")
+REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {"creationTimestamp": None},
+         "status": {"authenticated": True, "user": {"username": "bench", "uid": "bench", "groups": ["dev"]}}}
+
+@app.post("/authn/tokenreviews")
+def review():
+    return jsonify(REPLY)
+
+class Bare(BaseApplication):
+    def load_config(self):
+        options = gunicorn_options(load_settings(env={}, overrides={"port": int(sys.argv[1])}))
+        options.pop("post_fork")  # it reopens kagiya's database pool; the bare app has none
+        for key, value in options.items():
+            self.cfg.set(key, value)
+    def load(self):
+        return app
+
+Bare().run()
+"""
+
+
+def body(token: str) -> bytes:
+    return json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                       "spec": {"token": token}}).encode()
+
+
+def load(port: int, bodies: list[bytes]) -> tuple[float, list[float], int]:
+    """Send `bodies` over CLIENTS keep-alive connections; (seconds, latencies in ms, non-authenticated count)."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    chunks = [bodies[i::CLIENTS] for i in range(CLIENTS)]
+    start_gate = threading.Barrier(CLIENTS + 1)
+
+    def worker(chunk: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        bad = 0
+        start_gate.wait()
+        for payload in chunk:
+            t0 = time.perf_counter()
+            conn.request("POST", "/authn/tokenreviews", body=payload, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            mine.append((time.perf_counter() - t0) * 1000)
+            if resp.status != 200 or b'"authenticated":true' not in data:
+                bad += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            failures[0] += bad
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, latencies, failures[0]
+
+
+def server_cpu(master_pid: int) -> float:
+    """CPU seconds (user+sys) used so far by the gunicorn master's worker processes (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measured(proc: ServerProcess, bodies: list[bytes]) -> tuple[float, list[float], int, float]:
+    assert proc.proc is not None
+    before = server_cpu(proc.proc.pid)
+    seconds, lat, bad = load(proc.port, bodies)
+    return seconds, lat, bad, (server_cpu(proc.proc.pid) - before) / len(bodies) * 1e6
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def report(name: str, seconds: float, lat: list[float], bad: int, cpu_us: float) -> dict[str, float]:
+    rps = len(lat) / seconds
+    row = {"rps": rps, "p50": statistics.median(lat), "p99": pct(lat, 99), "cpu": cpu_us}
+    print(f"{name:<10}{len(lat):>8}{rps:>10.0f}{row['p50']:>10.2f}{row['p99']:>10.2f}{cpu_us:>12.0f}{bad:>8}")
+    return row
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp, OidcIssuer(client_id="kube") as issuer:
+        tmpdir = Path(tmp)
+        tokens = tmpdir / "tokens.csv"
+        tokens.write_text('bench-static-token,bench,bench,"dev"\n')
+        config = tmpdir / "kagiya.yaml"
+        config.write_text(json.dumps({
+            "data_dir": str(tmpdir / "data"), "log_level": "WARNING",
+            "authn": {"token_file": str(tokens), "failed_reviews_per_minute": 0,
+                      "providers": [{"type": "oidc", "name": "corp", "issuer": issuer.url, "audiences": ["kube"]}]},
+        }))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
+        kport, bport = free_port(), free_port()
+        kagiya = ServerProcess([str(BIN / "kagiya"), "--config", str(config), "serve", "--port", str(kport),
+                                "--workers", "2"], port=kport, env=env, log_path=tmpdir / "kagiya.log", timeout=60)
+        bare = ServerProcess([sys.executable, "-c", BARE_APP, str(bport)], port=bport, env=env, cwd=ROOT,
+                             log_path=tmpdir / "bare.log", timeout=60)
+        kagiya.env = bare.env = env
+        cached_token = issuer.mint(sub="bench", groups=["dev"], expires_in=3600)
+        print(f"minting {UNCACHED_REQUESTS} distinct RS256 JWTs ...", flush=True)
+        uncached = [body(issuer.mint(sub=f"user{i}", groups=["dev"], expires_in=3600, jti=str(i)))
+                    for i in range(UNCACHED_REQUESTS)]
+        with kagiya, bare:
+            load(bport, [body("warm")] * 200)
+            load(kport, [body(cached_token)] * 200)  # warm both workers' caches and JWKS
+            print(f"{CLIENTS} clients; latency in ms")
+            print(f"{'scenario':<10}{'requests':>8}{'req/s':>10}{'p50':>10}{'p99':>10}{'CPU us/req':>12}"
+                  f"{'failed':>8}")
+            results = {
+                "bare": report("bare", *measured(bare, [body("bench-static-token")] * REQUESTS)),
+                "cached": report("cached", *measured(kagiya, [body(cached_token)] * REQUESTS)),
+                "uncached": report("uncached", *measured(kagiya, uncached)),
+            }
+            errors = [line for line in kagiya.output().splitlines() if '"level": "error"' in line]
+    b, c, u = results["bare"], results["cached"], results["uncached"]
+    cached_ratio = b["rps"] / c["rps"]
+    print(f"cached vs bare:   {cached_ratio:.2f}x time per request (throughput {c['rps']:.0f} vs {b['rps']:.0f} req/s),"
+          f" p50 {c['p50'] / b['p50']:.2f}x, p99 {c['p99'] / b['p99']:.2f}x")
+    print(f"                  server CPU per request {c['cpu']:.0f} vs {b['cpu']:.0f} us: {c['cpu'] / b['cpu']:.2f}x")
+    print(f"uncached vs bare: {b['rps'] / u['rps']:.2f}x time per request, p50 {u['p50'] / b['p50']:.2f}x,"
+          f" server CPU {u['cpu'] / b['cpu']:.2f}x")
+    verdict = "OK" if cached_ratio <= GOAL else "OVER GOAL"
+    print(f"goal: cached within {GOAL}x of bare: {verdict}; server errors logged: {len(errors)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
