@@ -147,3 +147,24 @@ def test_explain_by_service_account(iam_client: Any) -> None:
     assert resp["pod"] is None
     assert [r["allowed"] for r in resp["results"]] == [True, False, False]
     assert resp["results"][0]["identity"]["session_name"] == "kagiya.team-a.web"
+
+
+def test_pod_role_extras_and_bare_names_without_base(kube: KubeApiServer, iam_client: Any, iam_app: Any) -> None:
+    from kagiya.iam.context import iam_context
+    from kagiya.iam.resolve import resolve_workload
+
+    kube.add_namespace("legacy", annotations={"iam.amazonaws.com/permitted": "^app-.*$"})
+    kube.add_pod("legacy", "p", ip="10.2.0.20", annotations={
+        "iam.amazonaws.com/role": "app-x", "iam.amazonaws.com/external-id": "ext-123",
+        "iam.amazonaws.com/session-name": "my session/1"})
+    assert seen(iam_app, "legacy", "p")
+    ctx = iam_context(iam_app)
+    res = resolve_workload(ctx, "legacy", "default", ctx.kube_index().pod("legacy", "p"), cloud="aws")
+    assert res.allowed and res.identity is not None
+    assert (res.identity.external_id, res.identity.session_name) == ("ext-123", "my-session-1")
+    assert res.identity.max_session_seconds == 3600
+
+    ctx.settings = ctx.settings.replace(sections={**ctx.settings.sections,
+                                                  "iam": ctx.iam.__class__(pod_role_annotation=True)})
+    bare = resolve_workload(ctx, "legacy", "default", ctx.kube_index().pod("legacy", "p"), cloud="aws")
+    assert not bare.allowed and "bare role name 'app-x' needs iam.base_role_arn" in bare.reason

@@ -89,3 +89,21 @@ def test_cli_reports_an_unreachable_server(runner: Any) -> None:
 
     out = runner(["iam", "--server", f"http://127.0.0.1:{free_port()}", "list"], env={"KAGIYA_TOKEN": "x"})
     assert out.exit_code == 6 and "cannot reach kagiya at" in out.stderr
+
+
+def test_server_from_environment(runner: Any, live_server: str) -> None:
+    out = runner(["iam", "list", "requests"], env={"KAGIYA_SERVER": live_server, "KAGIYA_TOKEN": DEV_TOKEN})
+    assert out.exit_code == 0 and out.stdout.strip() == "no requests"
+
+
+def test_iam_cli_starts_without_heavy_imports() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from kagiya.cli import main; main(['iam', '--help']); "
+            "print(sorted(m for m in ('flask', 'kubernetes', 'sqlalchemy', 'boto3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={
+        "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "explain" in out.stdout and "request" in out.stdout

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kagiya.errors import UpstreamUnavailable
 from kagiya.kube import KubeIndex, KubeWatcher
 from tests.conftest import bearer
 from tests.iam.conftest import arn, wait_until
@@ -143,3 +144,34 @@ def test_ip_lookups_refuse_to_guess() -> None:
     assert index.pods_by_ip("10.0.0.1") == []  # a finished pod's IP may already belong to someone else
     index.replace("pods", [pod("c", "10.0.0.3")])
     assert [p.name for p in index.pods()] == ["c"] and index.pod_by_uid("uid-b") is None
+
+
+def test_kubeconfig_and_bearer_token_modes(kube: KubeApiServer, make_settings: Any, tmp_path: Any) -> None:
+    kube.require_token = "standin-secret-token"
+    token_file = tmp_path / "token"
+    token_file.write_text("standin-secret-token\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        f"clusters: [{{name: standin, cluster: {{server: '{kube.url}'}}}}]\n"
+        "users: [{name: u, user: {token: standin-secret-token}}]\n"
+        "contexts: [{name: test, context: {cluster: standin, user: u}}]\n")
+    for kube_settings in ({"mode": "url", "host": kube.url, "token_file": str(token_file)},
+                          {"mode": "kubeconfig", "kubeconfig": str(kubeconfig), "context": "test"}):
+        watcher = KubeWatcher(make_settings({"kube": kube_settings}).section("kube"))
+        watcher.ensure_running()
+        try:
+            assert watcher.index.wait_synced(10), watcher.last_error
+            assert watcher.index.pod("team-a", "web-1") is not None
+        finally:
+            watcher.stop(2)
+    unauthenticated = KubeWatcher(make_settings({"kube": {"mode": "url", "host": kube.url,
+                                                          "retry_seconds": 0.05}}).section("kube"))
+    unauthenticated.ensure_running()
+    try:
+        assert not unauthenticated.index.wait_synced(0.5)
+        assert "HTTP 401" in unauthenticated.last_error
+        with pytest.raises(UpstreamUnavailable, match="not synced yet.*HTTP 401"):
+            unauthenticated.check_ready()
+    finally:
+        unauthenticated.stop(2)

@@ -133,25 +133,34 @@ def test_auto_approve_makes_the_binding_at_once(iam_client: Any) -> None:
     assert binding["approvedBy"].startswith("policy autoApprove[0]") and binding["state"] == "active"
 
 
-def test_exactly_one_of_two_concurrent_approvals_wins(iam_client: Any, iam_app: Any) -> None:
+def test_exactly_one_of_two_replicas_approving_wins(iam_client: Any, iam_settings: Any) -> None:
+    from kagiya.web import create_app
+
     set_policy(iam_client)
     rid = ask(iam_client, arn("app-x")).json["id"]
+    replicas = [create_app(iam_settings.replace(sections={**iam_settings.sections, "kube": iam_settings.section(
+        "kube").__class__()})) for _ in range(2)]  # two more apps on the same database, no kube watch
     barrier = threading.Barrier(2)
     codes: list[int] = []
 
-    def approve(token: dict[str, str]) -> None:
-        client = iam_app.test_client()
+    def approve(app: Any, token: dict[str, str]) -> None:
+        client = app.test_client()
         barrier.wait()
         codes.append(client.post(f"/v1/iam/binding-requests/{rid}/approve", headers=token).status_code)
 
-    threads = [threading.Thread(target=approve, args=(t,)) for t in (ADMIN, APPROVER)]
+    threads = [threading.Thread(target=approve, args=(app, t)) for app, t in zip(replicas, (ADMIN, APPROVER),
+                                                                                  strict=True)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for app in replicas:
+        app.extensions["kagiya.store"].dispose()
     assert sorted(codes) == [200, 409]
     bindings = iam_client.get("/v1/iam/bindings?namespace=team-a", headers=DEV).json["items"]
     assert len(bindings) == 1
+    events = [e for e in audit_actions(iam_client) if e[1] == "iam.request.approve"]
+    assert len(events) == 1
 
 
 def test_time_limited_binding_expires_by_itself(iam_client: Any, iam_app: Any) -> None:
