@@ -371,10 +371,21 @@ class KubeWatcher:
         import json
 
         func = _list_func(core, kind)
-        resp = func(_preload_content=False, _request_timeout=self.settings.timeout_seconds * 6)
-        body = json.loads(resp.data)
-        self.index.replace(kind, body.get("items") or [])
-        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        items: list[Any] = []
+        token = ""
+        while True:  # pages of `list_page_size`, as informers list; an expired continue token is a 410: relist
+            kwargs = {"_continue": token} if token else {}
+            resp = func(limit=self.settings.list_page_size, _preload_content=False,
+                        _request_timeout=(self.settings.timeout_seconds, max(60.0, self.settings.timeout_seconds * 12)),
+                        **kwargs)
+            body = json.loads(resp.data)
+            items.extend(body.get("items") or [])
+            meta = body.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                break
+        self.index.replace(kind, items)
+        rv = str(meta.get("resourceVersion") or "")
         self.resource_versions[kind] = rv
         self.last_error = ""
         return rv

@@ -25,5 +25,7 @@ class KubeSettings:
     timeout_seconds: float = 5.0
     #: Server-side timeout of one watch request; the indexer then resumes from its resourceVersion.
     watch_seconds: int = 300
+    #: Objects per list page when (re)listing.
+    list_page_size: int = 500
     retry_seconds: float = 0.5
     max_retry_seconds: float = 30.0

@@ -175,3 +175,16 @@ def test_kubeconfig_and_bearer_token_modes(kube: KubeApiServer, make_settings: A
             unauthenticated.check_ready()
     finally:
         unauthenticated.stop(2)
+
+
+def test_lists_in_pages(kube: KubeApiServer, make_settings: Any) -> None:
+    for i in range(7):
+        kube.add_pod("team-a", f"many-{i}", ip=f"10.1.1.{i}")
+    watcher = KubeWatcher(make_settings({"kube": {"mode": "url", "host": kube.url, "list_page_size": 3}})
+                          .section("kube"))
+    watcher.ensure_running()
+    try:
+        assert watcher.index.wait_synced(10)
+        assert len(watcher.index.pods()) == 8 and kube.list_calls["pods"] == 3
+    finally:
+        watcher.stop(2)
