@@ -6,8 +6,8 @@ them for both calls. On `Decrypt` we pass `KeyId`, so KMS refuses a blob made by
 quietly decrypting it with whatever key the blob names.
 
 botocore retries up to 5 times with backoff by default; a CLI must answer within `kms_timeout_seconds`, so a call
-makes one attempt with connect and read timeouts of that length. `boto3` costs ~0.5 s to import: it is imported
-only when a key is used, and one client is built per (region, endpoint).
+makes one attempt with connect and read timeouts of that length. The AWS SDK costs a few hundred ms to import: it
+is imported only when a key is used (botocore alone, see `_client`), and one client is built per region/endpoint.
 """
 
 from __future__ import annotations
@@ -39,19 +39,20 @@ _NOT_USABLE = {"DisabledException", "KMSInvalidStateException", "InvalidKeyUsage
 
 @functools.lru_cache(maxsize=16)
 def _client(region: str, endpoint: str, timeout: float) -> Any:
-    import boto3
+    """A KMS client from botocore, the engine boto3 wraps: the same credential chain and wire calls, without
+    importing boto3's resource layer and s3transfer (~50 ms of a CLI run)."""
+    import botocore.session
     from botocore.config import Config
+    from botocore.exceptions import NoCredentialsError
 
+    session = botocore.session.Session()
+    if session.get_credentials() is None:
+        # Raised before caching, so credentials that appear later (a refreshed profile) are picked up.
+        raise NoCredentialsError()
     config = Config(
         connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1, "mode": "standard"}
     )
-    session = boto3.session.Session()
-    if session.get_credentials() is None:
-        # Raised before caching, so credentials that appear later (a refreshed profile) are picked up.
-        from botocore.exceptions import NoCredentialsError
-
-        raise NoCredentialsError()
-    return session.client("kms", region_name=region, endpoint_url=endpoint or None, config=config)
+    return session.create_client("kms", region_name=region, endpoint_url=endpoint or None, config=config)
 
 
 @dataclass
