@@ -22,9 +22,11 @@ from kagiya.errors import ConfigError, UpstreamUnavailable
 from tests.support.servers import free_port
 from tests.support.slapd import (
     BASE_DN,
+    BULK_GROUPS,
     GROUPS_DN,
     SERVICE_DN,
     SERVICE_PASSWORD,
+    SIZE_LIMIT,
     Slapd,
     _make_tls,
     start_slapd,
@@ -116,6 +118,22 @@ def test_group_cycles_terminate(nested: LdapProvider) -> None:
 def test_nesting_depth_is_bounded(slapd: Slapd) -> None:
     user = provider(slapd, nested_groups=True, max_nesting_depth=1).authenticate(token("alice", "alice-pw"))
     assert isinstance(user, User) and user.groups == ("developers", "ops", "platform")
+
+
+def test_groups_beyond_the_servers_size_limit_are_all_read_by_paging(slapd: Slapd, nested: LdapProvider) -> None:
+    import ldap3
+
+    # Without paging, slapd stops at its size limit: a client that did not page would get a partial list.
+    conn = ldap3.Connection(ldap3.Server(slapd.url, get_info=ldap3.NONE), SERVICE_DN, SERVICE_PASSWORD, auto_bind=True)
+    try:
+        conn.search(GROUPS_DN, f"(member={user_dn('grace')})", attributes=["cn"])
+        assert conn.result["description"] == "sizeLimitExceeded" and len(conn.entries) == SIZE_LIMIT
+    finally:
+        conn.unbind()
+    user = nested.authenticate(token("grace", "grace-pw"))
+    assert isinstance(user, User)
+    assert len(user.groups) == BULK_GROUPS + 1  # every bulk group, plus bulk-parent found through 260 nested DNs
+    assert {"bulk-000", "bulk-259", "bulk-parent"} <= set(user.groups)
 
 
 def test_user_without_groups_and_without_group_lookup(slapd: Slapd, ldap: LdapProvider) -> None:

@@ -9,7 +9,9 @@ Seeded directory (`BASE_DN` = dc=example,dc=org):
 - ou=people: alice, bob, carol, dan (no groups), `j(doe)` (a real name with filter metacharacters), twin;
   ou=contractors: another `twin` (a username matching two entries). Password of each: `<uid>-pw`.
 - ou=groups: developers {alice, bob} (groupOfNames); platform {developers, carol}; everyone {platform} (nesting);
-  ops (posixGroup, memberUid alice); loop-a {loop-b, carol} and loop-b {loop-a} (a cycle).
+  ops (posixGroup, memberUid alice); loop-a {loop-b, carol} and loop-b {loop-a} (a cycle);
+  bulk-000 … bulk-259 {grace} and bulk-parent {every bulk group}: more than the server's per-search size limit
+  (100 entries; paged searches are unlimited), so a client must page to see them all.
 ACLs: anonymous may only bind; the service account and bound users may read; nobody reads userPassword.
 """
 
@@ -35,6 +37,9 @@ SERVICE_DN = f"cn=kagiya,ou=services,{BASE_DN}"
 SERVICE_PASSWORD = "service-pw"  # noqa: S105 - a test directory's made-up password
 PEOPLE_DN = f"ou=people,{BASE_DN}"
 GROUPS_DN = f"ou=groups,{BASE_DN}"
+#: grace is in this many groups, more than one search answer holds (`SIZE_LIMIT`), so only paging finds them all.
+BULK_GROUPS = 260
+SIZE_LIMIT = 100
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 SCHEMA_DIR = Path("/etc/ldap/schema")
 SLAPD = "/usr/sbin/slapd"
@@ -87,6 +92,9 @@ def seed_ldif() -> str:
         _group("everyone", group_dn("platform")),
         _group("loop-a", group_dn("loop-b"), user_dn("carol")),
         _group("loop-b", group_dn("loop-a")),
+        _person("grace", 1008),
+        *(_group(f"bulk-{i:03d}", user_dn("grace")) for i in range(BULK_GROUPS)),
+        _group("bulk-parent", *(group_dn(f"bulk-{i:03d}") for i in range(BULK_GROUPS))),
         f"dn: {group_dn('ops')}\nobjectClass: posixGroup\ncn: ops\ngidNumber: 5000\nmemberUid: alice\n",
     ]
     return "\n".join(entries)
@@ -107,6 +115,7 @@ rootdn "cn=admin,{BASE_DN}"
 rootpw admin-pw
 directory {directory}/db
 maxsize 16777216
+sizelimit size.soft={SIZE_LIMIT} size.hard={SIZE_LIMIT} size.prtotal=unlimited
 index objectClass,uid,cn,member,memberUid eq
 
 access to attrs=userPassword

@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 #: Bind result codes (RFC 4511) that mean "try later", not "wrong password".
 TRANSIENT_CODES = {3, 11, 51, 52, 80}
-SEARCH_OK = {0, 4}  # success, sizeLimitExceeded (we ask for at most 2 users to detect ambiguity)
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+PAGE_SIZE = 500
+MAX_PAGES = 200
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,42 @@ class Session:
         self.deadline = deadline
 
     def search(self, base: str, flt: str, attributes: list[str], size_limit: int) -> list[tuple[str, dict[str, Any]]]:
-        """Entries as (dn, raw attributes). Raises UpstreamUnavailable for a failed or refused search."""
+        """At most `size_limit` entries as (dn, raw attributes) — reaching the limit is fine (the caller asked for
+        a few to detect ambiguity). Raises UpstreamUnavailable for a failed or refused search."""
+        self._search(base, flt, attributes, size_limit=size_limit)
+        self._check(base, allowed=(0, 4))  # success, sizeLimitExceeded
+        return self._entries()
+
+    def search_all(self, base: str, flt: str, attributes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """Every matching entry, page by page (RFC 2696 simple paged results), so a server size limit per
+        request does not silently truncate a group list. A truncated answer is UpstreamUnavailable."""
+        entries: list[tuple[str, dict[str, Any]]] = []
+        cookie: bytes | None = None
+        for _ in range(MAX_PAGES):
+            self._search(base, flt, attributes, paged_size=PAGE_SIZE, paged_cookie=cookie)
+            self._check(base, allowed=(0,))
+            entries += self._entries()
+            controls = (self.conn.result or {}).get("controls") or {}
+            cookie = ((controls.get(PAGED_RESULTS_OID) or {}).get("value") or {}).get("cookie")
+            if not cookie:
+                return entries
+        raise UpstreamUnavailable("LDAP listed too many groups")
+
+    def _search(self, base: str, flt: str, attributes: list[str], **kw: Any) -> None:
         from ldap3 import SUBTREE
 
-        left = self.deadline.remaining()
-        self.conn.search(
-            base, flt, search_scope=SUBTREE, attributes=attributes, size_limit=size_limit,
-            time_limit=max(1, int(left)),
-        )
+        _arm(self.conn, self.deadline)
+        self.conn.search(base, flt, search_scope=SUBTREE, attributes=attributes,
+                         time_limit=max(1, int(self.deadline.remaining())), **kw)
+
+    def _check(self, base: str, allowed: tuple[int, ...]) -> None:
         code = (self.conn.result or {}).get("result")
-        if code not in SEARCH_OK:
+        if code not in allowed:
             description = (self.conn.result or {}).get("description", "")
             log.warning("ldap: search under %s failed: %s (%s)", base, description, code, extra={"provider": "ldap"})
             raise UpstreamUnavailable("LDAP search failed")
+
+    def _entries(self) -> list[tuple[str, dict[str, Any]]]:
         return [
             (str(e["dn"]), dict(e.get("raw_attributes") or {}))
             for e in (self.conn.response or [])
@@ -80,6 +105,7 @@ class Session:
 
     def check_password(self, dn: str, password: str) -> bool:
         """Simple bind as `dn`. False for a refused bind; UpstreamUnavailable for a transient one."""
+        _arm(self.conn, self.deadline)
         ok = self.conn.rebind(user=dn, password=password, read_server_info=False)
         if ok:
             return True
@@ -120,7 +146,6 @@ class ConnectionPool:
             conn, reused = self._checkout(deadline)
             while True:
                 try:
-                    _arm(conn, deadline)
                     result = operation(Session(conn, deadline))
                 except UpstreamUnavailable:
                     _quietly_close(conn)

@@ -40,6 +40,8 @@ SERVICE = "LDAP"
 BAD_CREDENTIALS = "invalid username or password"
 MAX_USERNAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
+#: Group DNs per nested-group query.
+NESTED_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,11 @@ class LdapProvider:
         depth = 0
         while opts.nested_groups and frontier and depth < opts.max_nesting_depth:
             depth += 1
-            parts = "".join(opts.nested_group_filter.replace("{dn}", escape(dn)) for dn in frontier)
-            parents = self._group_search(f"(|{parts})", deadline)
+            parents: dict[str, str] = {}
+            for i in range(0, len(frontier), NESTED_BATCH):  # one OR-filter per batch keeps filters small
+                batch = frontier[i : i + NESTED_BATCH]
+                parts = "".join(opts.nested_group_filter.replace("{dn}", escape(dn)) for dn in batch)
+                parents.update(self._group_search(f"(|{parts})", deadline))
             frontier = [dn for dn in parents if dn not in names]  # cycle-safe: each group visited once
             names.update({dn: parents[dn] for dn in frontier})
         return sorted({n for n in names.values() if n})
@@ -153,7 +158,7 @@ class LdapProvider:
     def _group_search(self, flt: str, deadline: Deadline) -> dict[str, str]:
         """Normalised group DN -> group name."""
         attr = self.options.group_name_attribute
-        entries = self._search_pool.run(deadline, lambda c: c.search(self.options.group_search_base, flt, [attr], 0))
+        entries = self._search_pool.run(deadline, lambda c: c.search_all(self.options.group_search_base, flt, [attr]))
         return {dn.lower(): first_text(attrs, attr) for dn, attrs in entries}
 
 
