@@ -10,10 +10,13 @@ silently (one refresh grant, no new sign-in).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +58,38 @@ def find_kubectl() -> str | None:
 
 
 KUBECTL = find_kubectl()
+
+
+@contextlib.contextmanager
+def start_kagiya(tmp: Path, pki: Path) -> Iterator[int]:
+    """`kagiya serve` with mutual TLS on a free port, checked to be OUR server (its certificate verifies against
+    our CA and /readyz answers) so a port grabbed by another process in between cannot masquerade as it."""
+    for _attempt in range(3):
+        port = free_port()
+        serve = [KAGIYA, "serve", "--port", str(port), "--workers", "1", "--tls-cert", str(pki / "server.crt"),
+                 "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")]
+        server = ServerProcess(serve, port=port, env={"KAGIYA_CONFIG": str(tmp / "kagiya.yaml")},
+                               log_path=tmp / "kagiya.log")
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError):
+            continue
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "clients" / "apiserver.crt"), str(pki / "clients" / "apiserver.key"))
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=context, timeout=10) as resp:
+                ready = resp.status == 200
+        except OSError:
+            ready = False
+        if not ready:
+            server.stop()
+            continue
+        try:
+            yield port
+        finally:
+            server.stop()
+        return
+    raise RuntimeError(f"kagiya serve did not come up: {(tmp / 'kagiya.log').read_text(errors='replace')[-2000:]}")
 
 
 def kagiya(*args: str, env: dict[str, str] | None = None) -> str:
@@ -118,7 +153,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     (tmp / "policy.yaml").write_text(POLICY)
     with LoginIssuer() as issuer:
         issuer.id_token_lifetime = TOKEN_LIFETIME
-        port = free_port()
         (tmp / "kagiya.yaml").write_text(yaml.safe_dump({
             "data_dir": str(tmp / "data"),
             "log_level": "WARNING",
@@ -126,10 +160,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                                      "username_prefix": "oidc:", "groups_prefix": "oidc:"}]},
             "authz": {"policy_file": str(tmp / "policy.yaml")},
         }))
-        serve = [KAGIYA, "serve", "--port", str(port), "--workers", "1", "--tls-cert", str(pki / "server.crt"),
-                 "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")]
-        env = {"KAGIYA_CONFIG": str(tmp / "kagiya.yaml")}
-        with ServerProcess(serve, port=port, env=env, log_path=tmp / "kagiya.log"):
+        with start_kagiya(tmp, pki) as port:
             base = f"https://127.0.0.1:{port}"
             authn_cfg, authz_cfg = tmp / "authn-webhook.yaml", tmp / "authz-webhook.yaml"
             authn_cfg.write_text(kagiya("authn", "webhook-config", "--pki-dir", str(pki), "--server",
