@@ -50,7 +50,7 @@ def make_app(make_settings: Any, token_file: Path) -> Iterator[Callable[..., Any
 
 
 def oidc_provider(issuer: OidcIssuer, name: str = "corp", **options: Any) -> dict[str, Any]:
-    return {"type": "oidc", "name": name, "issuer": issuer.url, "audiences": ["kube"], "timeout_seconds": 1,
+    return {"type": "oidc", "name": name, "issuer": issuer.url, "audiences": ["kube"], "timeout": 1,
             **options}
 
 

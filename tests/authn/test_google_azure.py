@@ -28,7 +28,7 @@ def _status(client: Any, token: str, **kw: Any) -> dict[str, Any]:
 def google(make_app: Any) -> Iterator[tuple[OidcIssuer, Any]]:
     with OidcIssuer(client_id="123.apps.googleusercontent.com") as idp:
         app = make_app([{"type": "google", "name": "example.com", "issuer": idp.url,
-                         "audiences": ["123.apps.googleusercontent.com"], "timeout_seconds": 1}])
+                         "audiences": ["123.apps.googleusercontent.com"], "timeout": 1}])
         yield idp, app.test_client()
 
 
@@ -87,7 +87,7 @@ def azure_client(azure_idp: OidcIssuer, graph: MsGraph, make_app: Any, tmp_path:
     secret.write_text("graph-client-secret-value\n")
     app = make_app([{"type": "azure", "name": TENANT, "authority": azure_idp.base_url,
                      "audiences": ["api-client-id"], "graph_base_url": graph.url, "graph_client_id": "graph-app",
-                     "graph_client_secret_file": str(secret), "timeout_seconds": 1}])
+                     "graph_client_secret_file": str(secret), "timeout": 1}])
     return app.test_client()
 
 

@@ -133,7 +133,7 @@ def test_issuer_stopped_gives_503_quickly(issuer: OidcIssuer, make_app: Any) -> 
 
 
 def test_slow_issuer_gives_503_within_the_configured_timeout(issuer: OidcIssuer, make_app: Any) -> None:
-    client = make_app([oidc_provider(issuer, timeout_seconds=5)], review_timeout_seconds=0.5).test_client()
+    client = make_app([oidc_provider(issuer, timeout=5)], review_timeout_seconds=0.5).test_client()
     issuer.delay = 3.0
     started = time.monotonic()
     resp = post_review(client, issuer.mint(sub="a"))

@@ -100,7 +100,7 @@ def test_system_names_from_external_providers_are_refused(issuer: Any, make_app:
 
 def test_default_chain_tries_token_file_first_then_configured_order(issuer: Any, make_app: Any) -> None:
     other = {"type": "oidc", "name": "other", "issuer": "http://127.0.0.1:9/none", "audiences": ["x"],
-             "timeout_seconds": 0.5}
+             "timeout": 0.5}
     app = make_app([other, oidc_provider(issuer)], default_chain=["oidc/corp", "oidc/other"])
     client = app.test_client()
     assert post_review(client, "admin-token-0001").get_json()["status"]["user"]["username"] == "alice"

@@ -46,7 +46,7 @@ class AzureOptions:
     leeway_seconds: int = 60
     jwks_ttl_seconds: int = 3600
     jwks_min_refresh_seconds: int = 30
-    timeout_seconds: float = 5.0
+    timeout: float = 5.0
     ca_file: str = ""
 
 
@@ -87,7 +87,7 @@ class AzureProvider(OidcProvider):
             resp = self.keys.session.post(
                 url, json={"securityEnabledOnly": self.azure.security_groups_only},
                 headers={"Authorization": f"Bearer {self._graph_token()}"},
-                timeout=self.opts.timeout_seconds, allow_redirects=False,
+                timeout=self.opts.timeout, allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"Microsoft Graph unreachable ({type(exc).__name__})") from None
@@ -118,7 +118,7 @@ class AzureProvider(OidcProvider):
             form = {"grant_type": "client_credentials", "client_id": self.azure.graph_client_id,
                     "client_secret": self._secret, "scope": f"{self.azure.graph_base_url.rstrip('/')}/.default"}
             try:
-                resp = self.keys.session.post(endpoint, data=form, timeout=self.opts.timeout_seconds,
+                resp = self.keys.session.post(endpoint, data=form, timeout=self.opts.timeout,
                                               allow_redirects=False)
                 body = resp.json() if resp.status_code == 200 else {}
             except (requests.RequestException, ValueError) as exc:
@@ -141,7 +141,7 @@ def from_config(name: str, options: Mapping[str, Any]) -> AzureProvider:
         username_claim=az.username_claim, username_prefix=az.username_prefix, groups_claim="groups",
         groups_prefix=az.groups_prefix, uid_claim=az.uid_claim, leeway_seconds=az.leeway_seconds,
         jwks_ttl_seconds=az.jwks_ttl_seconds, jwks_min_refresh_seconds=az.jwks_min_refresh_seconds,
-        timeout_seconds=az.timeout_seconds, ca_file=az.ca_file,
+        timeout=az.timeout, ca_file=az.ca_file,
     )
     validate_options(opts, where)
     secret = ""

@@ -35,7 +35,7 @@ class GoogleOptions:
     leeway_seconds: int = 60
     jwks_ttl_seconds: int = 3600
     jwks_min_refresh_seconds: int = 30
-    timeout_seconds: float = 5.0
+    timeout: float = 5.0
     ca_file: str = ""
 
 
@@ -65,7 +65,7 @@ def from_config(name: str, options: Mapping[str, Any]) -> GoogleProvider:
         algorithms=("RS256",), username_claim="email", username_prefix=g.username_prefix, groups_claim="",
         uid_claim="sub", require_email_verified=True, leeway_seconds=g.leeway_seconds,
         jwks_ttl_seconds=g.jwks_ttl_seconds, jwks_min_refresh_seconds=g.jwks_min_refresh_seconds,
-        timeout_seconds=g.timeout_seconds, ca_file=g.ca_file,
+        timeout=g.timeout, ca_file=g.ca_file,
     )
     validate_options(opts, where)
     return GoogleProvider(name, opts, g.hosted_domain or name)

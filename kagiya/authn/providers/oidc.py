@@ -59,7 +59,7 @@ class OidcOptions:
     max_token_age_seconds: int = 0
     jwks_ttl_seconds: int = 3600
     jwks_min_refresh_seconds: int = 30
-    timeout_seconds: float = 5.0
+    timeout: float = 5.0
     #: CA bundle for the issuer's TLS (empty: system trust store).
     ca_file: str = ""
 
@@ -73,8 +73,8 @@ def validate_options(opts: OidcOptions, where: str) -> None:
     if bad or not opts.algorithms:
         raise ConfigError(f"{where}.algorithms: {bad[0] if bad else 'empty'} is not allowed "
                           f"(allowed: {', '.join(sorted(ALLOWED_ALGORITHMS))})")
-    if opts.timeout_seconds <= 0:
-        raise ConfigError(f"{where}.timeout_seconds must be positive")
+    if opts.timeout <= 0:
+        raise ConfigError(f"{where}.timeout must be positive")
 
 
 class KeyStore:
@@ -133,7 +133,7 @@ class KeyStore:
         import requests
 
         try:
-            resp = self.session.get(url, timeout=self.opts.timeout_seconds, allow_redirects=False)
+            resp = self.session.get(url, timeout=self.opts.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"issuer unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
