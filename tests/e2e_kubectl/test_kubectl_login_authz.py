@@ -187,6 +187,9 @@ def test_kubectl_get_pods_allowed_cached_then_refreshed(cluster: Cluster) -> Non
     assert first.returncode == 0, first.stderr + cluster.diagnose()
     assert first.stdout.split() == ["NAME", "READY", "STATUS", "web-1", "1/1", "Running", "web-2", "1/1", "Running"]
     assert issuer.grants["authorize"] == 1 and issuer.grants["authorization_code"] == 1
+    # kubectl found everything it asked for (discovery, then the list), and each request passed both webhooks
+    assert [status for _m, _p, status in cluster.apiserver.requests] == [200] * len(cluster.apiserver.requests)
+    assert ("GET", "/api/v1/namespaces/dev/pods", 200) in cluster.apiserver.requests
     # both webhooks were asked, in v1beta1 (TokenReview over mTLS, then the SAR with `group`)
     sar = [r for r in cluster.apiserver.reviews if r["kind"] == "SubjectAccessReview" and
            "resourceAttributes" in r["spec"]][-1]
