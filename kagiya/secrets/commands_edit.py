@@ -11,10 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shlex
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import click
@@ -65,6 +61,11 @@ def _reseal(text: str, path: Path, opened: object, recipients: list[str], settin
 @click.argument("file", type=click.Path(dir_okay=False))
 def edit(file: str) -> None:
     """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+    import shlex
+    import shutil
+    import subprocess
+    import tempfile
+
     from kagiya.secrets.atomic import write_atomic
 
     settings = _settings()

@@ -69,15 +69,15 @@ def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
 def open_manifest(m: Manifest, settings: object) -> Opened:
     """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key."""
     trailer = read_trailer(m)
-    for slot in m.slots:  # format errors first: they need no key and say exactly what is wrong
-        kubesec.parse_value(slot.value, f"{slot.label}")
+    # format errors first: they need no key and say exactly what is wrong
+    parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
     dek, used = unwrap_dek(trailer, settings)
     aead = AESGCM(dek)
     plaintexts, ciphers = {}, {}
-    for slot in m.slots:
+    for slot, value in zip(m.slots, parsed, strict=True):
         doc = m.secrets[slot.secret]
         try:
-            plaintexts[slot_key(slot)] = kubesec.decrypt_value(aead, slot.key, slot.value)
+            plaintexts[slot_key(slot)] = kubesec.decrypt_value(aead, slot.key, value)
         except CryptoError as exc:
             raise CryptoError(f"Secret {doc.identity} {slot.section}: {exc.message}") from None
         ciphers[slot_key(slot)] = slot.value

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import os
 import re
 from collections.abc import Iterable
@@ -102,9 +101,9 @@ def encrypt_value(aead: AESGCM, key: str, plaintext: str, iv: bytes | None = Non
     return EncryptedValue(iv, sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]).encode()
 
 
-def decrypt_value(aead: AESGCM, key: str, text: str) -> str:
-    """The plaintext of one value; raises FormatError / CryptoError naming `key`."""
-    value = parse_value(text, key)
+def decrypt_value(aead: AESGCM, key: str, text: str | EncryptedValue) -> str:
+    """The plaintext of one value (text or already parsed); raises FormatError / CryptoError naming `key`."""
+    value = parse_value(text, key) if isinstance(text, str) else text
     try:
         padded = aead.decrypt(value.iv, value.ciphertext + value.tag, key.encode("utf-8"))
     except InvalidTag:
@@ -154,10 +153,6 @@ def verify_mac(aead: AESGCM, aad: bytes, mac: str) -> bool:
     except InvalidTag:
         return False
     return True
-
-
-def same_mac(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 @dataclass(frozen=True)
