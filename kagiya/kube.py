@@ -391,28 +391,48 @@ class KubeWatcher:
         return rv
 
     def _watch(self, core: Any, kind: str, rv: str) -> str:
-        """Stream events from `rv` until the server ends the watch; returns the last resourceVersion seen."""
-        from kubernetes import watch
+        """Stream events from `rv` until the server ends the watch; returns the last resourceVersion seen.
 
-        w = watch.Watch()
-        stream = w.stream(
-            _list_func(core, kind), resource_version=rv, allow_watch_bookmarks=True,
-            timeout_seconds=self.settings.watch_seconds,
+        The client's `Watch` helper is not used: it deserialises every event into pydantic models (slow, and one odd
+        object would wedge the loop), and with `deserialize=False` it fails on ERROR events. The request, auth and
+        line splitting are still the client's own.
+        """
+        import json
+
+        from kubernetes.client.rest import ApiException
+        from kubernetes.watch.watch import iter_resp_lines
+
+        resp = _list_func(core, kind)(
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=self.settings.watch_seconds,
+            _preload_content=False,
             _request_timeout=(self.settings.timeout_seconds, self.settings.watch_seconds + 30),
         )
-        # Deserialising is needed: with deserialize=False the client's own 410 handling fails (no raw_object).
-        for event in stream:
-            if self._stop.is_set():
-                w.stop()
-                break
-            kind_of_event = event.get("type", "")
-            obj = event.get("raw_object") or {}
-            new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-            if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
-                self.index.apply(kind, kind_of_event, obj)
-            if new_rv and kind_of_event != "ERROR":
-                rv = new_rv
-                self.resource_versions[kind] = rv
+        try:
+            if not 200 <= resp.status <= 299:
+                raise ApiException(status=resp.status, reason=str(getattr(resp, "reason", "") or ""))
+            for line in iter_resp_lines(resp):
+                if self._stop.is_set():
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    log.warning("kube %s watch: skipped a line that is not JSON", kind)
+                    continue
+                kind_of_event = event.get("type", "")
+                obj = event.get("object") or {}
+                if kind_of_event == "ERROR":
+                    raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("reason") or "Error"))
+                if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
+                    self.index.apply(kind, kind_of_event, obj)
+                new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                if new_rv:
+                    rv = new_rv
+                    self.resource_versions[kind] = rv
+        finally:
+            resp.close()
+            resp.release_conn()
         return rv
 
 
