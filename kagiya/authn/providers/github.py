@@ -70,6 +70,10 @@ class GitHubProvider:
         self.options = options
         self.client = RestClient(base_url, service=SERVICE, ca_file=options.ca_file, pool_size=options.pool_size)
 
+    def close(self) -> None:
+        """Close pooled connections (the service builds a provider once and closes it at exit)."""
+        self.client.close()
+
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         """Raises UpstreamUnavailable when GitHub is down, slow or rate-limiting."""
         del audiences  # GitHub tokens carry no audience; the apiserver applies its own (implicit) audiences.
