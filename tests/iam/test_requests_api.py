@@ -235,3 +235,33 @@ def test_routes_appear_in_openapi(iam_client: Any) -> None:
     for path in ("/v1/iam/binding-requests", "/v1/iam/binding-requests/{rid}/approve", "/v1/iam/bindings/{bid}",
                  "/v1/iam/policies/{namespace}", "/v1/iam/explain"):
         assert path in paths
+
+
+def test_policy_changes_are_rechecked_at_approval(iam_client: Any) -> None:
+    set_policy(iam_client)
+    rid = ask(iam_client, arn("app-x")).json["id"]
+    set_policy(iam_client, body={"allow": [{"cloud": "aws", "glob": arn("svc-*")}], "approverGroups": ["approvers"]})
+    resp = iam_client.post(f"/v1/iam/binding-requests/{rid}/approve", headers=APPROVER)
+    assert resp.status_code == 422 and "no longer allowed" in resp.json["message"]
+    assert iam_client.get(f"/v1/iam/binding-requests/{rid}", headers=DEV).json["state"] == "pending"
+
+
+def test_only_creator_approvers_and_admins_revoke(iam_client: Any, token_file: Any) -> None:
+    set_policy(iam_client)
+    bid = ask(iam_client, arn("app-readonly"), headers=APPROVER).json["bindingId"]  # created by carol
+    resp = iam_client.delete(f"/v1/iam/bindings/{bid}", headers=DEV)  # bob: neither creator nor approver
+    assert resp.status_code == 403 and f"may not revoke binding {bid}" in resp.json["message"]
+    assert iam_client.delete(f"/v1/iam/bindings/{bid}", headers=ADMIN).status_code == 200
+    mine = ask(iam_client, arn("app-readonly")).json["bindingId"]  # created by bob
+    assert iam_client.delete(f"/v1/iam/bindings/{mine}", headers=DEV).json["state"] == "revoked"
+    assert iam_client.delete("/v1/iam/bindings/424242", headers=ADMIN).status_code == 404
+
+
+def test_policy_delete_returns_to_default_deny(iam_client: Any) -> None:
+    set_policy(iam_client)
+    assert iam_client.delete("/v1/iam/policies/team-a", headers=APPROVER).status_code == 403
+    assert iam_client.delete("/v1/iam/policies/team-a", headers=ADMIN).status_code == 200
+    assert iam_client.delete("/v1/iam/policies/team-a", headers=ADMIN).status_code == 404
+    assert ask(iam_client, arn("app-x")).status_code == 403
+    actions = [a[1] for a in audit_actions(iam_client)]
+    assert actions[:2] == ["iam.policy.update", "iam.policy.delete"]
