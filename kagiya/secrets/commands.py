@@ -8,6 +8,8 @@ only ever replaced atomically after everything succeeded.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from kagiya.cli import get_settings
@@ -50,7 +52,7 @@ def _secrets_settings() -> object:
     return from_mapping(SecretsSettings, mapping, "secrets")
 
 
-def _out_options(fn):  # type: ignore[no-untyped-def]
+def _out_options(fn: Any) -> Any:
     fn = click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically, mode 0600).")(fn)
     fn = click.option("-i", "--in-place", is_flag=True, help="Rewrite the input file atomically.")(fn)
     return fn

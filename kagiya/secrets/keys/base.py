@@ -70,4 +70,4 @@ def open_key(uri: str, settings: object) -> RecipientKey:
     scheme, key_id = split_uri(uri)
     module, _, attr = REGISTRY[scheme].partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory(key_id, settings)  # type: ignore[no-any-return]
+    return factory(key_id, settings)  # type: ignore[no-any-return,unused-ignore]
