@@ -152,10 +152,15 @@ def test_bad_exec_info_is_refused(issuer: LoginIssuer, run_plugin: Any) -> None:
     assert proc.returncode == 2 and "KUBERNETES_EXEC_INFO apiVersion" in proc.stderr and proc.stdout == ""
 
 
-def test_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
-    code = ("import sys, kagiya.cli as c; c.LazyGroup.get_command(c.cli, None, 'login'); "
-            "print(sorted(m for m in ('flask', 'yaml', 'werkzeug', 'sqlalchemy', 'joserfc', 'authlib', "
-            "'urllib.request', 'kubernetes') if m in sys.modules))")
-    out = subprocess.run([os.path.join(os.path.dirname(KAGIYA), "python"), "-c", code], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == "[]"
+def test_the_cached_path_imports_nothing_heavy(issuer: LoginIssuer, run_plugin: Any, tmp_path: Path) -> None:
+    credential(run_plugin(oidc_args(issuer)))  # fills the cache
+    code = ("import sys, kagiya.cli as c\n"
+            "try:\n    c.main(sys.argv[1:])\n"
+            "finally:\n    print(sorted(m for m in ('flask', 'yaml', 'werkzeug', 'sqlalchemy', 'joserfc', 'authlib',"
+            " 'urllib.request', 'http.client', 'kubernetes', 'requests') if m in sys.modules), file=sys.stderr)\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "KUBERNETES_EXEC_INFO": exec_info()}
+    proc = subprocess.run([os.path.join(os.path.dirname(KAGIYA), "python"), "-c", code, "login",
+                           *oidc_args(issuer)], capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"]["token"]
+    assert proc.stderr.strip() == "[]"
+    assert issuer.grants == {"authorize": 1, "authorization_code": 1}
