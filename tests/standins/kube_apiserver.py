@@ -319,7 +319,7 @@ class KubeApiServer:
             return self._watch(kind, match)
         self.list_calls[kind] += 1
         with self.cond:
-            items = sorted((copy.deepcopy(o) for o in self.objects[kind].values() if match(o)),
+            items = sorted((o for o in self.objects[kind].values() if match(o)),
                            key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
             rv = str(self.rv)
         start = 0
@@ -335,7 +335,9 @@ class KubeApiServer:
                 meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
                 meta["remainingItemCount"] = len(items) - start - limit
             items = items[start:start + limit]
-        return reply({"kind": KINDS[kind] + "List", "apiVersion": "v1", "metadata": meta, "items": items})
+        with self.cond:
+            body = json.dumps({"kind": KINDS[kind] + "List", "apiVersion": "v1", "metadata": meta, "items": items})
+        return Response(body, content_type="application/json")
 
     def _watch(self, kind: str, match: Any) -> Response:
         reply = self._reply
