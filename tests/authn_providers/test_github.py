@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any
 
@@ -186,3 +187,40 @@ def test_token_never_logged(github: GitHubStandIn, caplog: pytest.LogCaptureFixt
 def test_bad_config_fails_at_start_naming_the_key(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         build_provider("github", "acme", options)
+
+
+def test_body_that_stalls_after_the_headers_is_unavailable_within_the_timeout() -> None:
+    """Headers arrive at once, then the body stops half-way (read outside requests' own error handling)."""
+    release = threading.Event()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"lo')
+                release.wait(5)
+
+        threading.Thread(target=serve, daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        p = build_provider("github", "acme", {"base_url": url, "timeout": 0.5})
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamUnavailable, match="did not answer in time"):
+                p.authenticate(GITHUB_TOKEN_ALICE)
+        finally:
+            release.set()
+            p.close()
+        assert time.monotonic() - started < 1.2
+
+
+def test_paging_link_to_another_origin_is_refused_and_gets_no_token(github: GitHubStandIn) -> None:
+    for i in range(150):
+        github.add_team("acme", f"t{i}", "alice")
+    with GitHubStandIn() as elsewhere:
+        github.link_origin = elsewhere.base_url  # same host, other port: still another origin
+        with pytest.raises(UpstreamUnavailable, match="unexpected link"):
+            provider(github).authenticate(GITHUB_TOKEN_ALICE)
+        assert elsewhere.seen_auth == []

@@ -87,6 +87,8 @@ class GitHubStandIn:
         self.secondary_limited = False
         self.fail_status = 0
         self.delay = 0.0
+        #: When set, paging links point at this origin instead (a hostile or misconfigured proxy).
+        self.link_origin = ""
         self.hits: Counter[str] = Counter()
         #: Every Authorization header value seen (tests check tokens only travel to this host).
         self.seen_auth: list[str] = []
@@ -233,7 +235,8 @@ class GitHubStandIn:
             chunk = items[(page - 1) * per_page : page * per_page]
             resp = rate_headers(jsonify(chunk), 4999)
             last = max(1, -(-len(items) // per_page))
-            base = f"{request.host_url.rstrip('/')}{p}/user/teams?per_page={per_page}&page="
+            origin = self.link_origin or request.host_url.rstrip("/")
+            base = f"{origin}{p}/user/teams?per_page={per_page}&page="
             links = []
             if page < last:
                 links += [f'<{base}{page + 1}>; rel="next"', f'<{base}{last}>; rel="last"']

@@ -93,6 +93,8 @@ class RestClient:
     ) -> Response:
         """GET a path under the base URL (or a same-origin absolute URL). Raises UpstreamUnavailable."""
         import requests
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        from urllib3.exceptions import ReadTimeoutError
 
         url = urljoin(self.base_url, path_or_url.lstrip("/")) if "://" not in path_or_url else path_or_url
         if _origin(url) != self._origin:
@@ -104,17 +106,15 @@ class RestClient:
                 url, headers=dict(headers), params=params, timeout=(min(left, 10.0), left),
                 allow_redirects=False, stream=True,
             ) as raw:
+                # The body is read here, outside requests' own error translation: urllib3 errors surface as is.
                 body = raw.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
                 resp = Response(raw.status_code, raw.headers, body, raw.links)
-        except requests.Timeout:
+        except (requests.Timeout, ReadTimeoutError, TimeoutError):
             log.warning("%s timed out", self.service, extra={"provider": self.service})
             raise UpstreamUnavailable(f"{self.service} did not answer in time") from None
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, Urllib3Error, OSError) as exc:
             # The exception text may carry the URL (never the token: tokens travel in headers only).
             log.warning("%s unreachable: %s", self.service, type(exc).__name__, extra={"provider": self.service})
-            raise UpstreamUnavailable(f"{self.service} is unreachable") from None
-        except Exception as exc:  # noqa: BLE001 - urllib3 raises its own errors from a half-read body
-            log.warning("%s failed: %s", self.service, type(exc).__name__, extra={"provider": self.service})
             raise UpstreamUnavailable(f"{self.service} is unreachable") from None
         if len(body) > MAX_BODY_BYTES:
             raise UpstreamUnavailable(f"{self.service} sent an oversized reply")
