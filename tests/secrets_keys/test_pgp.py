@@ -210,3 +210,27 @@ def test_hung_gpg_times_out(secrets_settings: Any, tmp_path: Path) -> None:
     with pytest.raises(KeyUnavailable, match="within 1s"):
         key.unwrap(b"x")
     assert time.monotonic() - started < 3
+
+
+def test_signature_by_a_known_then_revoked_key(secrets_settings: Any) -> None:
+    """Signed by a colleague whose public key we hold: accepted (as kubesec); once they revoke it: refused."""
+    colleague = make_gpg_home(with_test_key=False)
+    reader = make_gpg_home()
+    try:
+        colleague.import_file(INTEROP_DIR / "test-key-A.public.asc")
+        colleague.trust(TEST_KEY_A_FPR)
+        signer = colleague.generate_key("Colleague")
+        blob = colleague.run("--sign", "--armor", "--encrypt", "-u", signer, "-r", TEST_KEY_A_FPR,
+                             input=b"d" * 32).stdout
+        reader.import_bytes(colleague.export_public(signer))
+        key = open_key(f"pgp:{TEST_KEY_A_FPR}", secrets_settings(gnupg_home=str(reader.path)))
+        assert key.unwrap(blob) == b"d" * 32
+        # gpg writes a revocation certificate for every new key; its first armour line is guarded with ':'.
+        certificate = (colleague.path / "openpgp-revocs.d" / f"{signer}.rev").read_text()
+        reader.import_bytes(certificate.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+                                                "-----BEGIN PGP PUBLIC KEY BLOCK-----").encode())
+        with pytest.raises(CryptoError, match="revoked"):
+            key.unwrap(blob)
+    finally:
+        colleague.close()
+        reader.close()

@@ -2,8 +2,9 @@
 
 Spec: `specs/kubesec-format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
 DEK, and the armoured text is what the trailer base64-encodes once more. kubesec refuses a DEK whose signature
-does not verify (gpg `VALIDSIG`), and so do we: an attacker who can write to the repository can encrypt a DEK of
-their choosing to anyone's public key, but cannot sign it with a key the reader holds.
+does not verify (gpg `VALIDSIG`), and so do we (also one made by a revoked key): an attacker who can write to the
+repository can encrypt a DEK of their choosing to anyone's public key, but cannot sign it with a key the reader
+holds.
 
 We call the `gpg` binary directly (one process per wrap/unwrap, a few milliseconds) rather than python-gnupg, so
 the CLI pays no import cost, and we read gpg's machine-readable status lines from a private pipe (`--status-fd`),
@@ -202,15 +203,19 @@ class PgpKey:
         used = [args[1] for args in result.args("DECRYPTION_KEY") if len(args) > 1]
         if used and self.id not in used:
             raise CryptoError(f"wrapped data key for pgp:{self.id} was encrypted to another key ({used[0]})")
-        if result.has("BADSIG") or result.has("ERRSIG") or not result.has("VALIDSIG"):
+        if any(result.has(bad) for bad in ("BADSIG", "ERRSIG", "REVKEYSIG")) or not result.has("VALIDSIG"):
             raise CryptoError(self._signature_failure(result))
-        if result.returncode != 0 or len(result.stdout) != DEK_BYTES:
+        if result.returncode != 0:
+            raise CryptoError(f"gpg reported an error unwrapping the data key for pgp:{self.id}: {result.last_message}")
+        if len(result.stdout) != DEK_BYTES:
             raise CryptoError(f"wrapped data key for pgp:{self.id} does not hold a 32-byte data key")
         return result.stdout
 
     def _signature_failure(self, result: GpgResult) -> str:
         if result.has("BADSIG"):
             return f"wrapped data key for pgp:{self.id} has a BAD signature"
+        for args in result.args("REVKEYSIG"):
+            return f"wrapped data key for pgp:{self.id} is signed by {args[0] if args else 'a key'}, which is revoked"
         for args in result.args("ERRSIG"):
             if len(args) > 5 and args[5] == "9":
                 return (
