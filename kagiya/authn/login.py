@@ -129,7 +129,7 @@ def _oidc_token(cache: Any, opts: dict[str, Any], scopes: tuple[str, ...]) -> tu
         fresh: dict[str, Any] | None = None
         if entry.get("refresh_token"):
             try:
-                fresh = client.refresh(str(entry["refresh_token"]))
+                fresh = client.refresh(str(entry["refresh_token"]), str(entry.get("sub", "")))
             except GrantRejected as exc:
                 stderr_say(f"kagiya login: {exc.message}; signing in again")
         if fresh is None:
@@ -153,8 +153,13 @@ def _interactive_login(client: Any, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _browser_available() -> bool:
+    """A graphical browser is plausible: $BROWSER is set, a display is, or the OS always has one. (Text browsers
+    that `webbrowser` would find on a headless server would fight kubectl for the terminal: use the device grant.)"""
     import webbrowser
 
+    if not (os.environ.get("BROWSER") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+            or sys.platform in ("darwin", "win32")):
+        return False
     try:
         webbrowser.get()
     except webbrowser.Error:

@@ -133,15 +133,20 @@ class Client:
             raise BadRequest("the ID token has no exp")
         refresh = body.get("refresh_token") or old_refresh
         return {"id_token": id_token, "refresh_token": refresh if isinstance(refresh, str) else "",
-                "expiry": int(exp)}
+                "expiry": int(exp), "sub": str(claims.get("sub", ""))}
 
-    def refresh(self, refresh_token: str) -> dict[str, Any]:
+    def refresh(self, refresh_token: str, sub: str = "") -> dict[str, Any]:
+        """A new entry from the refresh grant; raises GrantRejected when refused or when it names another
+        subject (OpenID Connect Core §12.2: a refreshed ID token must keep `sub`)."""
         status, body = self._post(self.endpoint("token_endpoint"),
                                   {"grant_type": "refresh_token", "refresh_token": refresh_token})
         if status != 200:
             raise GrantRejected(f"refresh refused: {body.get('error') or f'HTTP {status}'}")
         # Issuers may or may not rotate the refresh token; keep the old one when no new one is sent.
-        return self.entry_from(body, old_refresh=refresh_token)
+        entry = self.entry_from(body, old_refresh=refresh_token)
+        if sub and entry["sub"] != sub:
+            raise GrantRejected("refresh refused: the refreshed ID token names a different subject")
+        return entry
 
     # ---- auth code + PKCE ------------------------------------------------------------------------------------
     def auth_code_login(self, open_browser: Callable[[str], bool], *, port: int = 0, timeout: float = 180.0,

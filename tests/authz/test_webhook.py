@@ -213,3 +213,12 @@ def test_a_bad_policy_at_start_up_fails_closed(make_settings: Any, tmp_path: Pat
 def test_route_is_in_openapi(authz_client: Any) -> None:
     paths = authz_client.get("/openapi.json").get_json()["paths"]
     assert "post" in paths["/authz/subjectaccessreviews"]
+
+
+def test_newer_apiserver_fields_are_accepted(authz_client: Any) -> None:
+    body = sar(V1, ["oidc:dev-web"], resource={**PODS_DEV, "subresource": "log", "name": "web-1"})
+    body["spec"]["resourceAttributes"]["fieldSelector"] = {"requirements": [{"key": "spec.nodeName",
+                                                                               "operator": "In", "values": ["n1"]}]}
+    body["spec"]["resourceAttributes"]["labelSelector"] = {"rawSelector": "app=web"}
+    body["metadata"] = {"creationTimestamp": None}
+    assert post(authz_client, body).get_json()["status"]["allowed"] is True

@@ -164,3 +164,16 @@ def test_the_cached_path_imports_nothing_heavy(issuer: LoginIssuer, run_plugin: 
     assert proc.returncode == 0 and json.loads(proc.stdout)["status"]["token"]
     assert proc.stderr.strip() == "[]"
     assert issuer.grants == {"authorize": 1, "authorization_code": 1}
+
+
+def test_refresh_that_changes_the_subject_is_refused(issuer: LoginIssuer, run_plugin: Any, tmp_path: Path) -> None:
+    credential(run_plugin(oidc_args(issuer)))
+    path = next((tmp_path / "xdg-cache" / "kagiya").glob("*.json"))
+    entry = json.loads(path.read_text())
+    entry["expiry"] = int(time.time()) - 10
+    path.write_text(json.dumps(entry))
+    issuer.login_as = {"sub": "someone-else", "groups": ["admins"]}  # the issuer's refresh now names another sub
+    proc = run_plugin(oidc_args(issuer))
+    assert "names a different subject; signing in again" in proc.stderr
+    assert claims(credential(proc)["token"])["sub"] == "someone-else"  # only through a real new sign-in
+    assert issuer.grants == {"authorize": 2, "authorization_code": 2, "refresh_token": 1}
