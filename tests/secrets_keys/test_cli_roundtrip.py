@@ -6,6 +6,7 @@ Settings reach the CLI the way a user sets them, through the environment (`KAGIY
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.secrets_keys.conftest import GCP_KEY
 from tests.support.gpg import TEST_KEY_A_FPR, make_gpg_home
@@ -91,6 +93,44 @@ def test_encrypt_then_decrypt_through_the_cli(
     again = runner(["secrets", "encrypt", "-i", str(enc)], env=env)
     assert again.exit_code == 0, again.stderr
     assert enc.read_text() == text
+
+
+def kubesec_reader_unwrap(request: pytest.FixtureRequest, scheme: str, key_id: str, wrapped: bytes) -> bytes:
+    """Unwrap a trailer's DEK the way kubesec does, with no kagiya code: gpg --decrypt (VALIDSIG required),
+    Cloud KMS decrypt, or KMS Decrypt with no encryption context."""
+    if scheme == "pgp":
+        gpg = request.getfixturevalue("gpg_home")
+        done = gpg.run("--status-fd", "2", "--decrypt", input=wrapped)
+        assert b"[GNUPG:] VALIDSIG" in done.stderr
+        return bytes(done.stdout)
+    if scheme == "gcp":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import kms
+
+        client = kms.KeyManagementServiceClient(
+            transport="rest", client_options={"api_endpoint": request.getfixturevalue("cloudkms").url},
+            credentials=AnonymousCredentials(),
+        )
+        return bytes(client.decrypt(request={"name": key_id, "ciphertext": wrapped}, retry=None).plaintext)
+    moto = request.getfixturevalue("moto_server")
+    return bytes(moto.client("kms", key_id.split(":")[3]).decrypt(CiphertextBlob=wrapped)["Plaintext"])
+
+
+@pytest.mark.parametrize("scheme", ["pgp", "gcp", "aws"])
+def test_a_kubesec_reader_can_open_what_we_write(
+    runner: Any, env: dict[str, str], plain: Path, tmp_path: Path, scheme: str, request: pytest.FixtureRequest
+) -> None:
+    """specs/kubesec-format.md: base64(wrapped DEK) in the trailer, and the kubesec MAC under that DEK."""
+    uri = uri_of(request, scheme)
+    enc = tmp_path / "secret.enc.yaml"
+    assert runner(["secrets", "encrypt", "-k", uri, "-o", str(enc), str(plain)], env=env).exit_code == 0
+    version, recipient, mac = trailer(enc.read_text())
+    key_id, wrapped = recipient[len(f"# kubesec:{scheme}:") :].rsplit(":", 1)
+    dek = kubesec_reader_unwrap(request, scheme, key_id, base64.b64decode(wrapped, validate=True))
+    aad = (b"passwordc3VwZXJzZWNyZXQ=usernameYWRtaW4=" + b"dsnpostgres://db:5432/app?sslmode=require"
+           + key_id.encode())
+    iv, tag = (base64.b64decode(part) for part in mac[len("# kubesec:mac:") :].split("."))
+    assert AESGCM(dek).decrypt(iv, tag, aad) == b""
 
 
 @pytest.fixture
