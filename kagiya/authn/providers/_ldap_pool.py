@@ -276,12 +276,14 @@ def _describe(exc: BaseException) -> str:
 
 def _quietly_close(conn: Any) -> None:
     """Unbind if possible and always close the socket (ldap3 leaves it open when `open()` failed half-way)."""
+    from ldap3.core.exceptions import LDAPException
+
     sock = getattr(conn, "socket", None)
     try:
         if sock is not None:
             sock.settimeout(0.2)
         conn.unbind()
-    except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail in many ways; it is gone either way
+    except (LDAPException, OSError, ValueError):  # a broken connection may fail to say goodbye; it is gone anyway
         pass
     if sock is not None:
         try:
