@@ -143,3 +143,52 @@ def test_azure_tenant_keys_stopped_is_503(azure_idp: OidcIssuer, azure_client: A
     started = time.monotonic()
     assert post_review(azure_client, token).status_code == 503
     assert time.monotonic() - started < 2.0
+
+
+# ---- Google groups through the Admin SDK Directory API ---------------------------------------------------------
+@pytest.fixture
+def google_dir(make_app: Any, tmp_path: Path) -> Iterator[tuple[OidcIssuer, Any, Any]]:
+    from tests.standins.google_directory import GoogleDirectory
+
+    with OidcIssuer(client_id="123.apps.googleusercontent.com") as idp, GoogleDirectory(page_size=2) as gd:
+        gd.memberships["gina@example.com"] = ["dev@example.com", "ops@example.com", "all@example.com"]
+        key = gd.write_key(tmp_path / "sa.json")
+        app = make_app([{"type": "google", "name": "example.com", "issuer": idp.url,
+                         "audiences": ["123.apps.googleusercontent.com"], "timeout": 1,
+                         "service_account_file": str(key), "admin_email": "admin@example.com",
+                         "directory_base_url": gd.url, "groups_prefix": "google:"}])
+        yield idp, gd, app.test_client()
+
+
+def test_google_groups_from_the_directory_with_paging(google_dir: tuple[OidcIssuer, Any, Any]) -> None:
+    idp, gd, client = google_dir
+    status = _status(client, _google_token(idp))
+    assert status["user"] == {"username": "gina@example.com", "uid": "1098765",
+                              "groups": ["google:dev@example.com", "google:ops@example.com", "google:all@example.com"]}
+    assert gd.hits["groups"] == 2 and gd.hits["token"] == 1
+    _status(client, _google_token(idp, sub="other-sub"))
+    assert gd.hits["token"] == 1  # the directory access token is reused
+    unknown = _google_token(idp, email="ghost@example.com")
+    assert _status(client, unknown)["error"] == "user not found in the Google directory"
+
+
+def test_google_directory_down_is_503(google_dir: tuple[OidcIssuer, Any, Any]) -> None:
+    idp, gd, client = google_dir
+    gd.fail_status = 500
+    assert post_review(client, _google_token(idp)).status_code == 503
+    gd.fail_status = 0
+    gd.stop()
+    started = time.monotonic()
+    assert post_review(client, _google_token(idp, sub="x2")).status_code == 503
+    assert time.monotonic() - started < 2.0
+
+
+def test_google_directory_config_errors_name_the_key(make_app: Any, tmp_path: Path) -> None:
+    from kagiya.errors import ConfigError
+
+    base = {"type": "google", "name": "example.com", "issuer": "http://127.0.0.1:9", "audiences": ["a"]}
+    with pytest.raises(ConfigError, match="service_account_file"):
+        make_app([{**base, "service_account_file": str(tmp_path / "missing.json"), "admin_email": "a@e"}])
+    (tmp_path / "k.json").write_text('{"client_email": "x", "private_key": "nope", "token_uri": "http://t"}')
+    with pytest.raises(ConfigError, match="admin_email"):
+        make_app([{**base, "service_account_file": str(tmp_path / "k.json")}])

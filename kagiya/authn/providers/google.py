@@ -5,8 +5,9 @@ server" rules): signature from Google's JWKS, `iss` is `https://accounts.google.
 `aud` is one of the pinned client IDs, `email_verified` is true, and `hd` equals the configured domain (the
 provider `name` by default, as Guard's client-cert CN). Username is the email, uid the `sub`.
 
-Group lookup through the Admin Directory API is not implemented yet: Google ID tokens carry no groups, so
-users from this provider have none (bind RBAC to users, or put a group-aware provider first in the chain).
+Google ID tokens carry no groups. With `service_account_file` and `admin_email` (domain-wide delegation), the
+user's groups are listed through the Admin SDK Directory API (`google_directory.py`); without them, users from
+this provider have no groups.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kagiya.authn.providers.base import Rejected
-from kagiya.authn.providers.oidc import OidcOptions, OidcProvider, validate_options
+from kagiya.authn.providers.google_directory import Directory, UserNotFound
+from kagiya.authn.providers.oidc import OidcOptions, OidcProvider, _ClaimError, validate_options
 from kagiya.config import from_mapping
 
 GOOGLE_ISSUER = "https://accounts.google.com"
@@ -32,6 +34,11 @@ class GoogleOptions:
     discovery_url: str = ""
     jwks_uri: str = ""
     username_prefix: str = ""
+    #: Group lookup: a service-account JSON key with domain-wide delegation, and the admin it acts as.
+    service_account_file: str = ""
+    admin_email: str = ""
+    directory_base_url: str = "https://admin.googleapis.com"
+    groups_prefix: str = ""
     leeway_seconds: int = 60
     jwks_ttl_seconds: int = 3600
     jwks_min_refresh_seconds: int = 30
@@ -42,9 +49,24 @@ class GoogleOptions:
 class GoogleProvider(OidcProvider):
     type = "google"
 
-    def __init__(self, name: str, opts: OidcOptions, domain: str) -> None:
+    def __init__(self, name: str, opts: OidcOptions, domain: str, directory_options: GoogleOptions | None = None,
+                 where: str = "") -> None:
         super().__init__(name, opts)
         self.domain = domain
+        self.directory: Directory | None = None
+        g = directory_options
+        if g is not None and g.service_account_file:
+            self.directory = Directory(key_file=g.service_account_file, admin_email=g.admin_email,
+                                       base_url=g.directory_base_url, timeout=g.timeout, session=self.keys.session,
+                                       where=where)
+
+    def groups_from(self, claims: Mapping[str, Any]) -> list[str]:
+        if self.directory is None:
+            return []
+        try:
+            return self.directory.groups_of(str(claims.get("email", "")))
+        except UserNotFound:
+            raise _ClaimError("user not found in the Google directory") from None
 
     def issuer_ok(self, iss: Any) -> bool:
         if self.opts.issuer == GOOGLE_ISSUER:
@@ -63,9 +85,10 @@ def from_config(name: str, options: Mapping[str, Any]) -> GoogleProvider:
     opts = OidcOptions(
         issuer=g.issuer, audiences=g.audiences, discovery_url=g.discovery_url, jwks_uri=g.jwks_uri,
         algorithms=("RS256",), username_claim="email", username_prefix=g.username_prefix, groups_claim="",
+        groups_prefix=g.groups_prefix,
         uid_claim="sub", require_email_verified=True, leeway_seconds=g.leeway_seconds,
         jwks_ttl_seconds=g.jwks_ttl_seconds, jwks_min_refresh_seconds=g.jwks_min_refresh_seconds,
         timeout=g.timeout, ca_file=g.ca_file,
     )
     validate_options(opts, where)
-    return GoogleProvider(name, opts, g.hosted_domain or name)
+    return GoogleProvider(name, opts, g.hosted_domain or name, g, where)
