@@ -3,7 +3,8 @@ one time budget per review, bounded bodies, and safe pagination.
 
 Why a helper: both forges need the same care, and getting it wrong once leaks a token or hangs a review.
 - A `Deadline` bounds the whole review (user + membership + every page), not each request, so an upstream that
-  answers slowly page after page still yields `UpstreamUnavailable` within the configured timeout.
+  answers slowly page after page still yields `UpstreamUnavailable` within the configured timeout. (The LDAP
+  provider uses the same `Deadline` for its searches and binds.)
 - Pagination links (`Link: <…>; rel="next"`) come from the upstream; a link to another scheme/host/port would send
   the user's token elsewhere, so such a link is refused. Redirects are not followed for the same reason
   (requests strips `Authorization` on a cross-host redirect, but not `PRIVATE-TOKEN`).
