@@ -15,7 +15,8 @@ from kagiya.errors import KagiyaError
 from kagiya.secrets import envelope, kubesec, manifest, ops
 from kagiya.secrets.atomic import write_atomic
 
-SECRET_HINT = re.compile(r"^\s*\"?kind\"?\s*:\s*\"?Secret\b", re.MULTILINE)
+#: Files that never say `kind: Secret` (any quoting, block or flow style) are not parsed at all.
+SECRET_HINT = re.compile(r"""\bkind["']?\s*:\s*["']?Secret\b""")
 
 
 def run(files: Iterable[str], fix: bool, settings_fn: Callable[[], object]) -> list[str]:
@@ -33,10 +34,13 @@ def check_file(name: str, fix: bool, settings_fn: Callable[[], object]) -> list[
         return [f"{name}: cannot read: {exc.strerror}"]
     try:
         text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    if not SECRET_HINT.search(text):
+        return []
+    try:
         m = manifest.parse(text)
-    except (UnicodeDecodeError, KagiyaError) as exc:
-        if isinstance(exc, UnicodeDecodeError) or not SECRET_HINT.search(data.decode("utf-8", "replace")):
-            return []
+    except KagiyaError as exc:
         return [f"{name}: {exc.message}"]
     problems = plaintext_values(m, name)
     if m.encrypted:

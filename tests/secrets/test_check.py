@@ -36,10 +36,27 @@ def test_check_passes_encrypted_and_non_secret_files(ksec: Any, keyring: Path, t
     cm.write_text(CONFIGMAP)
     helm = tmp_path / "template.yaml"
     helm.write_text("kind: ConfigMap\nvalue: {{ .Values.x }}\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{kind: ConfigMap, data: {a: b}}\n")
     keyring.unlink()  # check needs no key
-    result = ksec("check", str(enc), str(cm), str(helm))
+    result = ksec("check", str(enc), str(cm), str(helm), str(flow))
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_check_sees_flow_and_json_secrets_and_broken_ones(ksec: Any, tmp_path: Path) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{kind: Secret, metadata: {name: f}, stringData: {k: v}}\n")
+    js = tmp_path / "s.json"
+    js.write_text('{"kind": "Secret", "metadata": {"name": "j"}, "data": {"k": "dg=="}}')
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Secret\nstringData:\n  k: [v\n")
+    result = ksec("check", str(flow), str(js), str(broken))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"{flow}: Secret default/f: stringData.k is plaintext",
+                                          f"{js}: Secret default/j: data.k is plaintext",
+                                          f"{broken}: not a valid YAML/JSON manifest at line 4: "
+                                          "did not find expected ',' or ']'"]
 
 
 def test_check_flags_plaintext_added_to_an_encrypted_file(ksec: Any, keyring: Path, tmp_path: Path) -> None:

@@ -45,6 +45,14 @@ def test_default_recipient_is_generated_on_first_use(ksec: Any, keyring: Path, t
     assert again.exit_code == 0 and again.stderr == ""
 
 
+def test_cli_leaves_the_garbage_collector_on(ksec: Any, tmp_path: Path) -> None:
+    import gc
+
+    assert ksec("encrypt", str(write(tmp_path))).exit_code == 0
+    assert ksec("decrypt", "-", input="nonsense").exit_code != 0
+    assert gc.isenabled()
+
+
 def test_keygen_refuses_to_overwrite(ksec: Any, keyring: Path) -> None:
     assert ksec("keygen", "team").exit_code == 0
     before = keyring.read_bytes()
