@@ -94,6 +94,9 @@ def edit(file: str) -> None:
         raise type(exc)(f"{exc.message}; nothing written, your edit is kept at {tmp}") from None
     except OSError as exc:
         raise UsageError(f"cannot write {file}: {exc.strerror}; your edit is kept at {tmp}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the user must learn where their edit is
+        raise UsageError(f"internal error {type(exc).__name__}: {exc}; nothing written, your edit is kept at {tmp}"
+                         ) from exc
     shutil.rmtree(tmpdir, ignore_errors=True)
 
 
