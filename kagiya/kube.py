@@ -316,9 +316,9 @@ class KubeWatcher:
         with self._lock:
             if self._pid == os.getpid() and not self._stop.is_set():
                 return
+            core = _core_api(api_client(self.settings))  # may raise ConfigError: then try again next time
             self._pid = os.getpid()
             self._stop.clear()
-            core = _core_api(api_client(self.settings))
             self._threads = []
             for kind in KubeIndex.KINDS:
                 t = threading.Thread(target=self._run, args=(core, kind), name=f"kagiya-kube-{kind}", daemon=True)

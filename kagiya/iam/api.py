@@ -8,6 +8,7 @@ Views are thin: parse, call `bindings` / `policy` / `resolve`, shape the reply.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from kagiya.callers import caller_from_request, require_admin
 from kagiya.config import Settings
 from kagiya.core_api import add_readiness_check
-from kagiya.errors import BadRequest, NotFound
+from kagiya.errors import BadRequest, KagiyaError, NotFound
 from kagiya.httpjson import json_body
 from kagiya.iam import bindings, policy
 from kagiya.iam.context import EXTENSION, IamContext, iam_context
@@ -24,6 +25,7 @@ from kagiya.iam.resolve import resolve_all
 from kagiya.openapi import describe
 
 bp = Blueprint("iam", __name__)
+log = logging.getLogger("kagiya.iam")
 API_VERSION = "kagiya.io/v1"
 
 REQUEST_SCHEMA = {
@@ -226,6 +228,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         @app.before_request
         def _kube_watch_running() -> None:
             # Threads do not survive gunicorn's fork: start (or restart) the watches in the serving process.
-            watcher.ensure_running()
+            # A failure here must not break unrelated routes; /readyz reports it (its check retries the start).
+            try:
+                watcher.ensure_running()
+            except KagiyaError as exc:
+                log.warning("kubernetes watches not started: %s", exc.message)
 
     app.register_blueprint(bp)
