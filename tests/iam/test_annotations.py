@@ -168,3 +168,18 @@ def test_pod_role_extras_and_bare_names_without_base(kube: KubeApiServer, iam_cl
                                                   "iam": ctx.iam.__class__(pod_role_annotation=True)})
     bare = resolve_workload(ctx, "legacy", "default", ctx.kube_index().pod("legacy", "p"), cloud="aws")
     assert not bare.allowed and "bare role name 'app-x' needs iam.base_role_arn" in bare.reason
+
+
+def test_namespace_annotation_changes_take_effect(kube: KubeApiServer, iam_client: Any, iam_app: Any) -> None:
+    import copy
+
+    ns = kube.add_namespace("legacy", annotations={"iam.amazonaws.com/permitted": "^app-.*$"})
+    kube.add_pod("legacy", "p", ip="10.2.0.30", annotations={"iam.amazonaws.com/role": "db-admin"})
+    assert seen(iam_app, "legacy", "p")
+    assert not explain(iam_client, "legacy", "p")["allowed"]
+    changed = copy.deepcopy(ns)
+    changed["metadata"]["annotations"]["iam.amazonaws.com/permitted"] = "^(app|db)-.*$"
+    kube.put("namespaces", changed)
+    assert wait_until(lambda: explain(iam_client, "legacy", "p")["allowed"])
+    kube.delete("namespaces", "", "legacy")
+    assert wait_until(lambda: not explain(iam_client, "legacy", "p")["allowed"])
