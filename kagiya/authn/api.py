@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,8 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
         parsed = reviews.parse_token_review(body)
         route, source = _route_and_source(state.authenticator.providers, path_route)
         label = route.label
-        outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source)
+        outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source,
+                                             timeout=apiserver_timeout(request.args.get("timeout", "")))
     except BadRequest:
         state.count(label, "bad_request")
         raise
@@ -142,6 +144,20 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
 def _json(body: dict[str, Any]) -> Response:
     """The reply as compact JSON; a plain Response is cheaper than jsonify on the hot (cached) path."""
     return Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: Answer this much before the apiserver gives up, so a 503 reaches it rather than a client-side timeout.
+TIMEOUT_MARGIN = 0.5
+
+
+def apiserver_timeout(value: str) -> float | None:
+    """Seconds from the apiserver's `?timeout=` (a Go duration such as `30s` or `1m30s`), less a margin."""
+    if not value or len(value) > 32 or _DURATION.sub("", value):
+        return None
+    seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
+    return max(0.1, seconds - TIMEOUT_MARGIN) if seconds > 0 else None
 
 
 def _route_and_source(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> tuple[routing.Route, str]:

@@ -198,19 +198,31 @@ class Authenticator:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def review(self, route: Route, token: str, audiences: Sequence[str] = (), source: str = "") -> Outcome:
-        """Raises UpstreamUnavailable (retry later) or TooManyRequests (source over its failure budget)."""
+    def review(self, route: Route, token: str, audiences: Sequence[str] = (), source: str = "",
+               timeout: float | None = None) -> Outcome:
+        """Raises UpstreamUnavailable (retry later) or TooManyRequests (source over its failure budget).
+
+        `timeout` (the apiserver's `?timeout=`) shortens the configured review deadline, never lengthens it.
+        """
         key = cache_key(route.key, token, audiences)
         cached = self.cache.get(key)
         if cached is not None:
             return Outcome(cached, True)
         if self.limiter.over(source):
             raise TooManyRequests("too many failed token reviews from this client; retry in a minute")
+        deadline = min(self.timeout, timeout) if timeout else self.timeout
         decision, from_cache = self.cache.get_or_compute(
-            key, lambda: self._run_with_deadline(route, token, audiences), wait=self.timeout + 1.0)
+            key, lambda: self._run_with_deadline(route, token, audiences, deadline), wait=deadline + 1.0)
         if isinstance(decision.result, Rejected) and not from_cache:
             self.limiter.record_failure(source)
         return Outcome(decision, from_cache)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the review threads (waiting for reviews still talking to a slow provider when `wait`)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def _executor(self) -> ThreadPoolExecutor:
         # Made on first use, i.e. in the gunicorn worker after fork, never in the preloading master.
@@ -219,13 +231,13 @@ class Authenticator:
                 self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="authn-review")
             return self._pool
 
-    def _run_with_deadline(self, route: Route, token: str, audiences: Sequence[str]) -> Decision:
+    def _run_with_deadline(self, route: Route, token: str, audiences: Sequence[str], deadline: float) -> Decision:
         future = self._executor().submit(run_chain, route, token, tuple(audiences))
         try:
-            return future.result(timeout=self.timeout)
+            return future.result(timeout=deadline)
         except FutureTimeout:
             log.warning("authn review timed out", extra={"provider": route.label})
-            raise UpstreamUnavailable(f"identity provider did not answer within {self.timeout:g}s") from None
+            raise UpstreamUnavailable(f"identity provider did not answer within {deadline:g}s") from None
 
 
 def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:

@@ -46,6 +46,9 @@ def make_app(make_settings: Any, token_file: Path) -> Iterator[Callable[..., Any
 
     yield make
     for app in made:
+        authenticator = app.extensions.get("kagiya.authn")
+        if authenticator is not None:
+            authenticator.close(wait=True)  # reviews still waiting on a slow stand-in finish inside the test
         app.extensions["kagiya.store"].dispose()
 
 

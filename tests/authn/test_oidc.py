@@ -134,7 +134,7 @@ def test_issuer_stopped_gives_503_quickly(issuer: OidcIssuer, make_app: Any) -> 
 
 def test_slow_issuer_gives_503_within_the_configured_timeout(issuer: OidcIssuer, make_app: Any) -> None:
     client = make_app([oidc_provider(issuer, timeout=5)], review_timeout_seconds=0.5).test_client()
-    issuer.delay = 3.0
+    issuer.delay = 1.5
     started = time.monotonic()
     resp = post_review(client, issuer.mint(sub="a"))
     elapsed = time.monotonic() - started
@@ -181,3 +181,18 @@ def test_concurrent_reviews_of_one_token_make_one_upstream_call(issuer: OidcIssu
     assert issuer.hits["jwks"] == 1 and issuer.hits["discovery"] == 1
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'kagiya_authn_token_reviews_total{outcome="authenticated",provider="oidc/corp"} 6.0' in text
+
+
+def test_apiserver_timeout_query_shortens_the_deadline(issuer: OidcIssuer, make_app: Any) -> None:
+    """kube-apiserver may append ?timeout=…: kagiya answers 503 before the apiserver gives up."""
+    from kagiya.authn.api import apiserver_timeout
+
+    assert apiserver_timeout("30s") == 29.5 and apiserver_timeout("1m30s") == 89.5
+    assert apiserver_timeout("") is None and apiserver_timeout("soon") is None and apiserver_timeout("5x") is None
+    client = make_app([oidc_provider(issuer, timeout=5)], review_timeout_seconds=10).test_client()
+    issuer.delay = 1.5
+    started = time.monotonic()
+    resp = post_review(client, issuer.mint(sub="a"), path="/authn/tokenreviews?timeout=1s")
+    elapsed = time.monotonic() - started
+    issuer.delay = 0
+    assert resp.status_code == 503 and elapsed < 1.5
