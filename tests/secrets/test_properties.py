@@ -107,3 +107,40 @@ def test_tamper_positions_cover_values_and_mac(sealed_sample: str, tmp_path: Pat
     positions = tamper_positions(sealed_sample)
     assert len(positions) > 64 + 16 + 24 + 40
     del tmp_path
+
+
+PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'), max_size=40)
+PLAIN_WORD = st.from_regex(r"\Av[a-z0-9]{0,20}\Z")
+
+
+@st.composite
+def styled_entries(draw: st.DrawFn) -> list[str]:
+    """stringData lines in every quoting style a person writes, with comments between them."""
+    lines = []
+    for key in draw(st.lists(KEYS, min_size=1, max_size=6, unique=True)):
+        style = draw(st.sampled_from(["plain", "single", "double"]))
+        if style == "plain":
+            value = draw(PLAIN_WORD)
+        elif style == "single":
+            value = "'" + draw(PRINTABLE).replace("'", "''") + "'"
+        else:
+            value = '"' + draw(PRINTABLE) + '"'
+        comment = draw(st.sampled_from(["", "  # note", "    #x"]))
+        lines.append(f"  '{key}': {value}{comment}")
+        if draw(st.booleans()):
+            lines.append("  # a comment line")
+    return lines
+
+
+@PROFILE
+@given(entries=styled_entries(), crlf=st.booleans())
+def test_layout_round_trip_is_byte_identical(sett: SecretsSettings, entries: list[str], crlf: bool) -> None:
+    text = ("# leading comment\napiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n---\nkind: Secret\n"
+            "metadata:\n  name: x   # trailing\nstringData:\n" + "\n".join(entries) + "\n---\nkind: Other\n")
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    sealed = seal_text(text, sett)
+    opened = open_text(sealed, sett)
+    assert envelope.decrypted_text(opened) == text
+    changed = [a for a, b in zip(text.splitlines(), sealed.splitlines(), strict=False) if a != b]
+    assert all(line.startswith("  '") for line in changed)  # only value lines differ before the trailer
