@@ -31,7 +31,7 @@ from tests.support.servers import VENV_BIN, ServerProcess, free_port
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KAGIYA = str(VENV_BIN / "kagiya")
-TOKEN_LIFETIME = 8
+TOKEN_LIFETIME = 12
 
 POLICY = """\
 rules:

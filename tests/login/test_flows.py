@@ -1,0 +1,94 @@
+"""The OIDC client flows in-process, for the edge cases a subprocess cannot steer: RFC 8628 `slow_down` and
+`access_denied`, and the loopback listener's handling of stray, forged and error redirects."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from kagiya.authn.login_oidc import DEVICE_GRANT, Client, GrantRejected, LoopbackListener
+from tests.standins.oidc_login import LoginIssuer
+
+
+def approve_when_asked(issuer: LoginIssuer, said: list[str]) -> Any:
+    def say(text: str) -> None:
+        said.append(text)
+        issuer.approve_device(text.rsplit(" ", 1)[1])
+
+    return say
+
+
+def test_device_grant_backs_off_on_slow_down(issuer: LoginIssuer) -> None:
+    issuer.slow_down_polls = 2
+    sleeps: list[float] = []
+    said: list[str] = []
+    entry = Client(issuer.url, "kagiya").device_login(say=approve_when_asked(issuer, said), sleep=sleeps.append)
+    assert entry["sub"] == "dave" and entry["refresh_token"] and entry["expiry"]
+    assert sleeps == [1.0, 6.0, 11.0]  # interval 1 from the issuer, +5 s per slow_down (RFC 8628 §3.5)
+    assert issuer.grants[DEVICE_GRANT] == 3
+    assert "enter the code" in said[0]
+
+
+def test_device_grant_denied_by_the_user(issuer: LoginIssuer) -> None:
+    issuer.deny_devices = True
+    with pytest.raises(GrantRejected, match="device login failed: access_denied"):
+        Client(issuer.url, "kagiya").device_login(say=approve_when_asked(issuer, []), sleep=lambda s: None)
+
+
+def test_device_grant_times_out(issuer: LoginIssuer) -> None:
+    ticks = iter(range(0, 10_000, 100))
+    with pytest.raises(GrantRejected, match="timed out"):
+        Client(issuer.url, "kagiya").device_login(say=lambda t: None, sleep=lambda s: None,
+                                                  clock=lambda: float(next(ticks)))
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+def test_loopback_listener_ignores_stray_and_forged_redirects() -> None:
+    listener = LoopbackListener(0, "the-state")
+    try:
+        base = listener.redirect_uri
+        assert get(base.replace("/callback", "/favicon.ico")) == 404
+        assert get(base + "?code=stolen&state=other") == 400  # not our login: ignored, still waiting
+        assert not listener.done.is_set()
+        threading.Timer(0.1, get, args=(base + "?code=good&state=the-state",)).start()
+        assert listener.wait(5) == "good"
+    finally:
+        listener.close()
+
+
+def test_loopback_listener_reports_an_issuer_error() -> None:
+    listener = LoopbackListener(0, "s")
+    try:
+        assert get(listener.redirect_uri + "?error=access_denied&state=s") == 400
+        with pytest.raises(GrantRejected, match="refused the sign-in: access_denied"):
+            listener.wait(5)
+    finally:
+        listener.close()
+
+
+def test_loopback_listener_times_out() -> None:
+    listener = LoopbackListener(0, "s")
+    try:
+        with pytest.raises(GrantRejected, match="no sign-in answer within 0 s"):
+            listener.wait(0.2)
+    finally:
+        listener.close()
+
+
+def test_discovery_naming_another_issuer_is_refused(issuer: LoginIssuer) -> None:
+    from kagiya.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="discovery document names issuer"):
+        Client(issuer.url + "/", "kagiya").discovery()
