@@ -158,6 +158,14 @@ def test_wrong_credentials_are_rejected_alike(ldap: LdapProvider, username: str,
     assert ldap.authenticate(token(username, password)) == BAD
 
 
+def test_unknown_user_costs_a_bind_like_a_wrong_password(slapd: Slapd) -> None:
+    """No early return for unknown or ambiguous users: a decoy bind keeps the timing alike."""
+    for name in ("nobody", "twin"):
+        p = provider(slapd)
+        assert p.authenticate(token(name, "x")) == BAD
+        assert p._bind_pool._idle.qsize() == 1  # a bind connection was used
+
+
 def test_empty_password_is_refused_before_any_bind(ldap: LdapProvider) -> None:
     # slapd would accept an empty simple bind as an unauthenticated bind (RFC 4513 5.1.2): never get that far.
     assert ldap.authenticate(token("alice", "")) == Rejected("empty password refused")
@@ -170,6 +178,17 @@ def test_empty_password_is_refused_before_any_bind(ldap: LdapProvider) -> None:
 )
 def test_malformed_tokens_are_rejected(ldap: LdapProvider, raw: str) -> None:
     assert ldap.authenticate(raw) == Rejected("invalid LDAP token")
+
+
+@pytest.mark.parametrize("password", ["\x00", "a\x01b", "tab\there", "\x7f"])
+def test_passwords_with_control_characters_are_rejected_not_503(ldap: LdapProvider, password: str) -> None:
+    assert ldap.authenticate(token("alice", password)) == Rejected("invalid LDAP token")
+
+
+def test_password_saslprep_cannot_prepare_is_a_rejection(slapd: Slapd, ldap: LdapProvider) -> None:
+    # U+0340 is prohibited by SASLprep (RFC 4013 2.3 / RFC 3454 C.8); ldap3 refuses it before sending.
+    assert ldap.authenticate(token("alice", "pw\u0340")) == BAD
+    assert isinstance(ldap.authenticate(token("alice", "alice-pw")), User)  # the pooled connection is fine
 
 
 def test_password_containing_colons_is_kept_whole() -> None:
@@ -202,9 +221,9 @@ def test_names_with_filter_metacharacters_still_work(ldap: LdapProvider) -> None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(username=st.text(alphabet="*()\\=|&!<>~:a\x00", min_size=1, max_size=12))
-def test_metacharacter_usernames_never_authenticate_nor_crash(ldap: LdapProvider, username: str) -> None:
-    result = ldap.authenticate(token(username, "alice-pw"))
+@given(username=st.text(alphabet="*()\\=|&!<>~:a\x00", min_size=1, max_size=12), password=st.text(max_size=8))
+def test_metacharacter_usernames_never_authenticate_nor_crash(ldap: LdapProvider, username: str, password: str) -> None:
+    result = ldap.authenticate(token(username, password or "alice-pw"))
     assert isinstance(result, Rejected)
 
 

@@ -105,8 +105,15 @@ class Session:
 
     def check_password(self, dn: str, password: str) -> bool:
         """Simple bind as `dn`. False for a refused bind; UpstreamUnavailable for a transient one."""
+        from ldap3.core.exceptions import LDAPSASLPrepError
+
         _arm(self.conn, self.deadline)
-        ok = self.conn.rebind(user=dn, password=password, read_server_info=False)
+        try:
+            ok = self.conn.rebind(user=dn, password=password, read_server_info=False)
+        except LDAPSASLPrepError:
+            # ldap3 prepares passwords with SASLprep (RFC 4013) before sending anything; one it cannot prepare
+            # can never bind, and the connection is untouched.
+            return False
         if ok:
             return True
         code = (self.conn.result or {}).get("result")

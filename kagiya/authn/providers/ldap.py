@@ -10,7 +10,8 @@ The token is Guard's format: base64 (standard alphabet) of `username:password`. 
    their identity);
 4. searches groups with `group_filter` (`{dn}` and `{username}` placeholders, both escaped); with `nested_groups`,
    follows groups that are members of groups, breadth-first, cycle-safe and depth-bounded.
-Every "no" reads the same ("invalid username or password") so replies do not reveal which users exist.
+Every "no" reads the same ("invalid username or password") and costs the same bind round trip (an unknown user
+gets a bind to a DN that does not exist), so neither replies nor timing reveal which users exist.
 Connections are pooled and reused; each review has one time budget (`timeout`); a server that is down, hung or
 answers `busy`/`unavailable` raises UpstreamUnavailable. `ldaps://` URLs and StartTLS verify the server's
 certificate against `ca_file` (or system CAs); plain `ldap://` without StartTLS is only allowed to loopback
@@ -126,6 +127,9 @@ class LdapProvider:
         entries = self._search_pool.run(deadline, lambda c: c.search(opts.user_search_base, user_filter, attrs, 2))
         if len(entries) != 1:
             log.info("ldap: %d entries match the username", len(entries), extra={"provider": "ldap"})
+            # Spend the same bind round trip as for a wrong password, so timing does not tell who exists.
+            decoy = f"cn=kagiya-no-such-user,{opts.user_search_base}"
+            self._bind_pool.run(deadline, lambda c: c.check_password(decoy, password))
             return Rejected(BAD_CREDENTIALS)
         dn, found = entries[0]
         if not self._bind_pool.run(deadline, lambda c: c.check_password(dn, password)):
@@ -177,6 +181,8 @@ def parse_token(token: str) -> tuple[str, str] | Rejected:
         return Rejected("invalid LDAP token")
     if not password:
         return Rejected("empty password refused")
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        return Rejected("invalid LDAP token")  # SASLprep (RFC 4013) forbids control characters in passwords
     return username, password
 
 
