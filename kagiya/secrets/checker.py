@@ -2,7 +2,7 @@
 
 A finding names the file, the Secret and each plaintext value. An encrypted file passes when every value has
 the kubesec value shape and the trailer parses; a plaintext value slipped into an encrypted file is a finding.
-Files that are not YAML are skipped unless they mention `kind: Secret`.
+Files that never mention `kind: Secret` are skipped without parsing; a Secret file that does not parse is a finding.
 """
 
 from __future__ import annotations

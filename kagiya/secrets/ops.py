@@ -1,7 +1,7 @@
 """File-level operations behind `kagiya secrets …` (and the HTTP API): read, pick recipients, encrypt, decrypt.
 
 Kept apart from the click wiring so the HTTP views and the CLI run the same code. Heavy backends load only
-when a file names them (keys/base.py).
+when a file names them (keys/base.py). Format: specs/kubesec-format.md; recipient choice: docs/secrets.md.
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ def read_source(arg: str, settings: object) -> Source:
 def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:
     """In place or to -o atomically (0600); else to stdout, bytes as they are (CRLF kept)."""
     data = text.encode("utf-8")
-    if in_place:
-        if src.path is None:
-            raise UsageError("-i needs a file, not stdin")
-        write_atomic(src.path, data)
-    elif output and output != "-":
-        write_atomic(output, data)
+    target = src.path if in_place else (output if output and output != "-" else None)
+    if in_place and src.path is None:
+        raise UsageError("-i needs a file, not stdin")
+    if target is not None:
+        try:
+            write_atomic(target, data)
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror}") from None
     else:
         stream = getattr(sys.stdout, "buffer", None)
         if stream is None:  # a text-only stdout (captured in tests)
