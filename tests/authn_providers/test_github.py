@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kagiya.authn.providers import build_provider
 from kagiya.authn.providers.base import Rejected, User
@@ -224,3 +226,10 @@ def test_paging_link_to_another_origin_is_refused_and_gets_no_token(github: GitH
         with pytest.raises(UpstreamUnavailable, match="unexpected link"):
             provider(github).authenticate(GITHUB_TOKEN_ALICE)
         assert elsewhere.seen_auth == []
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.text(max_size=60))
+def test_arbitrary_strings_are_rejected_never_raise(github: GitHubStandIn, token: str) -> None:
+    result = provider(github).authenticate(token)
+    assert isinstance(result, Rejected)
