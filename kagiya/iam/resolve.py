@@ -36,7 +36,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kagiya.iam.bindings import AZURE_GUID, workload_bindings
+from kagiya.errors import Invalid
+from kagiya.iam.bindings import AZURE_GUID, check_identity, workload_bindings
 from kagiya.iam.context import IamContext
 from kagiya.iam.policy import CLOUDS, NamespacePolicy, policy_for
 from kagiya.kube import PodInfo
@@ -49,6 +50,7 @@ GKE_SA = "iam.gke.io/gcp-service-account"
 AZURE_CLIENT = "azure.workload.identity/client-id"
 AZURE_TENANT = "azure.workload.identity/tenant-id"
 SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
+MAX_SHOWN = 512
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,14 @@ def candidates(ctx: IamContext, namespace: str, service_account: str, pod: PodIn
             out.append(Candidate(source, cloud, identity, False,
                                  f"policy of namespace {namespace!r} does not trust annotations", tier))
             continue
-        if extras.get("problem"):
-            out.append(Candidate(source, cloud, identity, False, extras["problem"], tier))
+        problem = extras.get("problem", "")
+        if not problem:
+            try:
+                check_identity(cloud, identity, extras.get("tenant", ""))
+            except Invalid as exc:
+                problem = exc.message
+        if problem:
+            out.append(Candidate(source, cloud, identity[:MAX_SHOWN], False, problem[:MAX_SHOWN * 2], tier))
             continue
         verdict = policy.check(cloud, identity, base)
         out.append(Candidate(source, cloud, identity, verdict.allowed, verdict.rule, tier,

@@ -183,3 +183,15 @@ def test_namespace_annotation_changes_take_effect(kube: KubeApiServer, iam_clien
     assert wait_until(lambda: explain(iam_client, "legacy", "p")["allowed"])
     kube.delete("namespaces", "", "legacy")
     assert wait_until(lambda: not explain(iam_client, "legacy", "p")["allowed"])
+
+
+def test_malformed_annotations_are_refused_with_the_reason(kube: KubeApiServer, iam_client: Any,
+                                                           iam_app: Any) -> None:
+    kube.add_namespace("legacy", annotations={"iam.amazonaws.com/permitted": ".*"})
+    kube.add_service_account("legacy", "odd", annotations={"iam.gke.io/gcp-service-account": "not-an-email",
+                                                           "eks.amazonaws.com/role-arn": "arn:aws:s3:::bucket"})
+    kube.add_pod("legacy", "p", ip="10.2.0.40", service_account="odd")
+    assert seen(iam_app, "legacy", "p")
+    aws, gcp = explain(iam_client, "legacy", "p", "aws"), explain(iam_client, "legacy", "p", "gcp")
+    assert not aws["allowed"] and "is not an IAM role ARN" in aws["reason"]
+    assert not gcp["allowed"] and "is not a service-account email" in gcp["reason"]
