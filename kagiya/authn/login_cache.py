@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,8 @@ class TokenCache:
 
     def save(self, entry: dict[str, Any]) -> None:
         """Atomically replace the entry; the file is 0600 from the moment it exists."""
+        import tempfile  # only when writing: the cached path stays light
+
         self._ensure_dir()
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
