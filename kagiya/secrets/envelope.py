@@ -70,7 +70,11 @@ def open_manifest(m: Manifest, settings: object) -> Opened:
     """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key."""
     trailer = read_trailer(m)
     # format errors first: they need no key and say exactly what is wrong
-    parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
+    try:
+        parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
+    except kubesec.FormatError as exc:
+        raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
+                                  "`kagiya secrets patch` or `edit`)") from None
     dek, used = unwrap_dek(trailer, settings)
     aead = AESGCM(dek)
     plaintexts, ciphers = {}, {}

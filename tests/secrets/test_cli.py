@@ -176,3 +176,24 @@ def test_create_and_patch(ksec: Any, keyring: Path, tmp_path: Path) -> None:
     kept = [line for line in before.splitlines() if line.startswith(("  user:", "  cert:"))]
     assert all(line in after.splitlines() for line in kept)
     assert os.stat(out).st_mode & 0o777 == 0o600
+
+
+def test_plaintext_added_to_an_encrypted_file_is_refused_with_a_hint(ksec: Any, keyring: Path,
+                                                                    tmp_path: Path) -> None:
+    path = write(tmp_path)
+    ksec("encrypt", "-i", str(path))
+    path.write_text(path.read_text().replace("stringData:\n", "stringData:\n  new: value\n"))
+    before = path.read_bytes()
+    result = ksec("encrypt", "-i", str(path))
+    assert result.exit_code != 0 and "'stringData.new' is not an encrypted kubesec value" in result.stderr
+    assert "kagiya secrets patch" in result.stderr and path.read_bytes() == before
+
+
+def test_patch_picks_one_of_several_secrets_by_name(ksec: Any, keyring: Path, tmp_path: Path) -> None:
+    path = write(tmp_path, PLAIN + "---\n" + PLAIN.replace("name: s", "name: t"))
+    ksec("encrypt", "-i", str(path))
+    result = ksec("patch", str(path), "-s", "c=new")
+    assert result.exit_code != 0 and "pick one Secret with --name (found: default/s, default/t)" in result.stderr
+    assert ksec("patch", str(path), "--name", "t", "-s", "c=new").exit_code == 0
+    docs = list(yaml.safe_load_all(ksec("decrypt", str(path)).stdout))
+    assert [d["stringData"]["c"] for d in docs] == ["ccc", "new"]
