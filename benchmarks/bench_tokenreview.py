@@ -6,7 +6,8 @@ Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in tota
 - cached:    POST /authn/tokenreviews with one OIDC JWT (answered from the review cache after the first call);
 - uncached:  POST /authn/tokenreviews with a different OIDC JWT each time (RS256 signature check, claim checks,
              an audit row per decision; JWKS fetched once from the in-process issuer stand-in).
-Prints throughput, p50/p99 latency and the overhead ratios. Goal: cached within 1.3x of bare.
+Prints throughput, p50/p99 latency, server CPU per request (gunicorn workers, from /proc) and the overhead
+ratios; bare and cached alternate over ROUNDS rounds and the best of each is kept. Goal: cached within 1.3x of bare.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
 CLIENTS = 16
-REQUESTS = 3000
+ROUNDS = 3
+REQUESTS = 2000
 UNCACHED_REQUESTS = 1200
 GOAL = 1.3
 BIN = Path(sys.executable).parent
@@ -162,14 +164,17 @@ def main() -> int:
         with kagiya, bare:
             load(bport, [body("warm")] * 200)
             load(kport, [body(cached_token)] * 200)  # warm both workers' caches and JWKS
-            print(f"{CLIENTS} clients; latency in ms")
+            print(f"{CLIENTS} clients; latency in ms; best of {ROUNDS} alternating rounds for bare and cached")
             print(f"{'scenario':<10}{'requests':>8}{'req/s':>10}{'p50':>10}{'p99':>10}{'CPU us/req':>12}"
                   f"{'failed':>8}")
-            results = {
-                "bare": report("bare", *measured(bare, [body("bench-static-token")] * REQUESTS)),
-                "cached": report("cached", *measured(kagiya, [body(cached_token)] * REQUESTS)),
-                "uncached": report("uncached", *measured(kagiya, uncached)),
-            }
+            # Bare and cached alternate for ROUNDS rounds and the best round of each is reported: the machine is
+            # shared, and interleaving keeps a burst of outside load from landing on one scenario only.
+            runs: dict[str, list[tuple[float, list[float], int, float]]] = {"bare": [], "cached": []}
+            for _ in range(ROUNDS):
+                runs["bare"].append(measured(bare, [body("bench-static-token")] * REQUESTS))
+                runs["cached"].append(measured(kagiya, [body(cached_token)] * REQUESTS))
+            results = {name: report(name, *min(rounds, key=lambda r: r[0])) for name, rounds in runs.items()}
+            results["uncached"] = report("uncached", *measured(kagiya, uncached))
             errors = [line for line in kagiya.output().splitlines() if '"level": "error"' in line]
     b, c, u = results["bare"], results["cached"], results["uncached"]
     cached_ratio = b["rps"] / c["rps"]

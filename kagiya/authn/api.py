@@ -112,7 +112,7 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
         route, source = _route_and_source(state.authenticator.providers, path_route)
         label = route.label
         outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source,
-                                             timeout=apiserver_timeout(request.args.get("timeout", "")))
+                                             timeout=_query_timeout())
     except BadRequest:
         state.count(label, "bad_request")
         raise
@@ -150,6 +150,11 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 #: Answer this much before the apiserver gives up, so a 503 reaches it rather than a client-side timeout.
 TIMEOUT_MARGIN = 0.5
+
+
+def _query_timeout() -> float | None:
+    # Checking the raw query string first keeps the common no-query request from building request.args.
+    return apiserver_timeout(request.args.get("timeout", "")) if request.query_string else None
 
 
 def apiserver_timeout(value: str) -> float | None:
