@@ -38,8 +38,11 @@ def test_check_passes_encrypted_and_non_secret_files(ksec: Any, keyring: Path, t
     helm.write_text("kind: ConfigMap\nvalue: {{ .Values.x }}\n")
     flow = tmp_path / "flow.yaml"
     flow.write_text("{kind: ConfigMap, data: {a: b}}\n")
+    chart = tmp_path / "secret-template.yaml"
+    chart.write_text("kind: Secret\ndata:\n{{- range $k, $v := .Values.s }}\n"
+                     "  {{ $k }}: {{ $v | b64enc }}\n{{- end }}\n")
     keyring.unlink()  # check needs no key
-    result = ksec("check", str(enc), str(cm), str(helm), str(flow))
+    result = ksec("check", str(enc), str(cm), str(helm), str(flow), str(chart))
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
 
