@@ -157,3 +157,15 @@ def test_api_callers_resolve_through_configured_providers(issuer: Any, make_app:
     assert client.get("/v1/audit", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/v1/audit", headers={"Authorization": "Bearer admin-token-0001"}).status_code == 200
     assert client.get("/v1/audit", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_token_file_is_reloaded_when_it_changes(make_app: Any, token_file: Any) -> None:
+    import os
+
+    client = make_app(cache_ttl_seconds=0, cache_negative_ttl_seconds=0).test_client()
+    assert post_review(client, "new-token-0009").get_json()["status"]["authenticated"] is False
+    token_file.write_text('new-token-0009,zoe,uid-zoe,"team-b"\n')
+    os.utime(token_file, ns=(1, 2_000_000_000_000_000_000))  # a different mtime even within one clock tick
+    status = post_review(client, "new-token-0009").get_json()["status"]
+    assert status["user"] == {"username": "zoe", "uid": "uid-zoe", "groups": ["team-b"]}
+    assert post_review(client, "dev-token-0002").get_json()["status"]["authenticated"] is False
