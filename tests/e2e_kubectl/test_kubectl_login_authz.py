@@ -122,7 +122,8 @@ class Cluster:
         env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "BROWSER": browser_command(),
                "KAGIYA_TEST_BROWSER_LOG": str(home / "browser.log")}
         kagiya("login", "setup", "--kubeconfig", str(path), "--context", "standin", "--command", KAGIYA,
-               "--issuer", self.issuer.url, "--client-id", "kagiya", "--expiry-margin", "0", env=env)
+               "--issuer", self.issuer.url, "--client-id", "kagiya", "--expiry-margin", "0", "--login-timeout", "20",
+               env=env)
         return path, env
 
     def diagnose(self) -> str:
