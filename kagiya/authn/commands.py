@@ -87,3 +87,44 @@ def webhook_config(pki_dir: str | None, server: str, client: str, embed: bool) -
 
     config = pki.webhook_kubeconfig(_pki_dir(pki_dir), server=server, client=client, embed=embed)
     click.echo(yaml.safe_dump(config, sort_keys=False), nl=False)
+
+
+@group.command(name="check")
+@click.option("--provider", "provider", default=None, metavar="TYPE/NAME",
+              help="Ask this configured provider (the token file is still tried first); default: the default chain.")
+@click.option("--audience", "audiences", multiple=True, help="Requested audience (repeatable), as in spec.audiences.")
+def check(provider: str | None, audiences: tuple[str, ...]) -> None:
+    """Review a token read from stdin with the configured providers, as the webhook would.
+
+    Prints the user (username, uid, groups) and exits 0, or prints the rejection and exits 1; an unreachable
+    identity provider exits 6. The token is read from stdin so it never appears in shell history or `ps`.
+    """
+    import sys
+
+    from kagiya.authn import routing
+    from kagiya.authn.providers.base import User
+    from kagiya.errors import ExitCode, UsageError
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError("give the token on stdin, e.g. `kagiya authn check < token.txt`")
+    authn = get_settings().section("authn")
+    authenticator = routing.Authenticator(routing.ProviderSet.from_settings(authn), authn)
+    try:
+        if provider:
+            ptype, sep, name = provider.partition("/")
+            if not sep:
+                raise UsageError("--provider takes TYPE/NAME, e.g. oidc/corp")
+            route = authenticator.providers.path_route(ptype, name)
+        else:
+            route = authenticator.providers.default_route()
+        decision = authenticator.review(route, token, audiences, source="cli").decision
+    finally:
+        authenticator.close(wait=False)
+    result = decision.result
+    if isinstance(result, User):
+        click.echo(f"authenticated by {decision.provider}: username={result.username} uid={result.uid} "
+                   f"groups={','.join(result.groups)}")
+        return
+    click.echo(f"rejected by {decision.provider}: {result.reason}")
+    raise click.exceptions.Exit(int(ExitCode.FINDINGS))

@@ -97,3 +97,18 @@ def test_errors_are_one_line_with_nonzero_exit(runner: Any, tmp_path: Path) -> N
     ca_before = (pki / "ca.key").read_bytes()
     _ok(runner, "authn", "init", "ca", "--pki-dir", str(pki), "--force")
     assert (pki / "ca.key").read_bytes() != ca_before
+
+
+def test_check_reviews_a_token_from_stdin(runner: Any, token_file: Path) -> None:
+    env = {"KAGIYA_AUTHN_TOKEN_FILE": str(token_file)}
+    ok = runner(["authn", "check"], input="approver-token-0003\n", env=env)
+    assert ok.exit_code == 0
+    assert ok.stdout.strip() == ("authenticated by token-auth/default: "
+                                 "username=carol uid=uid-carol groups=approvers,team-a")
+    bad = runner(["authn", "check"], input="nope\n", env=env)
+    assert bad.exit_code == 1 and bad.stdout.strip() == "rejected by token-auth/default: invalid token"
+    assert "nope" not in bad.stdout.replace("rejected", "")
+    empty = runner(["authn", "check"], input="", env=env)
+    assert empty.exit_code == 2 and "on stdin" in empty.stderr
+    unknown = runner(["authn", "check", "--provider", "oidc/none"], input="x\n", env=env)
+    assert unknown.exit_code != 0 and "no authn provider oidc/none" in unknown.stderr
