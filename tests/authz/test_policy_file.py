@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kagiya.authn.authz_policy_file import PolicyError, load_policy_file, parse_policy
 
@@ -65,3 +67,27 @@ def test_unreadable_and_oversized_files(tmp_path: Path) -> None:
     big.write_text("rules: []\n" + "#" * (1024 * 1024 + 1))
     with pytest.raises(PolicyError, match="larger than"):
         load_policy_file(big)
+
+
+safe = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-:.", min_size=1, max_size=12)
+rule_strategy = st.fixed_dictionaries(
+    {"effect": st.sampled_from(["allow", "deny"]), "groups": st.lists(safe, min_size=1, max_size=3),
+     "verbs": st.lists(st.sampled_from(["get", "list", "*"]), min_size=1, max_size=3)},
+    optional={"users": st.lists(safe, min_size=1, max_size=2), "namespaces": st.lists(safe, min_size=1, max_size=2),
+              "resources": st.lists(safe, min_size=1, max_size=2), "resourceNames": st.lists(safe, min_size=1)},
+)
+
+
+@given(st.lists(rule_strategy, max_size=6))
+def test_what_is_written_is_what_is_read(rules: list[dict[str, object]]) -> None:
+    import yaml
+
+    for rule in rules:
+        rule.setdefault("resources", ["pods"])
+    policy = parse_policy(yaml.safe_dump({"rules": rules}), "p.yaml")
+    assert len(policy.rules) == len(rules)
+    for parsed, raw in zip(policy.rules, rules, strict=True):
+        assert parsed.effect == raw["effect"]
+        assert list(parsed.groups) == raw["groups"] and list(parsed.verbs) == raw["verbs"]
+        assert parsed.namespaces == (tuple(raw["namespaces"]) if "namespaces" in raw else None)  # type: ignore[arg-type]
+        assert list(parsed.resources) == raw["resources"]

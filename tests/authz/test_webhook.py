@@ -222,3 +222,20 @@ def test_newer_apiserver_fields_are_accepted(authz_client: Any) -> None:
     body["spec"]["resourceAttributes"]["labelSelector"] = {"rawSelector": "app=web"}
     body["metadata"] = {"creationTimestamp": None}
     assert post(authz_client, body).get_json()["status"]["allowed"] is True
+
+
+def test_bad_edit_can_be_reported_without_failing_readiness(make_settings: Any, policy_file: Path) -> None:
+    from kagiya.web import create_app
+
+    app = create_app(make_settings({"authz": {"policy_file": str(policy_file), "reload_interval_seconds": 0,
+                                              "unready_on_bad_policy": False}}))
+    try:
+        client = app.test_client()
+        _rewrite(policy_file, "rules: [\n")
+        body = sar(V1, ["contractors"], resource={"namespace": "dev", "resource": "secrets"})
+        assert post(client, body).get_json()["status"]["denied"] is True
+        assert client.get("/readyz").status_code == 200
+        text = client.get("/metrics").get_data(as_text=True)
+        assert 'kagiya_authz_policy_reloads_total{outcome="error"} 1.0' in text
+    finally:
+        app.extensions["kagiya.store"].dispose()
