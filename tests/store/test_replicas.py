@@ -148,3 +148,29 @@ def test_killing_a_replica_mid_requests_loses_nothing_acknowledged(
             "SELECT target FROM audit_events WHERE action = 'iam.request.create'")).scalars().all()
     engine.dispose()
     assert sorted(rows) == sorted(f"iam/binding-requests/{rid}" for rid in listed_ids)
+
+
+def test_sigterm_lets_the_in_flight_request_finish(replicas: list[ServerProcess]) -> None:
+    import socket
+    import time
+
+    a = replicas[0]
+    assert call(f"{a.url}/v1/iam/policies/team-a", "PUT", POLICY, ADMIN)[0] == 200
+    body = json.dumps({"namespace": "team-a", "serviceAccount": "slow", "cloud": "aws",
+                       "identity": BASE_ARN + "app-slow"}).encode()
+    head = (f"POST /v1/iam/binding-requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {DEV}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", a.port), timeout=20) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(0.3)
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGTERM)  # graceful stop of the gunicorn master
+        time.sleep(0.5)
+        sock.sendall(body[10:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 201"), reply[:200]
+    assert a.proc.wait(timeout=30) == 0
+    status, listed = call(f"{replicas[1].url}/v1/iam/binding-requests?limit=500")
+    assert "slow" in {r["serviceAccount"] for r in listed["items"]}
