@@ -192,3 +192,15 @@ def test_google_directory_config_errors_name_the_key(make_app: Any, tmp_path: Pa
     (tmp_path / "k.json").write_text('{"client_email": "x", "private_key": "nope", "token_uri": "http://t"}')
     with pytest.raises(ConfigError, match="admin_email"):
         make_app([{**base, "service_account_file": str(tmp_path / "k.json")}])
+
+
+def test_azure_slow_graph_is_503_within_the_provider_timeout(azure_idp: OidcIssuer, graph: MsGraph,
+                                                             azure_client: Any) -> None:
+    token = _azure_token(azure_idp, groups=None, oid="oid-many", hasgroups=True)
+    graph.delay = 2.0
+    started = time.monotonic()
+    resp = post_review(azure_client, token)
+    elapsed = time.monotonic() - started
+    graph.delay = 0
+    assert resp.status_code == 503
+    assert elapsed < 1.8  # provider timeout is 1 s
