@@ -102,7 +102,7 @@ class CredentialCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = Entry(caller, grant, scopes)
+                entry = self._entries[key] = self._new_entry(caller, grant, scopes)
         creds = entry.creds
         if creds is not None and self._usable(creds):
             self._count("stale" if entry.failures else "hit")
@@ -123,6 +123,10 @@ class CredentialCache:
                         "retry shortly"
                     ) from exc
                 raise
+
+    def _new_entry(self, caller: Caller, grant: Grant, scopes: tuple[str, ...]) -> Entry:
+        # Not due for the refresher until whoever created it had a chance to mint (no double issuance).
+        return Entry(caller, grant, scopes, refresh_at=self.clock() + RETRY_AFTER_FAILURE)
 
     def _usable(self, creds: Credentials) -> bool:
         return self._remaining(creds) > self.settings.min_remaining_seconds
@@ -190,7 +194,7 @@ class CredentialCache:
         with self._lock:
             if key in self._entries:
                 return
-            entry = self._entries[key] = Entry(caller, grant, scopes)
+            entry = self._entries[key] = self._new_entry(caller, grant, scopes)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kagiya-prefetch")
             pool = self._pool
@@ -204,6 +208,9 @@ class CredentialCache:
                 self._mint(entry, "prefetch")
             except KagiyaError as exc:
                 log.warning("prefetch for %s failed: %s", entry.caller.ref, exc.message)
+            except Exception:  # noqa: BLE001 - a pool swallows exceptions silently; the refresher retries
+                log.exception("prefetch for %s failed", entry.caller.ref)
+                entry.refresh_at = self.clock() + RETRY_AFTER_FAILURE
 
     def has(self, pod_uid: str) -> bool:
         with self._lock:

@@ -141,7 +141,13 @@ class PodEvents:
         if not self.settings.prefetch or pod.finished or pod.uid in self._seen:
             return
         self._seen.add(pod.uid)
-        self._pool.submit(self._prefetch, pod)
+        self._pool.submit(self._prefetch_logged, pod)
+
+    def _prefetch_logged(self, pod: Any) -> None:
+        try:
+            self._prefetch(pod)
+        except Exception:  # noqa: BLE001 - a pool swallows exceptions silently; say what went wrong
+            log.exception("prefetch for %s/%s failed", pod.namespace, pod.name)
 
     def _prefetch(self, pod: Any) -> None:
         from kagiya.iam.context import iam_context
