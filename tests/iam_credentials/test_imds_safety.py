@@ -107,3 +107,21 @@ def test_prefetch_answers_the_first_request_from_cache_and_everything_is_audited
     dump = json.dumps(events)
     for secret in (creds["SecretAccessKey"], creds["Token"], creds["AccessKeyId"]):
         assert secret not in dump
+
+
+def test_allow_listed_paths_and_imds_v1_switch(make_settings: Any, tmp_path: Any, moto: Any, gcp_standin: Any) -> None:
+    from tests.iam_credentials.conftest import make_world
+
+    w = make_world(make_settings, tmp_path, moto, gcp_standin, imds_v1=True,
+                   imds_allowed_paths=["/latest/meta-data/instance-id"])
+    try:
+        w.add_pod("team-a", "web-v1", "web", "127.0.0.30")
+        s = source_session("127.0.0.30")
+        assert s.get(f"{w.url}/latest/meta-data/instance-id").status_code == 200
+        assert s.get(f"{w.url}/latest/meta-data/hostname").status_code == 404
+        r = s.get(f"{w.url}/latest/meta-data/iam/security-credentials/")  # IMDSv1: no session token
+        assert r.status_code == 200 and r.text == "app-reader"
+    finally:
+        w.server.stop()
+        w.svc.stop()
+        w.app.extensions["kagiya.store"].dispose()

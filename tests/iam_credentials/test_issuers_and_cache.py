@@ -161,6 +161,7 @@ def test_prefetch_then_drop_pod(gcp_standin: Any) -> None:
     while not cache.has(POD.pod_uid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert cache.has(POD.pod_uid)
+    assert cache.refresh_due() == 0  # a fresh prefetch is not minted again by the refresher
     cache.get(POD, grant)
     assert cache.stats["hit"] == 1 and cache.stats["miss"] == 0
     assert gcp_standin.calls["generateAccessToken"] == 1
