@@ -49,6 +49,32 @@ TOKEN_REVIEW_SCHEMA = {
         },
     },
 }
+TOKEN_REVIEW_REPLY_SCHEMA = {
+    "type": "object",
+    "description": "TokenReview in the request's apiVersion, with status",
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(reviews.API_VERSIONS)},
+        "kind": {"type": "string", "enum": ["TokenReview"]},
+        "status": {
+            "type": "object",
+            "properties": {
+                "authenticated": {"type": "boolean"},
+                "error": {"type": "string"},
+                "audiences": {"type": "array", "items": {"type": "string"}},
+                "user": {
+                    "type": "object",
+                    "properties": {
+                        "username": {"type": "string"},
+                        "uid": {"type": "string"},
+                        "groups": {"type": "array", "items": {"type": "string"}},
+                        "extra": {"type": "object",
+                                  "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                    },
+                },
+            },
+        },
+    },
+}
 REVIEW_RESPONSES = {
     "400": "Not a TokenReview (Status body)",
     "404": "No such provider (path route)",
@@ -78,7 +104,7 @@ def _state() -> _State:
 
 @bp.post("/authn/tokenreviews")
 @describe("TokenReview webhook (provider from the client certificate, else the default chain).",
-          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_SCHEMA,
+          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_REPLY_SCHEMA,
           responses=REVIEW_RESPONSES)
 def token_review() -> tuple[Response, int]:
     """TokenReview webhook (provider from the client certificate, else the default chain)."""
@@ -87,7 +113,7 @@ def token_review() -> tuple[Response, int]:
 
 @bp.post("/tokenreviews")
 @describe("TokenReview webhook at Guard's path.", tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA,
-          response_schema=TOKEN_REVIEW_SCHEMA, responses=REVIEW_RESPONSES)
+          response_schema=TOKEN_REVIEW_REPLY_SCHEMA, responses=REVIEW_RESPONSES)
 def guard_token_review() -> tuple[Response, int]:
     """TokenReview webhook at Guard's path."""
     return _review(None)
@@ -95,7 +121,7 @@ def guard_token_review() -> tuple[Response, int]:
 
 @bp.post("/authn/<provider_type>/<name>/tokenreviews")
 @describe("TokenReview webhook for one configured provider (for deployments behind a TLS terminator).",
-          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_SCHEMA,
+          tags=["authn"], request_schema=TOKEN_REVIEW_SCHEMA, response_schema=TOKEN_REVIEW_REPLY_SCHEMA,
           responses=REVIEW_RESPONSES)
 def provider_token_review(provider_type: str, name: str) -> tuple[Response, int]:
     """TokenReview webhook for one configured provider."""
