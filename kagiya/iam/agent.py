@@ -114,21 +114,38 @@ def check_server(url: str, cert: str, key: str) -> None:
 
 
 @click.command(name="agent")
-@click.option("--listen", default="127.0.0.1:8181", show_default=True, help="HOST:PORT the pods' requests reach.")
-@click.option("--server", envvar="KAGIYA_AGENT_SERVER", required=True, help="Central kagiya URL (https://...).")
-@click.option("--token-file", envvar="KAGIYA_AGENT_TOKEN_FILE", required=True, type=click.Path(dir_okay=False),
-              help="Bearer token of an identity in credentials.agent_groups.")
-@click.option("--cert", default="", type=click.Path(dir_okay=False), help="Client certificate (PEM) for mutual TLS.")
-@click.option("--key", default="", type=click.Path(dir_okay=False), help="Client key (PEM).")
-@click.option("--ca", default="", type=click.Path(dir_okay=False), help="CA bundle that signed the server cert.")
-@click.option("--timeout", default=0.9, show_default=True, type=click.FloatRange(0.05, 30),
-              help="Seconds to wait for the central service (botocore gives IMDS 1 s).")
-def command(listen: str, server: str, token_file: str, cert: str, key: str, ca: str, timeout: float) -> None:
+@click.option("--listen", default=None, help="HOST:PORT the pods' requests reach [credentials.agent_listen, "
+              "KAGIYA_AGENT_LISTEN; default 127.0.0.1:8181].")
+@click.option("--server", default=None, help="Central kagiya URL, https:// [KAGIYA_AGENT_SERVER].")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False),
+              help="Bearer token of an identity in credentials.agent_groups [KAGIYA_AGENT_TOKEN_FILE].")
+@click.option("--cert", default=None, type=click.Path(dir_okay=False),
+              help="Client certificate (PEM) for mutual TLS [KAGIYA_AGENT_CERT].")
+@click.option("--key", default=None, type=click.Path(dir_okay=False), help="Client key (PEM) [KAGIYA_AGENT_KEY].")
+@click.option("--ca", default=None, type=click.Path(dir_okay=False),
+              help="CA bundle that signed the server certificate [KAGIYA_AGENT_CA].")
+@click.option("--timeout", default=None, type=click.FloatRange(0.05, 30),
+              help="Seconds to wait for the central service [KAGIYA_AGENT_TIMEOUT_SECONDS; default 0.9].")
+def command(listen: str | None, server: str | None, token_file: str | None, cert: str | None, key: str | None,
+            ca: str | None, timeout: float | None) -> None:
     """Node-local metadata agent that forwards pod evidence to kagiya."""
     from werkzeug.serving import make_server
 
     from kagiya import logs
+    from kagiya.cli import get_settings
 
+    cfg = get_settings().section("credentials")
+    listen = listen or cfg.agent_listen
+    server = server or cfg.agent_server
+    token_file = token_file or cfg.agent_token_file
+    cert = cert if cert is not None else cfg.agent_cert
+    key = key if key is not None else cfg.agent_key
+    ca = ca if ca is not None else cfg.agent_ca
+    timeout = timeout or cfg.agent_timeout_seconds
+    if not server:
+        raise UsageError("--server (or KAGIYA_AGENT_SERVER) is required: the central kagiya URL")
+    if not token_file:
+        raise UsageError("--token-file (or KAGIYA_AGENT_TOKEN_FILE) is required")
     host, port = parse_listen(listen)
     check_server(server, cert, key)
     try:

@@ -6,7 +6,7 @@ Spec: ../shared/specs/cloud-identity.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,15 @@ class CredentialSettings:
     # --- agent -------------------------------------------------------------------------------------------------
     #: Groups whose members may forward pod evidence (`kagiya agent` authenticates as one of them).
     agent_groups: tuple[str, ...] = ("kagiya:agents",)
+    #: `kagiya agent` side (also `KAGIYA_AGENT_<NAME>`): where it listens, the central URL, its credentials.
+    agent_listen: str = field(default="127.0.0.1:8181", metadata={"env": "KAGIYA_AGENT_LISTEN"})
+    agent_server: str = field(default="", metadata={"env": "KAGIYA_AGENT_SERVER"})
+    agent_token_file: str = field(default="", metadata={"env": "KAGIYA_AGENT_TOKEN_FILE"})
+    agent_cert: str = field(default="", metadata={"env": "KAGIYA_AGENT_CERT"})
+    agent_key: str = field(default="", metadata={"env": "KAGIYA_AGENT_KEY"})
+    agent_ca: str = field(default="", metadata={"env": "KAGIYA_AGENT_CA"})
+    #: How long the agent waits for the central service (botocore gives IMDS one attempt of 1 s).
+    agent_timeout_seconds: float = field(default=0.9, metadata={"env": "KAGIYA_AGENT_TIMEOUT_SECONDS"})
 
     def __post_init__(self) -> None:
         if not 900 <= self.session_seconds <= 43200:

@@ -96,3 +96,22 @@ def test_agent_command_refuses_plain_http_to_a_remote_server(runner: Any, tmp_pa
     assert result.exit_code == 2 and "mutual TLS" in result.stderr
     result = runner(["agent", "--server", "https://kagiya.example", "--token-file", str(token)])
     assert result.exit_code == 2 and "--cert" in result.stderr
+    result = runner(["agent", "--token-file", str(token)])
+    assert result.exit_code == 2 and "KAGIYA_AGENT_SERVER" in result.stderr
+    result = runner(["agent", "--server", "https://k.example", "--token-file", str(token), "--listen", "nohost"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.stderr
+
+
+def test_agent_reads_its_settings_from_the_environment(world: Any, pki: Any, tmp_path: Path) -> None:
+    """The DaemonSet configures the agent with KAGIYA_AGENT_* variables only."""
+    world.add_pod("team-a", "web-env", "web", "127.0.0.25")
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(AGENT_TOKEN)
+    port = free_port()
+    with tls_server(world.app, pki) as central:
+        env = {"KAGIYA_AGENT_LISTEN": f"127.0.0.1:{port}", "KAGIYA_AGENT_SERVER": central.url,
+               "KAGIYA_AGENT_TOKEN_FILE": str(token_file), "KAGIYA_AGENT_CERT": str(pki["client"].cert),
+               "KAGIYA_AGENT_KEY": str(pki["client"].key), "KAGIYA_AGENT_CA": pki["ca"]}
+        with ServerProcess([sys.executable, "-m", "kagiya.cli", "agent"], port=port, env=env,
+                           log_path=tmp_path / "agent-env.log") as agent:
+            assert imds_credentials(agent.url, "127.0.0.25")[0] == 200
