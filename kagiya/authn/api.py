@@ -130,13 +130,12 @@ def provider_token_review(provider_type: str, name: str) -> tuple[Response, int]
 
 def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
     state = _state()
-    body: Any = None
-    label = path_route and f"{path_route[0]}/{path_route[1]}" or "default"
+    # The metric label comes from a resolved route only: an unknown path must not mint new label values.
+    label = "unknown"
     try:
-        body = json_body()
-        parsed = reviews.parse_token_review(body)
         route, source = _route_and_source(state.authenticator.providers, path_route)
         label = route.label
+        parsed = reviews.parse_token_review(json_body())
         outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source,
                                              timeout=_query_timeout())
     except BadRequest:

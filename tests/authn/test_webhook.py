@@ -169,3 +169,11 @@ def test_token_file_is_reloaded_when_it_changes(make_app: Any, token_file: Any) 
     status = post_review(client, "new-token-0009").get_json()["status"]
     assert status["user"] == {"username": "zoe", "uid": "uid-zoe", "groups": ["team-b"]}
     assert post_review(client, "dev-token-0002").get_json()["status"]["authenticated"] is False
+
+
+def test_unknown_paths_do_not_mint_metric_labels(client: Any) -> None:
+    for i in range(3):
+        assert post_review(client, "x", path=f"/authn/github/random-{i}/tokenreviews").status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "random-" not in text
+    assert 'kagiya_authn_token_reviews_total{outcome="notfound",provider="unknown"} 3.0' in text
