@@ -133,15 +133,18 @@ class KeyStore:
         import requests
 
         try:
-            resp = self.session.get(url, timeout=self.opts.timeout, allow_redirects=False)
+            with self.session.get(url, timeout=self.opts.timeout, allow_redirects=False, stream=True) as resp:
+                if resp.status_code != 200:
+                    raise UpstreamUnavailable(f"issuer answered HTTP {resp.status_code} for {url}")
+                content = b""
+                for chunk in resp.iter_content(65536):  # read at most MAX_DOC_BYTES + 1, whatever it claims
+                    content += chunk
+                    if len(content) > MAX_DOC_BYTES:
+                        raise UpstreamUnavailable(f"issuer document at {url} is too large")
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"issuer unreachable ({type(exc).__name__})") from None
-        if resp.status_code != 200:
-            raise UpstreamUnavailable(f"issuer answered HTTP {resp.status_code} for {url}")
-        if len(resp.content) > MAX_DOC_BYTES:
-            raise UpstreamUnavailable(f"issuer document at {url} is too large")
         try:
-            data = resp.json()
+            data = json.loads(content)
         except ValueError:
             raise UpstreamUnavailable(f"issuer document at {url} is not JSON") from None
         if not isinstance(data, dict):
