@@ -224,6 +224,14 @@ class CredentialCache:
                 del self._entries[k]
         return len(keys)
 
+    def drop_cloud(self, pod_uid: str, cloud: str) -> int:
+        """Forget a pod's entries for one cloud (its binding there was revoked or no longer applies)."""
+        with self._lock:
+            keys = [k for k in self._entries if k[0] == pod_uid and k[1][0] == cloud]
+            for k in keys:
+                del self._entries[k]
+        return len(keys)
+
     def __len__(self) -> int:
         return len(self._entries)
 

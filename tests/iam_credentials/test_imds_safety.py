@@ -125,3 +125,15 @@ def test_allow_listed_paths_and_imds_v1_switch(make_settings: Any, tmp_path: Any
         w.server.stop()
         w.svc.stop()
         w.app.extensions["kagiya.store"].dispose()
+
+
+def test_revoked_binding_stops_serving_at_once_and_drops_the_cache(world: Any) -> None:
+    pod = world.add_pod("team-b", "batch-r", "batch", "127.0.0.31")
+    assert imds_credentials(world.url, "127.0.0.31")[0] == 200
+    client = world.app.test_client()
+    items = client.get("/v1/iam/bindings?namespace=team-b", headers=ADMIN).get_json()["items"]
+    (binding,) = [b for b in items if b["serviceAccount"] == "batch"]
+    assert client.delete(f"/v1/iam/bindings/{binding['id']}", headers=ADMIN).status_code == 200
+    status, body = imds_credentials(world.url, "127.0.0.31")
+    assert status == 404 and "app-writer" not in body
+    assert not world.svc.cache.has(pod["metadata"]["uid"])

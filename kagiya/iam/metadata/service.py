@@ -106,6 +106,8 @@ class MetadataService:
         """The grant for `caller` in `cloud`; NotFound (404) when there is none."""
         grant = self.grant_lookup(caller, cloud)
         if grant is None or grant.cloud != cloud:
+            if self.cache.drop_cloud(caller.pod_uid, cloud):
+                log.info("binding of %s in %s no longer applies; cached credentials dropped", caller.ref, cloud)
             self.refused(endpoint, "no-binding", f"no {cloud} identity is bound to {caller.ref}")
             raise NotFound(f"no {cloud} identity is bound to this pod")
         return grant
