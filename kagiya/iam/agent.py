@@ -50,6 +50,10 @@ class Agent:
         from werkzeug.wrappers import Request, Response
 
         req = Request(environ)
+        if req.method == "GET" and req.path == "/":
+            # google-auth's discovery ping (google.auth.default()): 200 + Metadata-Flavor means "on GCE".
+            return Response("computeMetadata/\n", mimetype="application/text",
+                            headers={"Metadata-Flavor": "Google"})(environ, start_response)
         if req.method not in ("GET", "PUT") or not req.path.startswith(PATH_PREFIXES):
             return Response("not found\n", status=404, mimetype="text/plain")(environ, start_response)
         envelope = {

@@ -115,3 +115,35 @@ def test_agent_reads_its_settings_from_the_environment(world: Any, pki: Any, tmp
         with ServerProcess([sys.executable, "-m", "kagiya.cli", "agent"], port=port, env=env,
                            log_path=tmp_path / "agent-env.log") as agent:
             assert imds_credentials(agent.url, "127.0.0.25")[0] == 200
+
+
+DEFAULT_SCRIPT = r"""
+import json
+import google.auth
+import google.auth.transport.requests
+
+creds, project = google.auth.default()
+creds.refresh(google.auth.transport.requests.Request())
+print(json.dumps({"type": type(creds).__module__, "project": project, "token": creds.token}))
+"""
+
+
+def test_google_auth_default_discovers_the_agent(world: Any, pki: Any, tmp_path: Path) -> None:
+    """google.auth.default() pings the metadata IP, then refreshes through the agent (no GCE_METADATA_HOST tricks)."""
+    import json
+    import os
+    import subprocess
+
+    world.add_pod("team-a", "gweb-default", "gweb", "127.0.0.1")
+    with tls_server(world.app, pki) as central, agent_process(tmp_path, central.url, pki, AGENT_TOKEN) as agent:
+        host = agent.url.removeprefix("http://")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GCE_", "GOOGLE_", "CLOUDSDK_")) and k != "NO_GCE_CHECK"}
+        env.update(GCE_METADATA_HOST=host, GCE_METADATA_IP=host, HOME=str(tmp_path),
+                   CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+        out = subprocess.run([sys.executable, "-W", "error", "-c", DEFAULT_SCRIPT], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["type"] == "google.auth.compute_engine.credentials"
+    assert result["project"] == "proj-1" and result["token"].startswith("ya29.")
