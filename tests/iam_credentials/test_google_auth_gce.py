@@ -86,3 +86,19 @@ def test_issuer_outage_serves_cached_tokens(world: Any) -> None:
               params={"scopes": "new-scope"}, headers={"Metadata-Flavor": "Google"})
     assert r.status_code == 503 and r.headers["Metadata-Flavor"] == "Google"
     assert "IAM Credentials" in r.json()["message"]
+    # Time passes (the cache's clock moves) with the issuer still down: served until near expiry, then a clear 503.
+    import time
+
+    cache = world.svc.cache
+    expiry = max(e.creds.expiry.timestamp() for e in cache._entries.values() if e.creds is not None)
+    cache.clock = lambda: expiry - 600.0
+    cache.refresh_due()  # the refresh fails; the cached token stays
+    r = s.get(f"{world.url}/computeMetadata/v1/instance/service-accounts/default/token",
+              headers={"Metadata-Flavor": "Google"})
+    assert r.status_code == 200 and 590 <= r.json()["expires_in"] <= 600
+    cache.clock = lambda: expiry - 100.0  # under min_remaining_seconds (120)
+    r = s.get(f"{world.url}/computeMetadata/v1/instance/service-accounts/default/token",
+              headers={"Metadata-Flavor": "Google"})
+    assert r.status_code == 503 and r.json()["kind"] == "Status"
+    assert "expire in 100 s" in r.json()["message"]
+    cache.clock = time.time
