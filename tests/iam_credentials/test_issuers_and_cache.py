@@ -167,3 +167,25 @@ def test_prefetch_then_drop_pod(gcp_standin: Any) -> None:
     assert gcp_standin.calls["generateAccessToken"] == 1
     assert cache.drop_pod(POD.pod_uid) == 1 and not cache.has(POD.pod_uid)
     cache.stop()
+
+
+def test_anonymous_google_credentials_only_for_a_loopback_http_endpoint() -> None:
+    from kagiya.errors import ConfigError
+
+    issuer = issuer_for("gcp", CredentialSettings(iam_credentials_endpoint="http://10.1.2.3:8080"))
+    with pytest.raises(ConfigError, match="loopback"):
+        issuer.issue(Grant("gcp", "reader@proj-1.iam.gserviceaccount.com"), POD, duration_seconds=900)
+    with pytest.raises(ConfigError, match="no credential issuer"):
+        issuer_for("azure", CredentialSettings())
+
+
+def test_agent_help_imports_no_heavy_clients() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kagiya.cli import main\nmain(['agent', '--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'google', 'kubernetes', 'flask', "
+            "'requests', 'werkzeug'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
