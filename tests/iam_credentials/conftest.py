@@ -192,10 +192,14 @@ def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: An
     ctx = iam_context(app)
     if kube is None:
         ctx.kube = KubeIndex()
-    for ns in ("team-a", "team-b", "team-c"):
-        if kube is None:
-            ctx.kube.apply("namespaces", "ADDED", {"metadata": {"name": ns}})
-        else:
+    names = ("team-a", "team-b", "team-c")
+    if kube is None:
+        # The same calls kagiya's watcher makes after its first list (this also marks the index synced).
+        ctx.kube.replace("namespaces", [{"metadata": {"name": ns}} for ns in names])
+        ctx.kube.replace("serviceaccounts", [])
+        ctx.kube.replace("pods", [])
+    else:
+        for ns in names:
             kube.add_namespace(ns)
     client = app.test_client()
     for ns in ("team-a", "team-b"):

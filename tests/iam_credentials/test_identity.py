@@ -102,3 +102,12 @@ def test_session_tokens_are_bound_to_the_pod_and_expire() -> None:
     now[0] += 61
     with pytest.raises(Unauthorized, match="expired"):
         tokens.check(t, "uid-a")
+
+
+def test_requests_before_the_index_synced_get_503_not_404(world: Any) -> None:
+    from kagiya.kube import KubeIndex
+    from tests.iam_credentials.conftest import imds_credentials
+
+    world.ctx.kube = KubeIndex()  # a fresh worker whose watch has not listed yet
+    status, body = imds_credentials(world.url, "127.0.0.40")
+    assert status == 503 and "not synced" in body

@@ -28,8 +28,15 @@ log = logging.getLogger("kagiya.iam.metadata")
 MINTED_CLOUDS = ("aws", "gcp")
 
 
+#: How long a request waits for a freshly started pod index (a new gunicorn worker) before answering 503.
+SYNC_WAIT_SECONDS = 0.5
+
+
 class IndexPods:
-    """The pod index of the app's IamContext, looked up at call time (it may be attached after start-up)."""
+    """The pod index of the app's IamContext, looked up at call time (it may be attached after start-up).
+
+    Until the index has listed every kind once, "no pod has this IP" would be a lie: wait briefly, then 503.
+    """
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -37,7 +44,10 @@ class IndexPods:
     def _index(self) -> Any:
         from kagiya.iam.context import iam_context
 
-        return iam_context(self.app).kube_index()
+        index = iam_context(self.app).kube_index()
+        if not index.synced and not index.wait_synced(SYNC_WAIT_SECONDS):
+            raise UpstreamUnavailable("the pod index is not synced yet; retry shortly")
+        return index
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]:
         return self._index().pods_by_ip(ip)
