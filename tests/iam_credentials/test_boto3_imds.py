@@ -41,3 +41,35 @@ def test_two_pods_get_their_own_roles_and_an_unbound_pod_none(world: Any) -> Non
     assert r.status_code == 404 and "AccessKeyId" not in r.text
     # An unknown address is not a pod at all.
     assert imds_credentials(world.url, "127.0.0.99")[0] == 404
+
+
+def test_boto3_keeps_working_while_sts_is_stopped_until_near_expiry(make_settings: Any, tmp_path: Any,
+                                                                    gcp_standin: Any, imds_env: Any) -> None:
+    """A dedicated moto_server is stopped: boto3 still gets the cached credentials; near expiry a clear 503."""
+    import boto3
+    import botocore.exceptions
+    import pytest
+
+    from tests.iam_credentials.conftest import make_world, start_moto
+
+    sts = start_moto(tmp_path)
+    w = make_world(make_settings, tmp_path, sts, gcp_standin)
+    try:
+        w.add_pod("team-a", "web-down", "web", "127.0.0.1")
+        w.wait_prefetched("uid-team-a-web-down")
+        sts.stop()
+        imds_env(AWS_EC2_METADATA_DISABLED="false", AWS_EC2_METADATA_SERVICE_ENDPOINT=w.url + "/")
+        creds = boto3.session.Session(region_name="us-east-1").get_credentials()
+        assert creds is not None and creds.get_frozen_credentials().access_key.startswith("ASIA")
+        cache = w.svc.cache
+        (entry,) = [e for e in cache._entries.values() if e.creds is not None]
+        cache.clock = lambda: entry.creds.expiry.timestamp() - 60  # past min_remaining, STS still down
+        status, body = imds_credentials(w.url, "127.0.0.1")
+        assert status == 503 and "expire in 60 s" in body
+        with pytest.raises(botocore.exceptions.NoCredentialsError):
+            boto3.session.Session(region_name="us-east-1").client("sts").get_caller_identity()
+    finally:
+        sts.stop()
+        w.server.stop()
+        w.svc.stop()
+        w.app.extensions["kagiya.store"].dispose()
