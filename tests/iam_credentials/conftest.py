@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import ServerProcess, free_port
+from tests.support.moto import MotoServer
+from tests.support.servers import free_port
 
-MOTO = str(Path(sys.executable).parent / "moto_server")
 ACCOUNT = "123456789012"
 
 
@@ -43,14 +42,13 @@ class ThreadedServer:
         self.thread.join(timeout=5)
 
 
-def start_moto(tmp_path: Path) -> ServerProcess:
-    port = free_port()
-    return ServerProcess([MOTO, "-H", "127.0.0.1", "-p", str(port)], port=port,
-                         log_path=tmp_path / f"moto-{port}.log").start()
+def start_moto(tmp_path: Path) -> MotoServer:
+    """A dedicated moto_server (tests that stop it); tests/support/moto.py runs it."""
+    return MotoServer(tmp_path).start()
 
 
 @pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """One moto_server for the session (STS AssumeRole / GetCallerIdentity)."""
     server = start_moto(tmp_path_factory.mktemp("moto"))
     try:
