@@ -131,6 +131,10 @@ class CredentialCache:
     def _usable(self, creds: Credentials) -> bool:
         return self._remaining(creds) > self.settings.min_remaining_seconds
 
+    def remaining(self, creds: Credentials) -> float:
+        """Seconds until `creds` expire, by the cache's clock."""
+        return self._remaining(creds)
+
     def _remaining(self, creds: Credentials) -> float:
         return creds.expiry.timestamp() - self.clock()
 

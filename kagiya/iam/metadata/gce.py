@@ -90,7 +90,7 @@ def token(account: str) -> Response:
     if len(scopes) > 50 or any(len(s) > 512 for s in scopes):
         raise BadRequest("too many or too long scopes")
     creds = svc.credentials(ENDPOINT, caller, grant, scopes)
-    expires_in = max(int(svc.cache._remaining(creds)), 0)
+    expires_in = max(int(svc.cache.remaining(creds)), 0)
     return jsonify({"access_token": creds.fields["access_token"], "expires_in": expires_in, "token_type": "Bearer"})
 
 
