@@ -29,4 +29,4 @@ def issuer_for(cloud: str, settings: CredentialSettings) -> Issuer:
         raise ConfigError(f"no credential issuer for cloud {cloud!r} (known: {', '.join(sorted(REGISTRY))})") from None
     module, _, attr = target.partition(":")
     cls: Any = getattr(importlib.import_module(module), attr)
-    return cls(settings)  # type: ignore[no-any-return]
+    return cls(settings)

@@ -50,7 +50,7 @@ class GcpIssuer:
                             raise ConfigError("credentials.iam_credentials_endpoint: plain http only to loopback")
                         from google.auth.credentials import AnonymousCredentials
 
-                        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+                        credentials = AnonymousCredentials()
                 self._client = iam_credentials_v1.IAMCredentialsClient(
                     transport="rest", client_options=options, credentials=credentials,
                 )
