@@ -58,12 +58,14 @@ class CredentialCache:
         metrics: Any = None,
         issuers: dict[str, Issuer] | None = None,
         grant_lookup: GrantLookup | None = None,
+        pod_alive: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.grant_lookup = grant_lookup
+        self.pod_alive = pod_alive
         self._issuers: dict[str, Issuer] = dict(issuers or {})
         self._entries: dict[CacheKey, Entry] = {}
         self._lock = threading.Lock()
@@ -251,6 +253,11 @@ class CredentialCache:
             due = [(k, e) for k, e in self._entries.items() if e.refresh_at <= now]
         refreshed = 0
         for key, entry in due:
+            if self.pod_alive is not None and not self.pod_alive(entry.caller.pod_uid):
+                # A delete event we never saw (or a token caller whose pod is gone): stop refreshing it.
+                with self._lock:
+                    self._entries.pop(key, None)
+                continue
             if self.grant_lookup is not None:
                 try:
                     current = self.grant_lookup(entry.caller, entry.grant.cloud)

@@ -189,3 +189,15 @@ def test_agent_help_imports_no_heavy_clients() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_entries_of_pods_that_vanished_are_not_refreshed(gcp_standin: Any) -> None:
+    clock = Clock()
+    alive = {POD.pod_uid: True}
+    cache = CredentialCache(CredentialSettings(iam_credentials_endpoint=gcp_standin.url),
+                            pod_alive=lambda uid: alive.get(uid, False), clock=clock)
+    cache.get(POD, Grant("gcp", "reader@proj-1.iam.gserviceaccount.com"))
+    alive[POD.pod_uid] = False  # its delete event was missed
+    clock.now += 3000
+    assert cache.refresh_due() == 0 and len(cache) == 0
+    assert gcp_standin.calls["generateAccessToken"] == 1

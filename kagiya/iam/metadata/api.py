@@ -100,11 +100,26 @@ def grant_lookup(app: Flask) -> Any:
     return lookup
 
 
+def pod_alive(app: Flask) -> Any:
+    """uid -> whether the pod index still lists that pod (True when there is no index to ask)."""
+
+    def alive(uid: str) -> bool:
+        from kagiya.iam.context import iam_context
+
+        index = iam_context(app).kube
+        if index is None or not index.synced:
+            return True
+        return index.pod_by_uid(uid) is not None
+
+    return alive
+
+
 def build_service(app: Flask, settings: Settings) -> MetadataService:
     creds: CredentialSettings = settings.section("credentials")
     metrics = metrics_of(app)
     lookup = grant_lookup(app)
-    cache = CredentialCache(creds, store=app.extensions["kagiya.store"], metrics=metrics, grant_lookup=lookup)
+    cache = CredentialCache(creds, store=app.extensions["kagiya.store"], metrics=metrics, grant_lookup=lookup,
+                            pod_alive=pod_alive(app))
     identifier = CallerIdentifier(
         IndexPods(app), lazy_reviewer(settings), audiences=creds.token_audiences,
         allow_source_ip=creds.allow_source_ip, review_cache_seconds=creds.token_review_cache_seconds,
