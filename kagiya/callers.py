@@ -72,7 +72,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 
 def resolver_of(app: Any) -> CallerResolver:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return app.extensions[EXTENSION]
 
 
 def bearer_token() -> str:
@@ -87,7 +87,7 @@ def caller_from_request() -> User:
     """The authenticated caller of the current request; raises Unauthorized. Cached on `flask.g`."""
     cached = g.get("kagiya_caller")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     caller = resolver_of(current_app).resolve(bearer_token())
     g.kagiya_caller = caller
     return caller
