@@ -32,6 +32,8 @@ schema_versions = sa.Table(
 )
 
 Migration = Callable[[Connection], None]
+#: Advisory lock id that serialises schema migrations on PostgreSQL ("kagiya" in ASCII, truncated).
+MIGRATION_LOCK_KEY = 0x6B6167697961
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,18 @@ class Store:
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
-        """Serialise migrators across processes. PostgreSQL uses an advisory lock per step; SQLite a lock file,
-        because two processes creating the same table at once fail with "already exists"."""
+        """Serialise migrators across processes (replicas starting together): two creating the same table at once
+        fail with "already exists". PostgreSQL: a session advisory lock; SQLite: a lock file beside the database."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    conn.commit()
+            return
         database = self.engine.url.database if self.dialect == "sqlite" else None
         if not database or database == ":memory:":
             yield
@@ -107,9 +119,6 @@ class Store:
     def _migrate_component(self, schema: Schema) -> int:
         while True:
             with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    # Serialise concurrent migrators (several replicas starting at once).
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7367427)"))
                 row = conn.execute(
                     sa.select(schema_versions.c.version).where(schema_versions.c.component == schema.component)
                 ).first()
