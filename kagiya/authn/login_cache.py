@@ -72,21 +72,10 @@ class TokenCache:
 
     def save(self, entry: dict[str, Any]) -> None:
         """Atomically replace the entry; the file is 0600 from the moment it exists."""
-        import tempfile  # only when writing: the cached path stays light
+        from kagiya.atomic import write_atomic
 
         self._ensure_dir()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, json.dumps(entry).encode("utf-8"), 0o600)
 
     def clear(self) -> bool:
         """Remove the cached entry; True if there was one."""

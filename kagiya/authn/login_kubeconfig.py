@@ -7,13 +7,12 @@ without one). The file is rewritten atomically with mode 0600, keeping every oth
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kagiya.atomic import write_atomic
 from kagiya.errors import ConfigError
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
@@ -76,15 +75,4 @@ def write_exec_user(path: Path, user: dict[str, Any], context: str = "") -> None
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kubeconfig-", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text.encode("utf-8"), 0o600)

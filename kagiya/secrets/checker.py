@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kagiya.atomic import write_atomic
 from kagiya.errors import KagiyaError
 from kagiya.secrets import envelope, kubesec, manifest, ops
-from kagiya.secrets.atomic import write_atomic
 
 #: Files that never say `kind: Secret` (any quoting, block or flow style) are not parsed at all.
 SECRET_HINT = re.compile(r"""\bkind["']?\s*:\s*["']?Secret\b""")

@@ -66,7 +66,7 @@ def edit(file: str) -> None:
     import subprocess
     import tempfile
 
-    from kagiya.secrets.atomic import write_atomic
+    from kagiya.atomic import write_atomic
 
     settings = _settings()
     path = Path(file)

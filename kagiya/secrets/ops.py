@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
 from kagiya.secrets import envelope, manifest, rules
-from kagiya.secrets.atomic import write_atomic
 from kagiya.secrets.manifest import ManifestError
 
 DEFAULT_RECIPIENT = "local:default"

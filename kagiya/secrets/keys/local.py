@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, CryptoError
-from kagiya.secrets.atomic import write_atomic
 from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -1,4 +1,6 @@
-"""Atomic file rewrites: a temp file in the same directory, fsync, rename; mode 0600.
+"""Atomic file rewrites: a temp file in the same directory, fsync, rename; mode 0600 by default.
+
+The one way kagiya rewrites a file: encrypted manifests, keyrings, certificates and keys, kubeconfigs, token caches.
 
 A reader (or a crash) sees the old file or the new one, never half of either, and a failed run never leaves
 a plaintext temp file behind (it is removed on any error).
