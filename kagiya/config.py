@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from kagiya.errors import ConfigError
 
@@ -59,6 +59,8 @@ class Settings:
     #: Largest request body any route accepts; larger ones get 413 before the view runs.
     max_request_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    #: One JSON access-log line per request: `all`, only `errors` (status >= 400), or `off`.
+    access_log: Literal["all", "errors", "off"] = "errors"
     #: Groups whose members may read the audit log and administer policy.
     admin_groups: tuple[str, ...] = ("kagiya:admins",)
     sections: Mapping[str, Any] = field(default_factory=dict, repr=False)

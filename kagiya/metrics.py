@@ -7,10 +7,9 @@ With several gunicorn workers, set `PROMETHEUS_MULTIPROC_DIR` and the `/metrics`
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, TypeVar
 
-from flask import Flask, Response, g, request
+from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 M = TypeVar("M", Counter, Histogram)
@@ -40,6 +39,10 @@ class Metrics:
             self._made[name] = kind(name, doc, labels, **kwargs)
         return self._made[name]
 
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
@@ -59,18 +62,5 @@ def metric(app: Any, kind: type[M], name: str, doc: str, labels: tuple[str, ...]
 
 
 def init_app(app: Flask) -> None:
-    metrics = Metrics()
-    app.extensions[EXTENSION] = metrics
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.kagiya_started = time.perf_counter()
-
-    @app.after_request
-    def _count(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        started = g.get("kagiya_started")
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        if started is not None:
-            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
-        return response
+    """Install the per-app registry. Request timing is recorded by web.py's request hooks via `observe()`."""
+    app.extensions[EXTENSION] = Metrics()

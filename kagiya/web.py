@@ -94,18 +94,24 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
 
+    observe = metrics.metrics_of(app).observe
+    log_from = {"all": 0, "errors": 400, "off": 1000}[settings.access_log]
+
     @app.after_request
     def _stamp(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
-        if access_log.isEnabledFor(logging.INFO):
+        seconds = time.perf_counter() - g.get("kagiya_t0", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        observe(route, request.method, response.status_code, seconds)
+        if response.status_code >= log_from:
             access_log.info(
                 "request",
                 extra={
                     "method": request.method,
-                    "route": request.url_rule.rule if request.url_rule else "<unmatched>",
+                    "route": route,
                     "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - g.get("kagiya_t0", time.perf_counter())) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                 },
             )
         return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -130,3 +131,20 @@ def test_audit_requires_admin(client: Any) -> None:
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "since=yesterday", "bogus=1", "continue=-1"])
 def test_audit_rejects_bad_query(client: Any, query: str) -> None:
     assert_status(client.get(f"/v1/audit?{query}", headers=bearer("admin-token-0001")), 400, "BadRequest")
+
+
+@pytest.mark.parametrize(("mode", "logged"), [("all", {200, 404}), ("errors", {404}), ("off", set())])
+def test_access_log_lines_are_json_with_the_request_id(make_settings: Any, capsys: Any, mode: str,
+                                                       logged: set[int]) -> None:
+    from kagiya.web import create_app
+
+    app = create_app(make_settings({"access_log": mode, "log_level": "INFO"}))
+    client = app.test_client()
+    client.get("/healthz", headers={"X-Request-Id": "req-ok"})
+    client.get("/nope", headers={"X-Request-Id": "req-missing"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"kagiya.access"' in line]
+    assert {line["status"] for line in lines} == logged
+    for line in lines:
+        expected = {200: ("req-ok", "/healthz"), 404: ("req-missing", "<unmatched>")}[line["status"]]
+        assert (line["requestId"], line["route"]) == expected
+    app.extensions["kagiya.store"].dispose()
