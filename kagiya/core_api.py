@@ -31,6 +31,12 @@ def add_readiness_check(app: Flask, name: str, check: Callable[[], None]) -> Non
     app.extensions["kagiya.readiness"][name] = check
 
 
+def add_after_fork(app: Flask, name: str, start: Callable[[], None]) -> None:
+    """Register `start` to run in each gunicorn worker right after the fork (threads do not survive a fork):
+    capabilities start their background work (watches, prefetch) here instead of on the first request."""
+    app.extensions["kagiya.after_fork"][name] = start
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process answers."""

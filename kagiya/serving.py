@@ -11,7 +11,7 @@ import ssl
 from typing import Any
 
 from kagiya.config import Settings, is_loopback
-from kagiya.errors import UsageError
+from kagiya.errors import KagiyaError, UsageError
 
 log = logging.getLogger("kagiya.serving")
 
@@ -62,9 +62,17 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def _post_fork(server: Any, worker: Any) -> None:
+    """In the new worker: drop the master's database connections, then start capabilities' background work."""
     flask_app = getattr(server.app, "callable", None)
-    if flask_app is not None:
-        flask_app.extensions["kagiya.store"].engine.dispose(close=False)
+    if flask_app is None:
+        return
+    flask_app.extensions["kagiya.store"].engine.dispose(close=False)
+    for name, start in flask_app.extensions["kagiya.after_fork"].items():
+        try:
+            start()
+        except KagiyaError as exc:
+            # Not fatal: readiness reports it and the capability retries on its next request.
+            log.warning("%s: not started after fork: %s", name, exc.message)
 
 
 def run(settings: Settings, *, dev: bool = False) -> None:

@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from kagiya.callers import caller_from_request, require_admin
 from kagiya.config import Settings
-from kagiya.core_api import add_readiness_check
+from kagiya.core_api import add_after_fork, add_readiness_check
 from kagiya.errors import BadRequest, KagiyaError, NotFound
 from kagiya.httpjson import json_body
 from kagiya.iam import bindings, policy
@@ -224,6 +224,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if ctx.watcher is not None:
         watcher = ctx.watcher
         add_readiness_check(app, "kube", watcher.check_ready)
+        add_after_fork(app, "kube watches", watcher.ensure_running)
 
         @app.before_request
         def _kube_watch_running() -> None:
