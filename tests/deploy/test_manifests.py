@@ -113,3 +113,21 @@ def test_example_webhook_configs_are_kubeconfigs(name: str) -> None:
     assert cluster["server"].startswith("https://")
     user = config["users"][0]["user"]
     assert user["client-certificate"] and user["client-key"]
+
+
+def test_agent_daemonset_is_configured_to_reach_the_server_and_routes_both_metadata_addresses() -> None:
+    from kagiya.config import load_settings
+
+    ds = next(d for d in render("production") if d["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    agent = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    settings = load_settings(env={k: v for k, v in env.items() if k.startswith("KAGIYA_") and v})
+    creds = settings.section("credentials")
+    assert creds.agent_server.startswith("https://") and creds.agent_cert and creds.agent_key and creds.agent_ca
+    assert creds.agent_listen == "$(HOST_IP):8181"
+    mounts = {m["mountPath"] for m in agent["volumeMounts"]}
+    assert all(str(Path(p).parent) in mounts for p in (creds.agent_cert, creds.agent_token_file))
+    script = " ".join(pod["initContainers"][0]["args"])
+    assert "169.254.169.254" in script and "169.254.170.23" in script
+    assert agent["ports"][0]["containerPort"] == 8181
