@@ -233,12 +233,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_to_tree(env: Mapping[str, str]) -> dict[str, Any]:
-    """Map KAGIYA_* variables onto the YAML shape; unknown names are an error."""
+def load_section(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One capability section from the environment alone, for CLI paths that run on every commit (the
+    `kagiya secrets` pre-commit hook): it skips importing and building the other sections. Variables of other
+    sections and core keys are left for the full load to check; this section's unknown names are still errors.
+    """
+    env = os.environ if env is None else env
+    tree = _env_to_tree(env, only=name)
+    return from_mapping(section_class(name), tree.get(name, {}), name)
+
+
+def _env_to_tree(env: Mapping[str, str], only: str | None = None) -> dict[str, Any]:
+    """Map KAGIYA_* variables onto the YAML shape; unknown names are an error. With `only`, just that section."""
     core = {f.name for f in dataclasses.fields(Settings) if f.name != "sections"}
     aliases: dict[str, tuple[str, str]] = {}
     section_fields: dict[str, set[str]] = {}
-    for name in SECTIONS:
+    for name in [only] if only else SECTIONS:
         cls = section_class(name)
         section_fields[name] = set()
         for f in dataclasses.fields(cls):
@@ -255,10 +265,12 @@ def _env_to_tree(env: Mapping[str, str]) -> dict[str, Any]:
             tree.setdefault(sec, {})[fname] = value
             continue
         rest = var[len("KAGIYA_") :].lower()
+        sec, _, fname = rest.partition("_")
+        if only and sec != only:
+            continue
         if rest in core:
             tree[rest] = value
             continue
-        sec, _, fname = rest.partition("_")
         if sec in section_fields and fname in section_fields[sec]:
             tree.setdefault(sec, {})[fname] = value
             continue

@@ -18,12 +18,8 @@ FILE_HELP = "Manifest file, or - for stdin."
 
 
 def _secrets_settings() -> object:
-    """The `secrets:` settings section.
-
-    With a config file, the full settings are loaded as for every command. Without one (the usual case in a
-    pre-commit hook), only this section is built from its own `KAGIYA_SECRETS_*` / `KAGIYA_KEYRING` variables
-    through the same `from_mapping` validation: building every capability's section costs 15-30 ms per run.
-    """
+    """The `secrets:` settings section: from the full settings when a config file is in play, else from this
+    section's environment variables alone (`config.load_section`), which keeps the pre-commit path fast."""
     import os
 
     ctx = click.get_current_context()
@@ -31,25 +27,9 @@ def _secrets_settings() -> object:
     root.ensure_object(dict)
     if "settings" in root.obj or root.obj.get("config_file") or os.environ.get("KAGIYA_CONFIG"):
         return get_settings().section("secrets")
-    import dataclasses
+    from kagiya.config import load_section
 
-    from kagiya.config import from_mapping
-    from kagiya.errors import ConfigError
-    from kagiya.secrets.settings import SecretsSettings
-
-    fields = {f.name: f for f in dataclasses.fields(SecretsSettings)}
-    mapping = {}
-    for name, f in fields.items():
-        alias = f.metadata.get("env")
-        if alias and alias in os.environ:
-            mapping[name] = os.environ[alias]
-    for var, value in os.environ.items():
-        if var.startswith("KAGIYA_SECRETS_"):
-            name = var[len("KAGIYA_SECRETS_"):].lower()
-            if name not in fields:
-                raise ConfigError(f"unknown environment variable {var}: not a kagiya setting")
-            mapping[name] = value
-    return from_mapping(SecretsSettings, mapping, "secrets")
+    return load_section("secrets")
 
 
 def _out_options(fn: Any) -> Any:

@@ -77,3 +77,16 @@ def test_database_url_from_mounted_file_and_never_in_repr(tmp_path: Path) -> Non
     both = load_settings(env={"KAGIYA_DATABASE_URL": "sqlite://", "KAGIYA_DATABASE_URL_FILE": str(secret_file)})
     with pytest.raises(ConfigError, match="not both"):
         _ = both.sqlalchemy_url
+
+
+def test_load_section_reads_only_its_own_variables() -> None:
+    from kagiya.config import load_section
+
+    env = {"KAGIYA_KEYRING": "/k", "KAGIYA_SECRETS_KMS_TIMEOUT_SECONDS": "3", "KAGIYA_IAM_NOT_A_FIELD": "x",
+           "KAGIYA_PORT": "1"}
+    section = load_section("secrets", env)
+    assert section.keyring == "/k" and section.kms_timeout_seconds == 3.0
+    with pytest.raises(ConfigError, match="KAGIYA_SECRETS_TYPO"):
+        load_section("secrets", {"KAGIYA_SECRETS_TYPO": "1"})
+    with pytest.raises(ConfigError, match="kms_timeout_seconds"):
+        load_section("secrets", {"KAGIYA_SECRETS_KMS_TIMEOUT_SECONDS": "soon"})
