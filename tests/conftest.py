@@ -24,6 +24,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _var in [v for v in os.environ if v.startswith("KAGIYA_")]:
     del os.environ[_var]
 
+from tests.support.apps import kagiya_app  # noqa: E402
 from tests.support.servers import ServerProcess, free_port, wait_for_port  # noqa: E402
 
 _real_connect = socket.socket.connect
@@ -101,12 +102,8 @@ def settings(make_settings: Any, token_file: Path) -> Any:
 
 @pytest.fixture
 def app(settings: Any) -> Iterator[Any]:
-    from kagiya.web import create_app
-
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    yield application
-    application.extensions["kagiya.store"].dispose()
+    with kagiya_app(settings) as application:
+        yield application
 
 
 @pytest.fixture

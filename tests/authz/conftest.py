@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.apps import kagiya_app
+
 POLICY = """\
 apiVersion: kagiya.io/v1
 kind: AuthorizationPolicy
@@ -70,13 +72,9 @@ def policy_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def authz_app(make_settings: Any, policy_file: Path) -> Iterator[Any]:
-    from kagiya.web import create_app
-
     settings = make_settings({"authz": {"policy_file": str(policy_file), "reload_interval_seconds": 0}})
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    yield application
-    application.extensions["kagiya.store"].dispose()
+    with kagiya_app(settings) as application:
+        yield application
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ and a live in-process kagiya server for CLI tests."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import pytest
 
 from tests.standins.kube_apiserver import KubeApiServer
+from tests.support.apps import kagiya_app
+from tests.support.threaded import ThreadedServer
 
 ACCOUNT = "123456789012"
 BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
@@ -44,16 +45,15 @@ def iam_settings(make_settings: Any, token_file: Path, kube: KubeApiServer) -> A
 @pytest.fixture
 def iam_app(iam_settings: Any) -> Iterator[Any]:
     from kagiya.iam.context import iam_context
-    from kagiya.web import create_app
 
-    application = create_app(iam_settings)
-    application.config["TESTING"] = True
-    ctx = iam_context(application)
-    ctx.kube_index().wait_synced(10)
-    yield application
-    if ctx.watcher is not None:
-        ctx.watcher.stop(2)
-    application.extensions["kagiya.store"].dispose()
+    with kagiya_app(iam_settings) as application:
+        ctx = iam_context(application)
+        ctx.kube_index().wait_synced(10)
+        try:
+            yield application
+        finally:
+            if ctx.watcher is not None:
+                ctx.watcher.stop(2)
 
 
 @pytest.fixture
@@ -64,14 +64,8 @@ def iam_client(iam_app: Any) -> Any:
 @pytest.fixture
 def live_server(iam_app: Any) -> Iterator[str]:
     """The iam app served over real HTTP on a loopback port (for the CLI, which is an HTTP client)."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, iam_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with ThreadedServer(iam_app, "iam-live-server") as server:
+        yield server.url
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:

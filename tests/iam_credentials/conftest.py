@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,36 +9,9 @@ from typing import Any
 import pytest
 
 from tests.support.moto import MotoServer
-from tests.support.servers import free_port
+from tests.support.threaded import ThreadedServer
 
 ACCOUNT = "123456789012"
-
-
-class ThreadedServer:
-    """A WSGI app served by werkzeug on a loopback port in a daemon thread (threaded, like gunicorn's gthread)."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, ssl_context: Any = None) -> None:
-        from werkzeug.serving import make_server
-
-        self.host = host
-        self.port = port or free_port(host)
-        self.server = make_server(host, self.port, app, threaded=True, ssl_context=ssl_context)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        scheme = "https" if ssl_context is not None else "http"
-        self.url = f"{scheme}://{host}:{self.port}"
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def start_moto(tmp_path: Path) -> MotoServer:
@@ -117,6 +89,14 @@ class World:
         from kagiya.iam.metadata.service import service_of
 
         return service_of(self.app)
+
+    def close(self) -> None:
+        """Stop serving, the credential refresher and the kube watch (if any), then close the store."""
+        self.server.stop()
+        self.svc.stop()
+        if self.ctx.watcher is not None:
+            self.ctx.watcher.stop(timeout=2)
+        self.app.extensions["kagiya.store"].dispose()
 
     def add_pod(self, *args: Any, event: str = "ADDED", **kwargs: Any) -> dict[str, Any]:
         obj = pod_json(*args, **kwargs)
@@ -230,9 +210,7 @@ def world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) -> It
     try:
         yield w
     finally:
-        w.server.stop()
-        w.svc.stop()
-        w.app.extensions["kagiya.store"].dispose()
+        w.close()
 
 
 @pytest.fixture
@@ -244,11 +222,7 @@ def kube_world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) 
         try:
             yield w  # type: ignore[misc]
         finally:
-            w.server.stop()
-            w.svc.stop()
-            if w.ctx.watcher is not None:
-                w.ctx.watcher.stop(timeout=2)
-            w.app.extensions["kagiya.store"].dispose()
+            w.close()
 
 
 @pytest.fixture

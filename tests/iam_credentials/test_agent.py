@@ -12,12 +12,12 @@ import pytest
 from tests.iam_credentials.conftest import (
     ADMIN,
     AGENT_TOKEN,
-    ThreadedServer,
     imds_credentials,
     source_session,
     sts_client,
 )
 from tests.support.servers import ServerProcess, free_port
+from tests.support.threaded import ThreadedServer
 
 
 @pytest.fixture

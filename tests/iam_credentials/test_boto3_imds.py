@@ -70,6 +70,4 @@ def test_boto3_keeps_working_while_sts_is_stopped_until_near_expiry(make_setting
             boto3.session.Session(region_name="us-east-1").client("sts").get_caller_identity()
     finally:
         sts.stop()
-        w.server.stop()
-        w.svc.stop()
-        w.app.extensions["kagiya.store"].dispose()
+        w.close()

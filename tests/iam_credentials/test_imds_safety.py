@@ -122,9 +122,7 @@ def test_allow_listed_paths_and_imds_v1_switch(make_settings: Any, tmp_path: Any
         r = s.get(f"{w.url}/latest/meta-data/iam/security-credentials/")  # IMDSv1: no session token
         assert r.status_code == 200 and r.text == "app-reader"
     finally:
-        w.server.stop()
-        w.svc.stop()
-        w.app.extensions["kagiya.store"].dispose()
+        w.close()
 
 
 def test_revoked_binding_stops_serving_at_once_and_drops_the_cache(world: Any) -> None:

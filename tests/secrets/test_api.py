@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import bearer
+from tests.support.apps import kagiya_app
 
 PLAIN = ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod\nstringData:\n"
          "  password: s3cr3t-Value-42\n")
@@ -18,7 +19,6 @@ PLAIN = ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod
 @pytest.fixture
 def api(make_settings: Any, token_file: Path, tmp_path: Path) -> Any:
     from kagiya.secrets.keys import local
-    from kagiya.web import create_app
 
     settings = make_settings({
         "authn": {"token_file": str(token_file)},
@@ -26,10 +26,8 @@ def api(make_settings: Any, token_file: Path, tmp_path: Path) -> Any:
                     "default_recipients": ["local:svc"], "max_file_bytes": 4096},
     })
     local.generate(settings.section("secrets"), "svc")
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["kagiya.store"].dispose()
+    with kagiya_app(settings) as app:
+        yield app
 
 
 def audit_rows(app: Any) -> list[dict[str, Any]]:

@@ -38,18 +38,14 @@ import google_crc32c
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, jsonify, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.support.threaded import Serving, ThreadedServer
 
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
            500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 #: Cloud KMS limit on plaintext for symmetric encrypt.
 MAX_PLAINTEXT = 64 * 1024
 _MAGIC = b"\x0a\x24"  # an opaque prefix, so stand-in ciphertexts do not look like anything else
-
-
-class _Quiet(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's signature
-        """No request lines in test output."""
 
 
 class _ApiError(Exception):
@@ -69,7 +65,7 @@ def crc32c(data: bytes) -> int:
     return int(google_crc32c.value(data))
 
 
-class CloudKms:
+class CloudKms(Serving):
     """Cloud KMS on 127.0.0.1:<free port>."""
 
     def __init__(self) -> None:
@@ -80,8 +76,8 @@ class CloudKms:
         self.corrupt = ""
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
         self.app = self._make_app()
+        self._server = ThreadedServer(self.app, "cloudkms-standin")
 
     # --- keys -------------------------------------------------------------------------------------------------
     def create_key(self, name: str) -> str:
@@ -101,33 +97,6 @@ class CloudKms:
         self.denied.clear()
         self.delay, self.fail_status, self.corrupt = 0.0, 0, ""
         self.calls.clear()
-
-    # --- server -----------------------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "stand-in not started"
-        return int(self._server.server_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, port: int = 0) -> CloudKms:
-        self._server = make_server("127.0.0.1", port, self.app, threaded=True, request_handler=_Quiet)
-        threading.Thread(target=self._server.serve_forever, name="cloudkms-standin", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> CloudKms:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- the API ----------------------------------------------------------------------------------------------
     def _make_app(self) -> Flask:

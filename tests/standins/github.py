@@ -14,48 +14,14 @@ Tokens are sent as `Authorization: token X` or `Authorization: Bearer X`, as Git
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.support.threaded import Serving, ThreadedServer
 
 READ_ORG = ("read:org", "read:user")
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's signature
-        """No request lines in test output."""
-
-
-class ThreadedServer:
-    """Serve a Flask app on 127.0.0.1:<free port> in a daemon thread; `stop()` closes the port."""
-
-    def __init__(self, app: Flask, name: str) -> None:
-        self.app = app
-        self.name = name
-        self.release = threading.Event()  # set on stop so delayed handlers return at once
-        self._server: BaseWSGIServer | None = None
-        self._port = 0
-
-    def start(self, port: int = 0) -> None:
-        self.release.clear()
-        self._server = make_server("127.0.0.1", port, self.app, threaded=True, request_handler=QuietHandler)
-        self._port = int(self._server.server_port)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name=self.name, daemon=True).start()
-
-    def stop(self) -> None:
-        self.release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self) -> int:
-        return self._port
 
 
 @dataclass
@@ -77,7 +43,7 @@ class GitHubState:
     sso_required: dict[str, set[str]] = field(default_factory=dict)
 
 
-class GitHubStandIn:
+class GitHubStandIn(Serving):
     """`with GitHubStandIn() as gh:` then `gh.add_user(...)`, `gh.base_url` for the provider's `base_url`."""
 
     def __init__(self, prefix: str = "") -> None:
@@ -95,27 +61,10 @@ class GitHubStandIn:
         self.app = self._make_app()
         self._server = ThreadedServer(self.app, "github-standin")
 
-    # ---- lifecycle -------------------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> GitHubStandIn:
-        self._server.start(port)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> GitHubStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
+    # ---- lifecycle: start(port)/stop()/with, port and url come from Serving ----------------------------------
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.prefix}"
+        return self.url + self.prefix
 
     # ---- fixtures --------------------------------------------------------------------------------------------
     def add_user(self, login: str, uid: int, token: str, *, scopes: tuple[str, ...] = (READ_ORG)) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from tests.standins.github import ThreadedServer
+from tests.support.threaded import Serving, ThreadedServer
 
 
 @dataclass
@@ -39,7 +39,7 @@ class GitLabGroup:
     members: dict[str, int] = field(default_factory=dict)  # username -> access level (10 guest … 50 owner)
 
 
-class GitLabStandIn:
+class GitLabStandIn(Serving):
     def __init__(self, prefix: str = "") -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.users: dict[str, GitLabUser] = {}
@@ -53,22 +53,9 @@ class GitLabStandIn:
         self.app = self._make_app()
         self._server = ThreadedServer(self.app, "gitlab-standin")
 
-    def start(self, port: int = 0) -> GitLabStandIn:
-        self._server.start(port)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> GitLabStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.port}{self.prefix}"
+        return self.url + self.prefix
 
     def add_user(self, username: str, uid: int, token: str, **kw: Any) -> None:
         self.users[token] = GitLabUser(username, uid, token, **kw)

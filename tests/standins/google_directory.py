@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,14 +22,13 @@ from flask import Flask, Response, jsonify, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
-from werkzeug.serving import BaseWSGIServer, make_server
 
-from tests.standins.oidc_issuer import _QuietHandler
+from tests.support.threaded import Serving, ThreadedServer
 
 SCOPE = "https://www.googleapis.com/auth/admin.directory.group.readonly"
 
 
-class GoogleDirectory:
+class GoogleDirectory(Serving):
     def __init__(self, *, domain: str = "example.com", admin: str = "admin@example.com", page_size: int = 2) -> None:
         self.domain, self.admin, self.page_size = domain, admin, page_size
         self.key = RSAKey.generate_key(2048, parameters={"kid": "sa-key-1"})
@@ -40,13 +38,8 @@ class GoogleDirectory:
         self.delay = 0.0
         self.hits: Counter[str] = Counter()
         self._tokens: set[str] = set()
-        self._server: BaseWSGIServer | None = None
         self.app = self._make_app()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
+        self._server = ThreadedServer(self.app, "google-directory")
 
     def write_key(self, path: Path) -> Path:
         path.write_text(json.dumps({
@@ -105,20 +98,3 @@ class GoogleDirectory:
             return jsonify(body)
 
         return app
-
-    def start(self) -> GoogleDirectory:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, name="google-directory", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> GoogleDirectory:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

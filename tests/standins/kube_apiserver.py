@@ -24,7 +24,6 @@ import base64
 import copy
 import datetime as dt
 import json
-import logging
 import secrets
 import threading
 import time
@@ -34,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
+
+from tests.support.threaded import ThreadedServer
 
 KINDS = {"namespaces": "Namespace", "serviceaccounts": "ServiceAccount", "pods": "Pod"}
 API_AUDIENCE = "https://kubernetes.default.svc"
@@ -92,8 +92,7 @@ class KubeApiServer:
         self.generation = 0
         self.watches_blocked = False
         self.app = self._make_app()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -101,18 +100,15 @@ class KubeApiServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> KubeApiServer:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = make_server(self.host, self.port, self.app, threaded=True)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kube-standin", daemon=True)
-        self._thread.start()
+        """Listen on `host:port` (0: a free port, then kept, so a restart comes back on the same one)."""
+        self._server = ThreadedServer(self.app, "kube-standin", host=self.host).start(self.port)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         self.drop_watches()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> KubeApiServer:

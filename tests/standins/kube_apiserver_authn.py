@@ -30,21 +30,17 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from flask import Flask, Response, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.support.threaded import Serving, ThreadedServer
 
 DISCOVERY_PATHS = ("/api", "/api/*", "/apis", "/apis/*", "/version", "/version/", "/healthz", "/livez", "/readyz",
                    "/openapi/*")
 POD_LIST_RE = re.compile(r"^/api/v1/namespaces/(?P<ns>[a-z0-9-]+)/pods$")
 TABLE_ACCEPT = "as=Table"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's signature
-        """No request lines in test output."""
 
 
 class WebhookClient:
@@ -94,7 +90,7 @@ def _path_matches(patterns: tuple[str, ...], path: str) -> bool:
     return any(path == p or (p.endswith("*") and path.startswith(p[:-1])) for p in patterns)
 
 
-class KubeApiserverAuthn:
+class KubeApiserverAuthn(Serving):
     def __init__(self, *, authn_kubeconfig: Path, authz_kubeconfig: Path, tls_cert: Path, tls_key: Path,
                  pods: dict[str, list[str]] | None = None, webhook_version: str = "v1beta1") -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="apiserver-standin-"))
@@ -106,34 +102,16 @@ class KubeApiserverAuthn:
         self.requests: list[tuple[str, str, int]] = []
         self.reviews: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
         self.app = self._make_app()
+        self._server = ThreadedServer(self.app, "kube-apiserver-standin")
 
     # ---- lifecycle ----
-    def start(self) -> KubeApiserverAuthn:
+    def start(self, port: int | None = None) -> Self:
+        """Serve HTTPS with the configured certificate (read now, so a test may write it after construction)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler,
-                                   ssl_context=context)
-        threading.Thread(target=self._server.serve_forever, name="kube-apiserver-standin", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> KubeApiserverAuthn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"https://127.0.0.1:{self._server.server_port}"
+        self._server.ssl_context = context
+        return super().start(port)
 
     # ---- authentication and authorization ----
     def authenticate(self, token: str) -> dict[str, Any] | None:

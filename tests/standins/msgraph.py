@@ -10,7 +10,6 @@ Entra ID tokens), answers `{"value": [object ids]}`, 404 with Graph's error shap
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -19,20 +18,20 @@ from flask import Flask, Response, jsonify, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from werkzeug.serving import BaseWSGIServer, make_server
 
-from tests.standins.oidc_issuer import OidcIssuer, _QuietHandler
+from tests.standins.oidc_issuer import OidcIssuer
+from tests.support.threaded import Serving, ThreadedServer
 
 
-class MsGraph:
+class MsGraph(Serving):
     def __init__(self, issuer: OidcIssuer, members: dict[str, list[str]] | None = None) -> None:
         self.issuer = issuer
         self.members = members or {}
         self.fail_status = 0
         self.delay = 0.0
         self.hits: Counter[str] = Counter()
-        self._server: BaseWSGIServer | None = None
         self.app = self._make_app()
+        self._server = ThreadedServer(self.app, "msgraph")
 
     def _make_app(self) -> Flask:
         app = Flask("msgraph")
@@ -58,28 +57,6 @@ class MsGraph:
                             "value": self.members[user_id]})
 
         return app
-
-    def start(self) -> MsGraph:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, name="msgraph", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> MsGraph:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
 
 
 def _error(code: str, message: str, status: int) -> tuple[Response, int]:

@@ -34,15 +34,11 @@ from urllib.parse import urlencode
 from flask import Flask, Response, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.support.threaded import Serving, ThreadedServer
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's signature
-        """No request lines in test output (they could carry codes in query strings)."""
-
-
-class OidcIssuer:
+class OidcIssuer(Serving):
     """An OIDC issuer on 127.0.0.1:<free port>. Thread-safe enough for concurrent test clients."""
 
     def __init__(self, *, alg: str = "RS256", path: str = "", client_id: str = "kagiya") -> None:
@@ -60,40 +56,15 @@ class OidcIssuer:
         self._refresh: dict[str, dict[str, Any]] = {}
         self._devices: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
-        self._port = 0  # kept after stop(): tokens can still be minted and `start()` reuses the port
-        self._thread: threading.Thread | None = None
         self.rotate(alg)
         self.app = self._make_app()
+        # The port is kept after stop(): tokens can still be minted and `start()` reuses the port.
+        self._server = ThreadedServer(self.app, "oidc-issuer")
 
-    # ---- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> OidcIssuer:
-        self._server = make_server("127.0.0.1", self._port, self.app, threaded=True, request_handler=_QuietHandler)
-        self._port = int(self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-issuer", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> OidcIssuer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._port, "start() the issuer first"
-        return self._port
-
+    # ---- lifecycle: start()/stop()/with and `port` come from Serving -----------------------------------------
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
 
     @property
     def url(self) -> str:
