@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(RUNTIME_STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
-	$(PIP) --no-deps -e .
+	$(PIP) --no-deps -e . --config-settings editable_mode=compat
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
