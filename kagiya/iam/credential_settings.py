@@ -55,6 +55,9 @@ class CredentialSettings:
     # --- agent -------------------------------------------------------------------------------------------------
     #: Groups whose members may forward pod evidence (`kagiya agent` authenticates as one of them).
     agent_groups: tuple[str, ...] = ("kagiya:agents",)
+    #: An agent's username is `<prefix><node name>` (or its identity carries the `authentication.kubernetes.io/
+    #: node-name` extra): it may only relay source-IP requests of pods on that node.
+    agent_username_prefix: str = "system:kagiya-agent:"
     #: `kagiya agent` side (also `KAGIYA_AGENT_<NAME>`): where it listens, the central URL, its credentials.
     agent_listen: str = field(default="127.0.0.1:8181", metadata={"env": "KAGIYA_AGENT_LISTEN"})
     agent_server: str = field(default="", metadata={"env": "KAGIYA_AGENT_SERVER"})

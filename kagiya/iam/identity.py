@@ -45,6 +45,8 @@ class Caller:
     service_account: str
     pod_ip: str = ""
     method: str = "ip"  # "token" or "ip"
+    #: The node the pod runs on (from the pod index); an agent may only speak for pods on its own node.
+    node_name: str = ""
 
     @property
     def subject(self) -> str:
@@ -76,6 +78,9 @@ class PodFacts:
     phase: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    node_name: str = ""
+    #: `metadata.deletionTimestamp` is set: the pod is going away and may no longer own its IP.
+    terminating: bool = False
 
     @classmethod
     def of(cls, pod: Any) -> PodFacts:
@@ -86,6 +91,7 @@ class PodFacts:
                 uid=pod.uid, name=pod.name, namespace=pod.namespace, service_account=pod.service_account,
                 ip=pod.ip, host_network=bool(pod.host_network), phase=pod.phase,
                 labels=dict(pod.labels), annotations=dict(pod.annotations),
+                node_name=getattr(pod, "node_name", "") or "", terminating=bool(getattr(pod, "terminating", False)),
             )
         if not isinstance(pod, dict) and hasattr(pod, "to_dict"):
             pod = pod.to_dict()
@@ -102,6 +108,8 @@ class PodFacts:
             phase=_field(status, "phase") or "",
             labels=dict(_field(meta, "labels") or {}),
             annotations=dict(_field(meta, "annotations") or {}),
+            node_name=_field(spec, "nodeName", "node_name") or "",
+            terminating=bool(_field(meta, "deletionTimestamp", "deletion_timestamp")),
         )
 
 
@@ -217,11 +225,16 @@ class CallerIdentifier:
     def from_ip(self, ip: str) -> Caller:
         live = [PodFacts.of(p) for p in self.pods.pods_by_ip(ip)]
         live = [p for p in live if p.phase not in TERMINAL_PHASES]
+        # A terminating pod (deletionTimestamp set) may already have lost its IP to a new pod: never its identity.
+        terminating = [p for p in live if p.terminating]
+        live = [p for p in live if not p.terminating]
         if any(p.host_network for p in live):
             raise CallerRefused(
                 f"{ip} is a node address shared by hostNetwork pods; present a service-account token instead",
                 "host-network",
             )
+        if not live and terminating:
+            raise CallerRefused(f"the pod at {ip} is terminating", "terminating")
         if not live:
             if self._host_network_at(ip):
                 raise CallerRefused(
@@ -242,7 +255,8 @@ class CallerIdentifier:
             log.info("pod IP changed owner; old decision dropped", extra={"path": ip})
             if self.on_owner_change is not None:
                 self.on_owner_change(ip, previous)
-        return Caller(pod.namespace, pod.name, pod.uid, pod.service_account, pod_ip=ip, method="ip")
+        return Caller(pod.namespace, pod.name, pod.uid, pod.service_account, pod_ip=ip, method="ip",
+                      node_name=pod.node_name)
 
     def _host_network_at(self, ip: str) -> bool:
         """Indexes may leave hostNetwork pods out of the IP index; on a miss, say why instead of 'unknown'."""

@@ -56,15 +56,19 @@ ROLE_WRITER = f"arn:aws:iam::{ACCOUNT}:role/app-writer"
 GSA_READER = "reader@proj-1.iam.gserviceaccount.com"
 ADMIN = {"Authorization": "Bearer admin-token-0001"}
 AGENT_TOKEN = "agent-token-0004"
+AGENT_NODE = "node-1"
 
 
 def pod_json(namespace: str, name: str, sa: str, ip: str, *, uid: str = "", phase: str = "Running",
-             host_network: bool = False, rv: str = "1", annotations: dict[str, str] | None = None) -> dict[str, Any]:
+             host_network: bool = False, rv: str = "1", annotations: dict[str, str] | None = None,
+             node: str = AGENT_NODE, deleting: bool = False) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"namespace": namespace, "name": name, "uid": uid or f"uid-{namespace}-{name}",
-                     "resourceVersion": rv, "annotations": annotations or {}},
-        "spec": {"serviceAccountName": sa, "hostNetwork": host_network, "containers": [{"name": "app"}]},
+                     "resourceVersion": rv, "annotations": annotations or {},
+                     **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})},
+        "spec": {"serviceAccountName": sa, "hostNetwork": host_network, "nodeName": node,
+                 "containers": [{"name": "app"}]},
         "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}] if ip else []},
     }
 
@@ -156,7 +160,7 @@ def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: An
 
     tokens = tmp_path / "tokens.csv"
     tokens.write_text('admin-token-0001,alice,uid-alice,"kagiya:admins"\n'
-                      f'{AGENT_TOKEN},node-agent,uid-agent,"kagiya:agents"\n')
+                      f'{AGENT_TOKEN},system:kagiya-agent:{AGENT_NODE},uid-agent,"kagiya:agents"\n')
     overrides: dict[str, Any] = {
         "authn": {"token_file": str(tokens)},
         "credentials": {"sts_endpoint": moto.url, "iam_credentials_endpoint": gcp.url,

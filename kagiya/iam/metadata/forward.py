@@ -5,6 +5,9 @@ method, path, query and the few headers the metadata rules look at, including an
 authenticated as a member of `credentials.agent_groups`. The central service replays the request through the
 same metadata views with the pod's IP as the source, so the agent holds no cloud rights and no policy: it only
 relays. Only metadata paths can be replayed; the reply carries status, the relevant headers and the body.
+Each agent is bound to its node: its identity names the node (username `system:kagiya-agent:<node>`, prefix set by
+`credentials.agent_username_prefix`, or the `authentication.kubernetes.io/node-name` extra), and a request
+identified by source IP is refused (403, audited) unless the pod at that IP runs on that node.
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from kagiya import audit
+from kagiya.authn.providers.base import User
 from kagiya.callers import require_groups
-from kagiya.errors import BadRequest
+from kagiya.errors import BadRequest, Forbidden
 from kagiya.httpjson import json_body
-from kagiya.iam.metadata.service import AGENT_SOURCE_IP
+from kagiya.iam.metadata.service import AGENT_ACTOR, AGENT_NODE, AGENT_SOURCE_IP
 from kagiya.openapi import describe
 
 bp = Blueprint("metadata_forward", __name__)
 PATH_PREFIXES = ("/latest/", "/computeMetadata/", "/v1/credentials")
 FORWARDED_HEADERS = ("X-aws-ec2-metadata-token", "X-aws-ec2-metadata-token-ttl-seconds", "Metadata-Flavor",
                      "Authorization", "X-Forwarded-For", "User-Agent")
+#: TokenReview `extra` key naming the node of a pod-bound token (Kubernetes >= 1.30).
+EXTRA_NODE_NAME = "authentication.kubernetes.io/node-name"
 REPLY_HEADERS = ("Content-Type", "Metadata-Flavor", "X-aws-ec2-metadata-token-ttl-seconds")
 FORWARD_SCHEMA = {
     "type": "object",
@@ -58,6 +65,16 @@ def parse_forward(body: dict[str, Any]) -> dict[str, Any]:
     return {"source": source, "method": method, "path": path, "query": query, "headers": kept}
 
 
+def agent_node(user: User, prefix: str) -> str:
+    """The node an agent speaks for: its identity's node-name extra, else the `<prefix><node>` username."""
+    values = tuple(user.extra.get(EXTRA_NODE_NAME, ()))
+    if len(values) == 1 and values[0]:
+        return str(values[0])
+    if prefix and user.username.startswith(prefix) and len(user.username) > len(prefix):
+        return user.username[len(prefix):]
+    return ""
+
+
 @bp.post("/iam/agent/forward")
 @describe("Agent relay: replay a pod's metadata request with the pod's source IP (agents only, mutual TLS).",
           tags=["metadata"], request_schema=FORWARD_SCHEMA)
@@ -65,11 +82,19 @@ def forward() -> Response:
     from werkzeug.test import EnvironBuilder, run_wsgi_app
 
     settings = current_app.extensions["kagiya.settings"].section("credentials")
-    require_groups(settings.agent_groups, "forward pod metadata requests")
+    user = require_groups(settings.agent_groups, "forward pod metadata requests")
+    node = agent_node(user, settings.agent_username_prefix)
+    if not node:
+        message = (f"agent identity {user.username!r} names no node (username {settings.agent_username_prefix}"
+                   f"<node> or extra {EXTRA_NODE_NAME})")
+        audit.record(current_app.extensions["kagiya.store"], actor=user.username, action="iam.agent.forward",
+                     target="nodes/", outcome="denied", details={"reason": message})
+        raise Forbidden(message)
     fwd = parse_forward(json_body())
     builder = EnvironBuilder(
         path=fwd["path"], method=fwd["method"], query_string=fwd["query"], headers=fwd["headers"],
-        environ_base={"REMOTE_ADDR": fwd["source"], AGENT_SOURCE_IP: fwd["source"]},
+        environ_base={"REMOTE_ADDR": fwd["source"], AGENT_SOURCE_IP: fwd["source"], AGENT_NODE: node,
+                      AGENT_ACTOR: user.username},
     )
     try:
         environ = builder.get_environ()

@@ -27,6 +27,9 @@ log = logging.getLogger("kagiya.iam.metadata")
 EXTENSION = "kagiya.iam.metadata"
 #: WSGI environ key the agent-forwarding view sets to the pod's address (never settable over HTTP).
 AGENT_SOURCE_IP = "kagiya.agent.source_ip"
+#: WSGI environ keys naming the forwarding agent's node and username (set only by the forwarding view).
+AGENT_NODE = "kagiya.agent.node"
+AGENT_ACTOR = "kagiya.agent.actor"
 
 
 class MetadataService:
@@ -94,13 +97,37 @@ class MetadataService:
         try:
             if token_only:
                 return self.identifier.from_token(token)
-            return self.identifier.identify(self.source_ip(), token)
+            caller = self.identifier.identify(self.source_ip(), token)
+            self._check_agent_node(caller)
+            return caller
         except CallerRefused as exc:
             self.refused(endpoint, exc.why, exc.message)
             raise
         except KagiyaError as exc:
             self.refused(endpoint, exc.reason.lower(), exc.message)
             raise
+
+    def _check_agent_node(self, caller: Caller) -> None:
+        """A relayed request identified by source IP must come from the agent on that pod's node.
+
+        Otherwise one node's agent could claim any pod IP in the cluster. Token-identified callers are not
+        checked: the projected token, not the relayed address, names the pod.
+        """
+        node = request.environ.get(AGENT_NODE)
+        if node is None or caller.method != "ip" or caller.node_name == node:
+            return
+        actor = str(request.environ.get(AGENT_ACTOR) or "agent")
+        message = f"the agent of node {node!r} may only relay requests of pods on that node"
+        if self.cache.store is not None:
+            from kagiya import audit
+
+            try:
+                audit.record(self.cache.store, actor=actor, action="iam.agent.forward", target=f"nodes/{node}",
+                             outcome="denied", details={"sourceIp": caller.pod_ip, "pod": caller.ref,
+                                                        "podNode": caller.node_name, "reason": message})
+            except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
+                log.exception("could not write the agent refusal audit event")
+        raise CallerRefused(message, "other-node")
 
     def grant(self, endpoint: str, caller: Caller, cloud: str) -> Grant:
         """The grant for `caller` in `cloud`; NotFound (404) when there is none."""

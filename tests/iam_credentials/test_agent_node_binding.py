@@ -1,0 +1,59 @@
+"""An agent speaks only for pods on its own node (review finding: any agent could claim any pod IP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.iam_credentials.conftest import ADMIN, AGENT_TOKEN
+
+AGENT = {"Authorization": f"Bearer {AGENT_TOKEN}"}  # system:kagiya-agent:node-1
+
+
+def _token_put(client: Any, ip: str, headers: dict[str, str] | None = None) -> Any:
+    envelope = {"sourceIp": ip, "method": "PUT", "path": "/latest/api/token",
+                "headers": {"X-aws-ec2-metadata-token-ttl-seconds": "60"}}
+    return client.post("/iam/agent/forward", json=envelope, headers=headers or AGENT)
+
+
+def test_agent_for_node_1_cannot_claim_a_pod_on_node_2(world: Any) -> None:
+    world.add_pod("team-a", "web-here", "web", "127.0.0.61", node="node-1")
+    world.add_pod("team-b", "batch-there", "batch", "127.0.0.62", node="node-2")
+    client = world.app.test_client()
+
+    here = _token_put(client, "127.0.0.61")
+    assert here.status_code == 200 and here.get_json()["status"] == 200
+
+    there = _token_put(client, "127.0.0.62")
+    assert there.status_code == 200
+    relayed = there.get_json()
+    assert relayed["status"] == 403
+    assert "node-1" in relayed["body"] and "batch-there" not in relayed["body"]
+
+    events = client.get("/v1/audit", query_string={"action": "iam.agent.forward"}, headers=ADMIN).get_json()
+    denied = [e for e in events["items"] if e["outcome"] == "denied"]
+    assert denied, events
+    assert denied[-1]["actor"] == "system:kagiya-agent:node-1"
+    assert denied[-1]["details"]["sourceIp"] == "127.0.0.62"
+    assert denied[-1]["details"]["podNode"] == "node-2"
+
+
+def test_an_agent_identity_without_a_node_is_refused(world: Any, tmp_path: Any) -> None:
+    world.add_pod("team-a", "web-x", "web", "127.0.0.63")
+    tokens = world.app.extensions["kagiya.settings"].section("authn").token_file
+    with open(tokens, "a", encoding="utf-8") as fh:
+        fh.write('nodeless-agent-0005,some-agent,uid-na,"kagiya:agents"\n')
+    client = world.app.test_client()
+    r = _token_put(client, "127.0.0.63", {"Authorization": "Bearer nodeless-agent-0005"})
+    assert r.status_code == 403 and "names no node" in r.get_json()["message"]
+
+
+def test_agent_node_comes_from_the_identity() -> None:
+    """The agent_node helper: the node-name extra wins, else the username prefix."""
+    from kagiya.authn.providers.base import User
+    from kagiya.iam.metadata.forward import EXTRA_NODE_NAME, agent_node
+
+    prefix = "system:kagiya-agent:"
+    assert agent_node(User("system:kagiya-agent:node-7"), prefix) == "node-7"
+    assert agent_node(User("system:kagiya-agent:"), prefix) == ""
+    assert agent_node(User("other", extra={EXTRA_NODE_NAME: ("node-9",)}), prefix) == "node-9"
+    assert agent_node(User("other"), prefix) == ""
