@@ -65,19 +65,36 @@ def read_keyring(path: Path) -> dict[str, bytes]:
 
 
 def generate(settings: object, name: str = "default", *, exist_ok: bool = False) -> tuple[Path, bool]:
-    """Add a fresh key `name` to the keyring; returns (path, created). Raises Conflict if it exists."""
+    """Add a fresh key `name` to the keyring; returns (path, created). Raises Conflict if it exists.
+
+    Several processes may create the first key at once (pre-commit runs hooks in parallel, `make -j`): the
+    read-modify-write happens under an exclusive `flock` on `<keyring>.lock`, and the keyring is re-read after
+    locking, so a key another process just wrote is never overwritten; the loser uses the winner's key.
+    """
+    import fcntl
+
     check_name(name)
     path = keyring_path(settings)
-    keys = read_keyring(path)
-    if name in keys:
+    if name in read_keyring(path):  # the common case needs no lock
         if exist_ok:
             return path, False
         raise Conflict(f"local key {name!r} already exists in {path}")
-    keys[name] = AESGCM.generate_key(bit_length=256)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = "# kagiya local keyring: keep private, back it up; losing a key loses every file only it opens\n"
-    text += "".join(f"{n} {base64.b64encode(k).decode()}\n" for n, k in keys.items())
-    write_atomic(path, text.encode("utf-8"), 0o600)
+    lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                      0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        keys = read_keyring(path)
+        if name in keys:
+            if exist_ok:
+                return path, False
+            raise Conflict(f"local key {name!r} already exists in {path}")
+        keys[name] = AESGCM.generate_key(bit_length=256)
+        text = "# kagiya local keyring: keep private, back it up; losing a key loses every file only it opens\n"
+        text += "".join(f"{n} {base64.b64encode(k).decode()}\n" for n, k in keys.items())
+        write_atomic(path, text.encode("utf-8"), 0o600)
+    finally:
+        os.close(lock_fd)  # closing the descriptor releases the lock
     return path, True
 
 
