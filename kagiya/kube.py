@@ -46,6 +46,8 @@ class PodInfo:
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     resource_version: str = ""
+    #: `metadata.deletionTimestamp` is set: the pod is shutting down and must not be identified by its IP.
+    terminating: bool = False
 
     @property
     def finished(self) -> bool:
@@ -72,6 +74,7 @@ class PodInfo:
             labels=_frozen(meta.get("labels")),
             annotations=_frozen(meta.get("annotations")),
             resource_version=meta.get("resourceVersion", ""),
+            terminating=bool(meta.get("deletionTimestamp")),
         )
 
 
@@ -246,6 +249,10 @@ class KubeIndex:
             if old is not None:
                 self._notify("deleted", old)
         elif old is None:
+            self._notify("added", pod)
+        elif old.uid != pod.uid:
+            # Same name, new pod (a relist after a missed delete): listeners must forget the old one's state.
+            self._notify("deleted", old)
             self._notify("added", pod)
         elif old.resource_version != pod.resource_version or old != pod:
             self._notify("modified", pod)
