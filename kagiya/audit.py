@@ -3,7 +3,7 @@
 Events go to the store (table `audit_events`) and to the log as one JSON line each. They must never carry a
 secret value or a raw token: `redact()` runs over every string before it is written, replacing values under
 secret-looking keys and anything shaped like a credential (JWT, PEM block, cloud or forge token, long
-high-entropy run) with `[redacted sha256:<prefix>]`. Callers that want to name a token use `fingerprint()`.
+high-entropy run) with `[redacted hmac:<prefix>]`. Callers that want to name a token use `fingerprint()`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,10 +62,24 @@ LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{40,}")
 MAX_DETAIL_BYTES = 8192
 
 
+#: HMAC key for fingerprints. A random one per process until `use_fingerprint_key` installs the key every
+#: replica shares (create_app does, from the store), so equal tokens get equal fingerprints across replicas.
+_fingerprint_key: bytes = os.urandom(32)
+
+
+def use_fingerprint_key(key: bytes) -> None:
+    global _fingerprint_key
+    _fingerprint_key = key
+
+
 def fingerprint(secret: str | bytes) -> str:
-    """A short, non-reversible name for a token or secret: safe for logs and audit rows."""
+    """A short, non-reversible name for a token or secret: safe for logs and audit rows.
+
+    Keyed (HMAC-SHA256), not a bare hash: many tokens are guessable (LDAP's base64 `user:password`, short static
+    tokens), and a plain hash prefix in a readable audit log would let anyone test guesses offline.
+    """
     raw = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
-    return "sha256:" + hashlib.sha256(raw).hexdigest()[:12]
+    return "hmac:" + hmac.new(_fingerprint_key, raw, hashlib.sha256).hexdigest()[:16]
 
 
 def _redacted(value: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,13 @@ schema_versions = sa.Table(
     metadata,
     sa.Column("component", sa.String(64), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
+)
+
+shared_keys = sa.Table(
+    "shared_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("key", sa.LargeBinary, nullable=False),
 )
 
 Migration = Callable[[Connection], None]
@@ -53,8 +61,12 @@ def create_tables(*tables: sa.Table) -> Migration:
     return step
 
 
+#: The store's own tables (keys shared by every replica).
+CORE_SCHEMA = Schema("core", [create_tables(shared_keys)])
+
 #: Components with tables, as "module:ATTRIBUTE" naming a `Schema`. Imported when a store is opened.
 SCHEMAS: list[str] = [
+    "kagiya.store:CORE_SCHEMA",
     "kagiya.audit:SCHEMA",
     "kagiya.iam.schema:SCHEMA",
 ]
@@ -139,6 +151,24 @@ class Store:
                     )
                 else:
                     conn.execute(schema_versions.insert().values(component=schema.component, version=1))
+
+    def shared_key(self, name: str, size: int = 32) -> bytes:
+        """A random secret every replica sharing this store agrees on, made by whichever asks first.
+
+        For keys that must match across processes but need no rotation by hand (HMAC keys for fingerprints and
+        session tokens). Kept in the database, so whoever can read the database can read them.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(shared_keys.c.key).where(shared_keys.c.name == name)).first()
+        if row:
+            return bytes(row[0])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(shared_keys.insert().values(name=name, key=os.urandom(size)))
+        except sa.exc.IntegrityError:
+            pass  # another replica made it first: use theirs
+        with self.engine.connect() as conn:
+            return bytes(conn.execute(sa.select(shared_keys.c.key).where(shared_keys.c.name == name)).scalar_one())
 
     def ping(self, timeout: float = 2.0) -> None:
         """Raise UpstreamUnavailable unless the database answers a trivial query."""

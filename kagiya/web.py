@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from kagiya import callers, logs, metrics
+from kagiya import audit, callers, logs, metrics
 from kagiya.config import Settings, load_settings
 from kagiya.errors import KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(settings.sqlalchemy_url)
     store.migrate()
     app.extensions["kagiya.store"] = store
+    audit.use_fingerprint_key(store.shared_key("audit-fingerprint"))
 
     metrics.init_app(app)
     callers.init_app(app, settings)

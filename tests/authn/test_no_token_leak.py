@@ -1,4 +1,4 @@
-"""No log line and no audit row carries a token: only `sha256:` fingerprints."""
+"""No log line and no audit row carries a token: only keyed `hmac:` fingerprints."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_reviews_leave_fingerprints_not_tokens(issuer: OidcIssuer, make_app: Any
     with app.extensions["kagiya.store"].begin() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(audit.audit_events))]
     assert {r["outcome"] for r in rows} >= {"success", "denied", "error"}
-    assert all("sha256:" in r["details"] for r in rows)
+    assert all("hmac:" in r["details"] for r in rows)
     dumped = json.dumps(rows, default=str) + "\n".join(r.getMessage() + json.dumps(r.__dict__, default=str)
                                                       for r in caplog.records)
     for token in tokens:

@@ -38,7 +38,7 @@ def test_secret_shaped_values_never_reach_row_or_log(app: Any, caplog: Any, secr
     logged = "\n".join(r.getMessage() + json.dumps(r.__dict__.get("audit", {})) for r in caplog.records)
     assert secret not in stored
     assert secret not in logged
-    assert "[redacted sha256:" in stored
+    assert "[redacted hmac:" in stored
 
 
 @pytest.mark.parametrize("key", ["token", "password", "secretAccessKey", "session_token", "value", "plaintext"])
@@ -63,7 +63,7 @@ def test_any_token_passed_under_token_key_is_never_stored(app: Any, token: str) 
 
 def test_fingerprint_is_short_and_stable() -> None:
     assert audit.fingerprint("abc") == audit.fingerprint(b"abc")
-    assert audit.fingerprint("abc").startswith("sha256:") and len(audit.fingerprint("abc")) == 19
+    assert audit.fingerprint("abc").startswith("hmac:") and len(audit.fingerprint("abc")) == 21
 
 
 def test_rejects_unknown_action_and_outcome(app: Any) -> None:
@@ -97,3 +97,20 @@ def test_api_filters_and_pages(app: Any, client: Any) -> None:
     assert future == []
     past = client.get("/v1/audit?until=2000-01-01T00:00:00Z", headers=admin).get_json()["items"]
     assert past == []
+
+
+def test_fingerprints_are_keyed_per_deployment_and_shared_by_replicas(make_settings: Any, tmp_path: Any) -> None:
+    import hashlib
+
+    from kagiya.web import create_app
+
+    guessable = "YWxpY2U6aHVudGVyMg=="  # base64("alice:hunter2"), an LDAP webhook token
+    first = create_app(make_settings())
+    fp = audit.fingerprint(guessable)
+    assert hashlib.sha256(guessable.encode()).hexdigest()[:12] not in fp, "a bare hash would allow offline guessing"
+    second = create_app(make_settings())  # another replica on the same store
+    assert audit.fingerprint(guessable) == fp
+    other = create_app(make_settings({"data_dir": str(tmp_path / "other-deployment")}))
+    assert audit.fingerprint(guessable) != fp
+    for app in (first, second, other):
+        app.extensions["kagiya.store"].dispose()
