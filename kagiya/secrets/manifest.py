@@ -125,22 +125,54 @@ def _scalar(node: MappingNode | None, key: str) -> str:
     return value.value if isinstance(value, ScalarNode) else ""
 
 
+def _unique(node: MappingNode, where: str) -> None:
+    """Refuse a mapping that names a key twice. PyYAML keeps every pair and `_get` would take the first, while Go
+    readers (kubectl, the apiserver, kubesec) take the last: a second `data:` or `kind:` would then hide plaintext
+    from `encrypt` and `check` and still reach the cluster."""
+    seen: dict[str, int] = {}
+    for k, _ in node.value:
+        if not isinstance(k, ScalarNode):
+            continue
+        line = k.start_mark.line + 1
+        if k.value in seen:
+            raise ManifestError(f"{where}: duplicate key {k.value!r} at line {line} (first at line {seen[k.value]}); "
+                                "YAML readers disagree on which one counts")
+        seen[k.value] = line
+
+
+def _kind(node: MappingNode, where: str) -> str:
+    """The document's kind; a mapping naming `kind` twice is refused whatever it is (kind: ConfigMap then
+    kind: Secret would otherwise be skipped here and applied as a Secret by kubectl)."""
+    if sum(1 for k, _ in node.value if isinstance(k, ScalarNode) and k.value == "kind") > 1:
+        _unique(node, where)
+    return _scalar(node, "kind")
+
+
 def _secret_nodes(root: Node) -> Iterable[MappingNode]:
     if not isinstance(root, MappingNode):
         return
-    kind = _scalar(root, "kind")
+    where = f"document at line {root.start_mark.line + 1}"
+    kind = _kind(root, where)
     if kind == "Secret":
+        _unique(root, where)
         yield root
     elif kind.endswith("List"):
+        _unique(root, where)
         items = _get(root, "items")
         if isinstance(items, SequenceNode):
             for item in items.value:
-                if isinstance(item, MappingNode) and _scalar(item, "kind") == "Secret":
+                if not isinstance(item, MappingNode):
+                    continue
+                item_where = f"List item at line {item.start_mark.line + 1}"
+                if _kind(item, item_where) == "Secret":
+                    _unique(item, item_where)
                     yield item
 
 
 def _read_secret(body: str, node: MappingNode, ordinal: int, seen: set[int]) -> SecretDoc:
     meta = _get(node, "metadata")
+    if isinstance(meta, MappingNode):
+        _unique(meta, f"Secret at line {node.start_mark.line + 1}: metadata")
     doc = SecretDoc(ordinal, _scalar(meta, "namespace"), _scalar(meta, "name"))  # type: ignore[arg-type]
     where = f"Secret {doc.identity}"
     if node.value:
@@ -155,14 +187,11 @@ def _read_secret(body: str, node: MappingNode, ordinal: int, seen: set[int]) -> 
             continue
         if not isinstance(mapping, MappingNode):
             raise ManifestError(f"{where}: {section} must be a mapping")
-        keys: set[str] = set()
+        _unique(mapping, f"{where}: {section}")
         for knode, vnode in mapping.value:
             if not isinstance(knode, ScalarNode) or knode.tag != STR_TAG:
                 raise ManifestError(f"{where}: {section} has a key that is not a string")
             key = knode.value
-            if key in keys:
-                raise ManifestError(f"{where}: duplicate key {section}.{key}")
-            keys.add(key)
             if not isinstance(vnode, ScalarNode) or vnode.tag != STR_TAG:
                 raise ManifestError(f"{where}: {section}.{key} must be a string value (quote it)")
             if id(vnode) in seen or body[vnode.start_mark.index] in "&*!":
