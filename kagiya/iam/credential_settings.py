@@ -39,6 +39,9 @@ class CredentialSettings:
     token_audiences: tuple[str, ...] = ("kagiya",)
     #: How long a positive TokenReview answer is reused (bounded by the pod still being in the index).
     token_review_cache_seconds: float = 60.0
+    #: File of IMDSv2 session-token keys (a mounted Secret), one per line: the first signs, all verify (rotation).
+    #: Empty: a random key kept in the store, shared by every replica and worker.
+    session_key_file: str = ""
     #: Identify callers by source IP when they present no token (kube2iam/kiam style); off = token only.
     allow_source_ip: bool = True
     # --- AWS IMDS ----------------------------------------------------------------------------------------------

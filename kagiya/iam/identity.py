@@ -280,37 +280,73 @@ def _first(value: Any) -> str:
 
 
 class SessionTokens:
-    """IMDSv2 session tokens bound to the pod uid that asked: `uid|expiry` signed with a per-process key.
+    """IMDSv2 session tokens bound to the pod uid that asked: `kid.uid|expiry.mac`, HMAC'd with a shared key.
 
-    Stateless, so every worker forked from the same master accepts them; a restart invalidates them (the SDK
-    simply asks for a new one).
+    The key is shared by every process and replica (a mounted key file, or a random key kept in the store), so a
+    token PUT on one replica is accepted by a GET on another. `kid` names the key that signed a token: the first
+    key signs, every listed key verifies, so a key can be rotated by adding the new one first and dropping the
+    old one after the longest token TTL (6 h).
     """
 
-    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
-        self._key = key or secrets.token_bytes(32)
+    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time, *,
+                 keys: Sequence[bytes] = ()) -> None:
+        chain = list(keys) or [key or secrets.token_bytes(32)]
+        self._keys = {key_id(k): k for k in chain}
+        self._kid = key_id(chain[0])
         self.clock = clock
 
     def issue(self, uid: str, ttl: int) -> str:
         body = f"{uid}|{int(self.clock()) + ttl}".encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:18]
-        return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + base64.urlsafe_b64encode(mac).decode()
+        mac = hmac.new(self._keys[self._kid], body, hashlib.sha256).digest()[:18]
+        return (self._kid + "." + base64.urlsafe_b64encode(body).decode().rstrip("=") + "."
+                + base64.urlsafe_b64encode(mac).decode())
 
     def check(self, token: str, uid: str) -> None:
         """Raise Unauthorized unless `token` is a live session token issued to pod `uid`."""
         try:
-            body_b64, mac_b64 = token.split(".", 1)
+            kid, body_b64, mac_b64 = token.split(".", 2)
             body = base64.urlsafe_b64decode(body_b64 + "=" * (-len(body_b64) % 4))
             mac = base64.urlsafe_b64decode(mac_b64)
         except (ValueError, TypeError):
             raise Unauthorized("invalid IMDS session token") from None
-        expected = hmac.new(self._key, body, hashlib.sha256).digest()[:18]
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("invalid IMDS session token (unknown key; ask for a new one)")
+        expected = hmac.new(key, body, hashlib.sha256).digest()[:18]
         if not hmac.compare_digest(mac, expected):
             raise Unauthorized("invalid IMDS session token")
         owner, _, expiry = body.decode("utf-8", "replace").rpartition("|")
-        if not expiry.isdigit() or int(expiry) < self.clock():
+        if not (expiry.isascii() and expiry.isdigit()) or int(expiry) < self.clock():
             raise Unauthorized("expired IMDS session token")
         if not hmac.compare_digest(owner.encode(), uid.encode()):
             raise Unauthorized("the IMDS session token was issued to another pod")
+
+
+def key_id(key: bytes) -> str:
+    """A short public name of a key (not reversible): which key signed a session token."""
+    return hashlib.sha256(b"kagiya-imds-session-kid|" + key).hexdigest()[:8]
+
+
+SESSION_KEY_NAME = "iam-imds-session"
+
+
+def session_keys(path: str, store: Any) -> list[bytes]:
+    """The session-token keys: lines of `path` (first signs, all verify), else one random key shared via the store.
+
+    Raises ConfigError when the file cannot be read or holds no key of at least 32 characters.
+    """
+    from kagiya.errors import ConfigError
+
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as exc:
+            raise ConfigError(f"credentials.session_key_file: cannot read {path}: {exc.strerror}") from None
+        if not lines or any(len(line) < 32 for line in lines):
+            raise ConfigError("credentials.session_key_file: one key per line, each at least 32 characters")
+        return [line.encode() for line in lines]
+    return [store.shared_key(SESSION_KEY_NAME)]
 
 
 def kube_token_reviewer(api_client: Any, timeout: float) -> TokenReviewer:

@@ -94,9 +94,9 @@ def test_session_tokens_are_bound_to_the_pod_and_expire() -> None:
     tokens.check(t, "uid-a")
     with pytest.raises(Unauthorized, match="another pod"):
         tokens.check(t, "uid-b")
-    body, mac = t.split(".")
+    kid, body, mac = t.split(".")
     with pytest.raises(Unauthorized, match="invalid"):
-        tokens.check(body + "." + mac[::-1], "uid-a")
+        tokens.check(kid + "." + body + "." + mac[::-1], "uid-a")
     with pytest.raises(Unauthorized, match="invalid"):
         SessionTokens().check(t, "uid-a")  # another process's key
     now[0] += 61

@@ -19,7 +19,14 @@ from kagiya.config import Settings
 from kagiya.errors import KagiyaError, UpstreamUnavailable
 from kagiya.iam.credential_settings import CredentialSettings
 from kagiya.iam.credentials import CredentialCache
-from kagiya.iam.identity import Caller, CallerIdentifier, TokenReviewer, kube_token_reviewer
+from kagiya.iam.identity import (
+    Caller,
+    CallerIdentifier,
+    SessionTokens,
+    TokenReviewer,
+    kube_token_reviewer,
+    session_keys,
+)
 from kagiya.iam.issuers.base import Grant
 from kagiya.iam.metadata.service import EXTENSION, MetadataService
 from kagiya.metrics import metrics_of
@@ -137,7 +144,9 @@ def build_service(app: Flask, settings: Settings) -> MetadataService:
         index.subscribe(PodEvents(svc, app, creds))
         subscribed.append(index)
 
-    svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, starters=(subscribe_pod_events,))
+    sessions = SessionTokens(keys=session_keys(creds.session_key_file, app.extensions["kagiya.store"]))
+    svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, sessions=sessions,
+                          starters=(subscribe_pod_events,))
     return svc
 
 
