@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import ipaddress
 import os
 import types
 import typing
@@ -38,9 +39,6 @@ SECTIONS: dict[str, str] = {
 #: Environment variables that are not settings but are read by name elsewhere.
 NON_SETTING_ENV = {"KAGIYA_CONFIG", "KAGIYA_SERVER", "KAGIYA_TOKEN"}
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
 @dataclass(frozen=True)
 class Settings:
     """Core settings. Capability sections are reached with `settings.section("iam")`."""
@@ -58,12 +56,21 @@ class Settings:
     client_ca: str = ""
     #: Largest request body any route accepts; larger ones get 413 before the view runs.
     max_request_bytes: int = 1024 * 1024
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     #: One JSON access-log line per request: `all`, only `errors` (status >= 400), or `off`.
     access_log: Literal["all", "errors", "off"] = "errors"
     #: Groups whose members may read the audit log and administer policy.
     admin_groups: tuple[str, ...] = ("kagiya:admins",)
     sections: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # from_mapping turns these ValueErrors into ConfigErrors naming the section ("config settings: port …").
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be from 1 to 65535, got {self.port}")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be from 1 to 64, got {self.workers}")
+        if not 1024 <= self.max_request_bytes <= 1024**3:
+            raise ValueError(f"max_request_bytes must be from 1024 to {1024**3}, got {self.max_request_bytes}")
 
     def section(self, name: str) -> Any:
         """The typed settings object of a capability section (its defaults when the file has none)."""
@@ -155,6 +162,8 @@ def coerce(tp: Any, value: Any, key: str) -> Any:  # noqa: C901 - one branch per
             return coerce(inner[0], value, key)
         raise ConfigError(f"config key {key}: unsupported type {tp}")
     if origin is typing.Literal:
+        if isinstance(value, str) and value not in args and value.upper() in args:
+            value = value.upper()  # log_level: info -> INFO
         if value not in args:
             raise ConfigError(f"config key {key}: must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
@@ -167,8 +176,9 @@ def coerce(tp: Any, value: Any, key: str) -> Any:  # noqa: C901 - one branch per
             return value.lower() in {"1", "true", "yes", "on"}
         raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
     if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"config key {key}: expected {'a whole number' if tp is int else 'a number'}, "
+                              f"got {value!r}")
         try:
             return tp(value)
         except (TypeError, ValueError):
@@ -291,4 +301,10 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True only for loopback addresses (and `localhost`); a name that merely starts with `127.` is not one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

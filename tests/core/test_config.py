@@ -90,3 +90,37 @@ def test_load_section_reads_only_its_own_variables() -> None:
         load_section("secrets", {"KAGIYA_SECRETS_TYPO": "1"})
     with pytest.raises(ConfigError, match="kms_timeout_seconds"):
         load_section("secrets", {"KAGIYA_SECRETS_KMS_TIMEOUT_SECONDS": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KAGIYA_LOG_LEVEL": "bogus"}, "log_level"),
+        ({"KAGIYA_PORT": "99999"}, "port"),
+        ({"KAGIYA_PORT": "0"}, "port"),
+        ({"KAGIYA_WORKERS": "0"}, "workers"),
+        ({"KAGIYA_WORKERS": "-3"}, "workers"),
+        ({"KAGIYA_MAX_REQUEST_BYTES": "-5"}, "max_request_bytes"),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_key(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env=env)
+
+
+def test_fractional_whole_numbers_are_refused_and_log_level_is_case_insensitive(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("port: 8080.9\n")
+    with pytest.raises(ConfigError, match="port: expected a whole number"):
+        load_settings(cfg, env={})
+    assert load_settings(env={"KAGIYA_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("127.evil.example", False), ("0.0.0.0", False), ("10.0.0.1", False), ("example.com", False),
+])
+def test_only_real_loopback_addresses_count(host: str, loopback: bool) -> None:
+    from kagiya.config import is_loopback
+
+    assert is_loopback(host) is loopback
