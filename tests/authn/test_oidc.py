@@ -106,13 +106,28 @@ def test_discovery_and_jwks_are_fetched_once_and_refreshed_on_unknown_kid(issuer
 
 
 def test_unknown_kid_refresh_is_rate_limited(issuer: OidcIssuer, make_app: Any) -> None:
-    """Inside the refresh window an unknown kid is 503 (retry, uncached), and the issuer is not asked again."""
+    """Inside the refresh window after a good fetch, a random kid is a definitive rejection (200, cacheable by
+    the apiserver, never a 503), and the issuer is not asked again."""
     client = make_app([oidc_provider(issuer, jwks_min_refresh_seconds=300)]).test_client()
     assert _status(client, issuer.mint(sub="a"))["authenticated"] is True
     stranger = RSAKey.generate_key(2048, parameters={"kid": "forged-kid", "alg": "RS256"})
     for i in range(3):
-        assert post_review(client, issuer.mint(key=stranger, sub=f"x{i}")).status_code == 503
+        resp = post_review(client, issuer.mint(key=stranger, sub=f"x{i}"))
+        assert resp.status_code == 200
+        assert resp.get_json()["status"] == {"authenticated": False, "error": "token signed by an unknown key"}
     assert issuer.hits["jwks"] == 1
+
+
+def test_unknown_kid_inside_the_window_after_a_failed_fetch_is_503(issuer: OidcIssuer, make_app: Any) -> None:
+    """Only a failed JWKS fetch makes an unknown kid a "retry": the key may exist, kagiya could not tell."""
+    client = make_app([oidc_provider(issuer, jwks_min_refresh_seconds=300)]).test_client()
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "forged-kid", "alg": "RS256"})
+    issuer.fail_status = 502
+    assert post_review(client, issuer.mint(key=stranger, sub="y0")).status_code == 503  # the fetch fails
+    issuer.fail_status = 0
+    # Inside the window the issuer is not asked again; its last answer was a failure, so still "retry".
+    assert post_review(client, issuer.mint(key=stranger, sub="y1")).status_code == 503
+    assert issuer.hits["jwks"] == 0
 
 
 def test_unknown_kid_after_a_refresh_is_a_rejection(issuer: OidcIssuer, make_app: Any) -> None:
@@ -196,3 +211,29 @@ def test_apiserver_timeout_query_shortens_the_deadline(issuer: OidcIssuer, make_
     elapsed = time.monotonic() - started
     issuer.delay = 0
     assert resp.status_code == 503 and elapsed < 1.5
+
+
+@pytest.mark.parametrize(("verified", "accepted"), [
+    (False, False), ("false", False), ("no", False), (None, True), (True, True), ("true", True),
+])
+def test_email_username_needs_email_verified_not_false(issuer: OidcIssuer, make_app: Any, verified: Any,
+                                                       accepted: bool) -> None:
+    """As kube-apiserver: with `username_claim: email`, an `email_verified` that is present must be true, even
+    when `require_email_verified` is off (the default); absent is accepted unless it is required."""
+    client = make_app([oidc_provider(issuer, username_claim="email")]).test_client()
+    status = _status(client, issuer.mint(sub="u-1", email="eve@example.com", email_verified=verified))
+    assert status["authenticated"] is accepted
+    if not accepted:
+        assert status["error"] == "email address not verified"
+
+
+def test_require_email_verified_demands_the_claim(issuer: OidcIssuer, make_app: Any) -> None:
+    client = make_app([oidc_provider(issuer, username_claim="email", require_email_verified=True)]).test_client()
+    assert _status(client, issuer.mint(email="eve@example.com"))["error"] == "email address not verified"
+    assert _status(client, issuer.mint(email="eve@example.com", email_verified=True))["authenticated"] is True
+
+
+def test_email_verified_false_is_ignored_when_the_username_is_not_the_email(issuer: OidcIssuer,
+                                                                            make_app: Any) -> None:
+    client = make_app([oidc_provider(issuer)]).test_client()
+    assert _status(client, issuer.mint(sub="u-9", email_verified=False))["user"]["username"] == "u-9"

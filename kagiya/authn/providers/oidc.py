@@ -6,10 +6,11 @@ discovery), at least as strict as kube-apiserver's own `--authentication-config`
 - algorithm allow-list (never `none`, never HMAC: public-key signatures only);
 - `exp` required, `nbf` and `iat` checked, each with `leeway_seconds`; optional `max_token_age_seconds`;
 - discovery and JWKS fetched once and cached (`jwks_ttl_seconds`), refreshed on an unknown `kid`, at most once
-  per `jwks_min_refresh_seconds` (inside that window an unknown kid is a 503 "retry", not a denial the apiserver
-  would cache across a key rotation); a stale JWKS keeps serving while the issuer is down;
-- claim mappings for username, groups, uid and extra, with username and group prefixes; optional
-  `email_verified`. `system:` names are refused by the router unless the provider allows them.
+  per `jwks_min_refresh_seconds` (inside that window an unknown kid is rejected when the last fetch succeeded, and
+  a 503 "retry" only when it failed); a stale JWKS keeps serving while the issuer is down;
+- claim mappings for username, groups, uid and extra, with username and group prefixes; `email_verified`
+  must not be false when the username is the `email` claim (as kube-apiserver), and `require_email_verified`
+  also demands its presence. `system:` names are refused by the router unless the provider allows them.
 Google and Azure AD build on `OidcProvider` (hooks `check_claims` and `groups_from`).
 """
 
@@ -107,10 +108,11 @@ class KeyStore:
             if key is not None and fresh:
                 return key
             if self.clock() - self._last_attempt < self.opts.jwks_min_refresh_seconds:
-                # Fetched moments ago: do not hammer the issuer. An unknown kid now may be a key published
-                # since, so answer "retry" (503, not cached by the apiserver) rather than a cached denial.
-                if key is None:
-                    raise UpstreamUnavailable(self._last_error or "token signing key not known yet; retry shortly")
+                # Fetched moments ago: do not hammer the issuer. When that fetch failed, an unknown kid is a
+                # "retry" (503, not cached by the apiserver); when it succeeded, the issuer does not publish the
+                # key: a definitive rejection (else forged random-kid tokens would earn 503s, never cached).
+                if key is None and self._last_error:
+                    raise UpstreamUnavailable(self._last_error)
                 return key
             try:
                 self._refresh()
@@ -271,7 +273,11 @@ class OidcProvider:
 
     def check_claims(self, claims: Mapping[str, Any]) -> Rejected | None:
         """Provider-specific checks (Google `hd`, Azure `tid`); the generic one checks `email_verified`."""
-        if self.opts.require_email_verified and claims.get("email_verified") not in (True, "true"):
+        verified = claims.get("email_verified")
+        if self.opts.require_email_verified and verified not in (True, "true"):
+            return Rejected("email address not verified")
+        if self.opts.username_claim == "email" and "email_verified" in claims and verified not in (True, "true"):
+            # As kube-apiserver: an email username is only trusted when the issuer has not said it is unverified.
             return Rejected("email address not verified")
         return None
 
