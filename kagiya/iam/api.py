@@ -47,6 +47,7 @@ POLICY_SCHEMA = {
     "properties": {
         "allow": {"type": "array", "items": RULE_SCHEMA}, "autoApprove": {"type": "array", "items": RULE_SCHEMA},
         "approverGroups": {"type": "array", "items": {"type": "string"}},
+        "requesterGroups": {"type": "array", "items": {"type": "string"}},
         "allowSelfApproval": {"type": "boolean"}, "maxSessionSeconds": {"type": "integer"},
         "trustAnnotations": {"type": "boolean"},
     },

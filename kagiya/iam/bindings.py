@@ -25,7 +25,7 @@ from kagiya import audit
 from kagiya.authn.providers.base import User
 from kagiya.errors import Conflict, Forbidden, Invalid, NotFound
 from kagiya.iam.context import IamContext
-from kagiya.iam.policy import CLOUDS, approver_groups, policy_for
+from kagiya.iam.policy import CLOUDS, approver_groups, auto_approving_groups, policy_for
 from kagiya.iam.schema import binding_requests, bindings
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -218,7 +218,8 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
     """Store a request, decided by policy; raises Forbidden (after storing and auditing) when denied."""
     policy = policy_for(ctx, spec.namespace)
     decision = policy.check(spec.cloud, spec.identity, ctx.iam.base_role_arn)
-    state = "approved" if decision.auto_approve else ("pending" if decision.allowed else "denied")
+    auto = decision.auto_approve and caller.in_any(auto_approving_groups(policy, ctx.settings.admin_groups))
+    state = "approved" if auto else ("pending" if decision.allowed else "denied")
     now = ctx.clock()
     values = {
         "namespace": spec.namespace, "service_account": spec.service_account,

@@ -264,6 +264,7 @@ def _policy_text(p: dict[str, Any]) -> str:
     if not p.get("allow") and not p.get("autoApprove"):
         lines.append("  no rules: default deny")
     lines.append(f"  approver groups: {', '.join(p.get('approverGroups') or []) or '(platform admins only)'}")
+    lines.append(f"  auto-approved requesters: {', '.join(p.get('requesterGroups') or []) or '(the approver groups)'}")
     lines.append(f"  self-approval: {'allowed' if p.get('allowSelfApproval') else 'not allowed'}; "
                  f"max session {p.get('maxSessionSeconds')}s; annotations "
                  f"{'trusted' if p.get('trustAnnotations') else 'not trusted'}")

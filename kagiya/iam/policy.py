@@ -127,6 +127,8 @@ class NamespacePolicy:
     allow: tuple[Rule, ...] = ()
     auto_approve: tuple[Rule, ...] = ()
     approver_groups: tuple[str, ...] = ()
+    #: Whose requests auto-approve rules may approve at once; empty means the approver groups.
+    requester_groups: tuple[str, ...] = ()
     allow_self_approval: bool = False
     max_session_seconds: int = DEFAULT_MAX_SESSION
     trust_annotations: bool = True
@@ -160,6 +162,7 @@ class NamespacePolicy:
             "allow": [r.as_dict() | {"name": r.name} for r in self.allow],
             "autoApprove": [r.as_dict() | {"name": r.name} for r in self.auto_approve],
             "approverGroups": list(self.approver_groups),
+            "requesterGroups": list(self.requester_groups),
             "allowSelfApproval": self.allow_self_approval,
             "maxSessionSeconds": self.max_session_seconds,
             "trustAnnotations": self.trust_annotations,
@@ -175,7 +178,8 @@ class Decision:
     auto_approve: bool = False
 
 
-POLICY_FIELDS = {"allow", "autoApprove", "approverGroups", "allowSelfApproval", "maxSessionSeconds", "trustAnnotations"}
+POLICY_FIELDS = {"allow", "autoApprove", "approverGroups", "requesterGroups", "allowSelfApproval", "maxSessionSeconds",
+                 "trustAnnotations"}
 
 
 def parse_policy_body(namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,10 +193,11 @@ def parse_policy_body(namespace: str, body: Mapping[str, Any]) -> dict[str, Any]
         if not isinstance(raw, list) or len(raw) > MAX_RULES:
             raise Invalid(f"{key} must be a list of at most {MAX_RULES} rules")
         out[key] = [parse_rule(r, f"{key}[{i}]").as_dict() for i, r in enumerate(raw)]
-    groups = body.get("approverGroups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-        raise Invalid("approverGroups must be a list of group names")
-    out["approverGroups"] = groups
+    for key in ("approverGroups", "requesterGroups"):
+        groups = body.get(key, [])
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+            raise Invalid(f"{key} must be a list of group names")
+        out[key] = groups
     for key, default in (("allowSelfApproval", False), ("trustAnnotations", True)):
         value = body.get(key, default)
         if not isinstance(value, bool):
@@ -218,6 +223,7 @@ def effective_policy(
         auto = [parse_rule(r, f"autoApprove[{i}]") for i, r in enumerate(stored.get("autoApprove", []))]
         kwargs = {
             "approver_groups": tuple(stored.get("approverGroups", ())),
+            "requester_groups": tuple(stored.get("requesterGroups", ())),
             "allow_self_approval": bool(stored.get("allowSelfApproval", False)),
             "max_session_seconds": int(stored.get("maxSessionSeconds", DEFAULT_MAX_SESSION)),
             "trust_annotations": bool(stored.get("trustAnnotations", True)),
@@ -269,6 +275,15 @@ def _allowed_roles(text: str) -> tuple[list[Rule], str]:
 def approver_groups(policy: NamespacePolicy, admin_groups: Sequence[str]) -> tuple[str, ...]:
     """Who may approve in this namespace: the policy's approver groups, and platform admins always."""
     return tuple(dict.fromkeys((*policy.approver_groups, *admin_groups)))
+
+
+def auto_approving_groups(policy: NamespacePolicy, admin_groups: Sequence[str]) -> tuple[str, ...]:
+    """Whose requests auto-approve rules approve at once: `requesterGroups` (else the approver groups) and admins.
+
+    Anyone else's request that an auto-approve rule matches stays `pending`, so a caller cannot bind (or re-point)
+    identities in another team's namespace by themselves.
+    """
+    return tuple(dict.fromkeys((*(policy.requester_groups or policy.approver_groups), *admin_groups)))
 
 
 # ---- stored policies -------------------------------------------------------------------------------------------

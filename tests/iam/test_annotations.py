@@ -139,8 +139,8 @@ def test_bindings_beat_annotations_and_selectors_narrow(kube: KubeApiServer, iam
 
 
 def test_explain_by_service_account(iam_client: Any) -> None:
-    iam_client.put("/v1/iam/policies/team-a", json={"autoApprove": [{"cloud": "aws", "glob": arn("app-*")}]},
-                   headers=ADMIN)
+    iam_client.put("/v1/iam/policies/team-a", json={"autoApprove": [{"cloud": "aws", "glob": arn("app-*")}],
+                                                    "requesterGroups": ["team-a"]}, headers=ADMIN)
     iam_client.post("/v1/iam/binding-requests", json={"namespace": "team-a", "serviceAccount": "web",
                     "cloud": "aws", "identity": arn("app-sa")}, headers=DEV)
     resp = iam_client.get("/v1/iam/explain?namespace=team-a&serviceAccount=web", headers=DEV).json

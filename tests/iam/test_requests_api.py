@@ -16,6 +16,7 @@ POLICY = {
               {"cloud": "gcp", "regex": r"[a-z-]+@proj-1\.iam\.gserviceaccount\.com"}],
     "autoApprove": [{"cloud": "aws", "glob": arn("app-readonly")}],
     "approverGroups": ["approvers"],
+    "requesterGroups": ["team-a"],
 }
 
 
