@@ -88,8 +88,9 @@ def open_manifest(m: Manifest, settings: object) -> Opened:
     if trailer.version >= 3:
         aad = _mac_aad(m, plaintexts, [r.id for r in trailer.recipients])
         if trailer.mac is None or not kubesec.verify_mac(aead, aad, trailer.mac):
-            raise CryptoError("MAC check failed: a key name, value or recipient line was changed after encryption "
-                              f"(recipients: {', '.join(r.uri for r in trailer.recipients)})")
+            moved = " (or a value moved between Secrets or sections, or a Secret renamed)" if len(m.secrets) > 1 else ""
+            raise CryptoError(f"MAC check failed: a key name, value or recipient line was changed after encryption"
+                              f"{moved} (recipients: {', '.join(r.uri for r in trailer.recipients)})")
     return Opened(m, trailer, dek, used, plaintexts, ciphers)
 
 
@@ -99,7 +100,8 @@ def _mac_aad(m: Manifest, values: dict[SlotKey, str], recipient_ids: Sequence[st
         data = [(s.key, values[slot_key(s)]) for s in doc.slots if s.section == "data"]
         string_data = [(s.key, values[slot_key(s)]) for s in doc.slots if s.section == "stringData"]
         per_secret.append((data, string_data))
-    return kubesec.mac_input(per_secret, recipient_ids)
+    tags = [f"{doc.ordinal}:{doc.namespace}/{doc.name}" for doc in m.secrets]
+    return kubesec.mac_input(per_secret, recipient_ids, tags)
 
 
 def decrypted_text(opened: Opened) -> str:

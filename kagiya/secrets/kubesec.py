@@ -15,7 +15,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -116,21 +116,43 @@ def decrypt_value(aead: AESGCM, key: str, text: str | EncryptedValue) -> str:
         raise CryptoError(f"value of {key!r} is not UTF-8 after decryption") from None
 
 
-def mac_input(secrets: Iterable[tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]]],
-              recipient_ids: Iterable[str]) -> bytes:
-    """kubesec's MAC associated data: data keys+values in byte order, then stringData, then recipient ids.
+def mac_input(secrets: Sequence[tuple[Iterable[tuple[str, str]], Iterable[tuple[str, str]]]],
+              recipient_ids: Iterable[str], tags: Sequence[str] = ()) -> bytes:
+    """The MAC's associated data.
 
-    `secrets` holds one (data, stringData) pair per Secret in file order; with one Secret (all kubesec
-    writes) this is exactly kubesec's input, with several the pairs are concatenated in order.
+    One Secret (all kubesec writes): exactly kubesec's input, data keys+values in byte order, then stringData,
+    then recipient ids, no separators. Note that this cannot tell a value moved from `data` to `stringData`
+    when the concatenation stays the same; kubesec compatibility leaves that undetected (docs/secrets.md).
+
+    Several Secrets (a kagiya extension kubesec cannot read anyway): every Secret is bound to its tag in `tags`
+    (ordinal and namespace/name), every value to its section, and every field is length-prefixed, so moving a
+    value to another Secret or section, or renaming a Secret, fails the MAC.
     """
     out = bytearray()
-    for data, string_data in secrets:
-        for section in (data, string_data):
-            for key, value in sorted(section, key=lambda kv: kv[0].encode("utf-8")):
-                out += key.encode("utf-8") + value.encode("utf-8")
+    if len(secrets) <= 1:
+        for data, string_data in secrets:
+            for section in (data, string_data):
+                for key, value in sorted(section, key=lambda kv: kv[0].encode("utf-8")):
+                    out += key.encode("utf-8") + value.encode("utf-8")
+    else:
+        if len(tags) != len(secrets):
+            raise ValueError("one tag per Secret")
+        out += b"kagiya-multi-secret-mac-1"
+        for tag, (data, string_data) in zip(tags, secrets, strict=True):
+            _field(out, b"secret", tag.encode("utf-8"))
+            for name, section in ((b"data", data), (b"stringData", string_data)):
+                _field(out, b"section", name)
+                for key, value in sorted(section, key=lambda kv: kv[0].encode("utf-8")):
+                    _field(out, b"key", key.encode("utf-8"))
+                    _field(out, b"value", value.encode("utf-8"))
+        out += b"recipients"
     for rid in recipient_ids:
         out += rid.encode("utf-8")
     return bytes(out)
+
+
+def _field(out: bytearray, label: bytes, data: bytes) -> None:
+    out += label + len(data).to_bytes(8, "big") + data
 
 
 def make_mac(aead: AESGCM, aad: bytes) -> str:
