@@ -75,13 +75,13 @@ class Rule:
         if cloud != self.cloud:
             return False
         compiled = glob_to_regex(self.pattern) if self.kind == "glob" else compile_regex(self.pattern)
-        if compiled.fullmatch(identity):
-            return True
-        if cloud == "aws" and not _names_arn(self.pattern, self.kind) and base_role_arn:
-            # A bare role-name pattern (kiam style): only for roles under the configured base ARN.
-            if identity.startswith(base_role_arn):
-                return compiled.fullmatch(identity[len(base_role_arn) :]) is not None
-        return False
+        if cloud == "aws" and not _names_arn(self.pattern, self.kind):
+            # A bare role-name pattern (kiam style) matches only the role name of a role under the configured
+            # base ARN, never a whole identity: `.*-reader` must not allow `arn:aws:iam::999:role/evil-reader`.
+            if not base_role_arn or not identity.startswith(base_role_arn):
+                return False
+            return compiled.fullmatch(identity[len(base_role_arn) :]) is not None
+        return compiled.fullmatch(identity) is not None
 
     def describe(self) -> str:
         return f"{self.name} ({self.cloud} {self.kind} {self.pattern!r})"
@@ -91,7 +91,8 @@ class Rule:
 
 
 def _names_arn(pattern: str, kind: str) -> bool:
-    return pattern.lstrip("^").startswith("arn:") if kind == "regex" else pattern.startswith("arn:")
+    # A regex may open with anchors or a group before the ARN: `^arn:…`, `(arn:…|arn:…)`, `(?:arn:…)`.
+    return pattern.lstrip("^(?:").startswith("arn") if kind == "regex" else pattern.startswith("arn:")
 
 
 def parse_rule(raw: Any, name: str) -> Rule:

@@ -51,6 +51,34 @@ def test_bare_name_rules_are_anchored_and_stay_in_the_base_account(name: str, su
 
 
 @settings(max_examples=100, deadline=None)
+@given(name=ROLE_CHARS, account=st.from_regex(r"[0-9]{12}", fullmatch=True))
+def test_bare_name_regexes_match_only_role_names_under_the_base_arn(name: str, account: str) -> None:
+    """A kiam-style bare regex (`.*-reader`, `.*`) never matches a whole ARN in another account."""
+    other = f"arn:aws:iam::{account}:role/{name}-reader"
+    for regex in (".*-reader", "^.*-reader$", ".*", "(.*)", "[^/]*-reader|.*", ".+"):
+        rule = {"cloud": "aws", "regex": regex}
+        if not other.startswith(BASE_ARN):
+            assert not allows(rule, other, BASE_ARN), regex
+        assert not allows(rule, other, "")  # no base ARN configured: bare names match nothing
+    assert allows({"cloud": "aws", "regex": ".*-reader"}, arn(f"{name}-reader"), BASE_ARN)
+    assert not allows({"cloud": "aws", "regex": ".*-reader"}, arn(f"{name}-writer"), BASE_ARN)
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=ROLE_CHARS)
+def test_arn_regexes_still_match_whole_identities(name: str) -> None:
+    for regex in (re.escape(arn(name)), "^" + re.escape(arn(name)) + "$", "(" + re.escape(arn(name)) + ")"):
+        assert allows({"cloud": "aws", "regex": regex}, arn(name), BASE_ARN)
+        assert allows({"cloud": "aws", "regex": regex}, arn(name), "")
+
+
+def test_the_review_example_evil_reader() -> None:
+    assert not allows({"cloud": "aws", "regex": ".*-reader"}, "arn:aws:iam::999999999999:role/evil-reader", BASE_ARN)
+    assert not kiam(".*-reader").check("aws", "arn:aws:iam::999999999999:role/evil-reader", BASE_ARN).allowed
+    assert kiam(".*-reader").check("aws", arn("app-reader"), BASE_ARN).allowed
+
+
+@settings(max_examples=100, deadline=None)
 @given(segment=ROLE_CHARS.filter(lambda s: "/" not in s), rest=ROLE_CHARS)
 def test_glob_star_stays_within_a_path_segment(segment: str, rest: str) -> None:
     assert allows({"cloud": "aws", "glob": arn("team/*")}, arn(f"team/{segment}"))
