@@ -5,8 +5,8 @@ Spec: ../shared/specs/kubernetes-webhooks.md ("TokenReview"). Routes:
   `O=`/`CN=` when it names one, else the default chain;
 - `POST /authn/<type>/<name>/tokenreviews`: that provider (behind a TLS terminator the cert is not visible).
 Answers: 200 + `authenticated` true/false (in the request's apiVersion); 400 Status for a body that is not a
-TokenReview; 404 for an unknown provider in the path; 429 when the source is over its failed-review budget;
-503 when the identity provider could not answer in time (the apiserver does not cache non-200 answers).
+TokenReview; 403 when a verified client certificate names one provider and the path another; 404 for an
+unknown provider in the path; 503 when the identity provider could not answer in time (the apiserver does not cache non-200 answers).
 Every review is counted by provider and outcome; fresh decisions are audited with the token's fingerprint.
 """
 
@@ -26,7 +26,7 @@ from kagiya.authn import mtls, reviews, routing
 from kagiya.authn.providers.base import User
 from kagiya.authn.settings import AuthnSettings
 from kagiya.config import Settings
-from kagiya.errors import BadRequest, KagiyaError, TooManyRequests, UpstreamUnavailable
+from kagiya.errors import BadRequest, Forbidden, KagiyaError, UpstreamUnavailable
 from kagiya.httpjson import json_body
 from kagiya.metrics import metric
 from kagiya.openapi import describe
@@ -77,8 +77,8 @@ TOKEN_REVIEW_REPLY_SCHEMA = {
 }
 REVIEW_RESPONSES = {
     "400": "Not a TokenReview (Status body)",
+    "403": "The client certificate names a different provider than the path (Status body)",
     "404": "No such provider (path route)",
-    "429": "Too many failed reviews from this source",
     "503": "Identity provider unavailable; retry (not cached by the apiserver)",
 }
 
@@ -133,19 +133,14 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
     # The metric label comes from a resolved route only: an unknown path must not mint new label values.
     label = "unknown"
     try:
-        route, source = _route_and_source(state.authenticator.providers, path_route)
+        route = _route(state.authenticator.providers, path_route)
         label = route.label
         parsed = reviews.parse_token_review(json_body())
-        outcome = state.authenticator.review(route, parsed.token, parsed.audiences, source,
-                                             timeout=_query_timeout())
+        # No failed-review limit here: the apiserver is the webhook's single caller (see Authenticator.review).
+        outcome = state.authenticator.review(route, parsed.token, parsed.audiences, timeout=_query_timeout())
     except BadRequest:
         state.count(label, "bad_request")
         raise
-    except TooManyRequests as exc:
-        state.count(label, "throttled")
-        response = jsonify(exc.to_status())
-        response.headers["Retry-After"] = "60"
-        return response, exc.http_status
     except UpstreamUnavailable as exc:
         state.count(label, "unavailable")
         _audit(label, "error", parsed.token, None, exc.message)
@@ -190,19 +185,16 @@ def apiserver_timeout(value: str) -> float | None:
     return max(0.1, seconds - TIMEOUT_MARGIN) if seconds > 0 else None
 
 
-def _route_and_source(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> tuple[routing.Route, str]:
+def _route(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> routing.Route:
+    """The verified client certificate decides first; a URL path may only repeat what the certificate names."""
     subject = mtls.peer_subject(request.environ)
-    source = request.remote_addr or "-"
-    if subject is not None:
-        orgs, cn = routing.subject_fields(subject)
-        source = f"cert:O={','.join(orgs)},CN={cn}"
+    cert_route = providers.cert_route(*routing.subject_fields(subject)) if subject is not None else None
     if path_route is not None:
-        return providers.path_route(*path_route), source
-    if subject is not None:
-        route = providers.cert_route(*routing.subject_fields(subject))
-        if route is not None:
-            return route, source
-    return providers.default_route(), source
+        if cert_route is not None and not routing.path_matches_cert(cert_route, *path_route):
+            raise Forbidden(f"this client certificate is for provider {cert_route.label}; "
+                            f"it may not use {path_route[0]}/{path_route[1]}")
+        return providers.path_route(*path_route)
+    return cert_route or providers.default_route()
 
 
 def _audit(provider: str, outcome: str, token: str, user: User | None, reason: str, cached: bool = False) -> None:

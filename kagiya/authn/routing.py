@@ -147,6 +147,16 @@ class ProviderSet:
         return None
 
 
+def path_matches_cert(cert_route: Route, ptype: str, name: str) -> bool:
+    """Whether the URL path `/authn/<ptype>/<name>/` names the provider the client certificate names.
+
+    A verified certificate is the stronger credential: a cert for `O=github,CN=acme` must not reach
+    `oidc/corp` (or another org) by picking a path."""
+    if cert_route.label == TOKEN_FILE:
+        return ptype == TOKEN_FILE
+    return f"{ptype}/{name}" == cert_route.label
+
+
 class FailureLimiter:
     """Failed reviews per source in fixed one-minute windows; bounded memory."""
 
@@ -198,22 +208,25 @@ class Authenticator:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def review(self, route: Route, token: str, audiences: Sequence[str] = (), source: str = "",
+    def review(self, route: Route, token: str, audiences: Sequence[str] = (), source: str | None = None,
                timeout: float | None = None) -> Outcome:
         """Raises UpstreamUnavailable (retry later) or TooManyRequests (source over its failure budget).
 
+        `source` names the caller whose failed reviews are limited (HTTP API bearer tokens: `api:<address>`).
+        None means no limit: the TokenReview webhook's only caller is the apiserver, which speaks for every
+        user of the cluster, so limiting it per source would let a few garbage tokens lock everyone out.
         `timeout` (the apiserver's `?timeout=`) shortens the configured review deadline, never lengthens it.
         """
         key = cache_key(route.key, token, audiences)
         cached = self.cache.get(key)
         if cached is not None:
             return Outcome(cached, True)
-        if self.limiter.over(source):
+        if source is not None and self.limiter.over(source):
             raise TooManyRequests("too many failed token reviews from this client; retry in a minute")
         deadline = min(self.timeout, timeout) if timeout else self.timeout
         decision, from_cache = self.cache.get_or_compute(
             key, lambda: self._run_with_deadline(route, token, audiences, deadline), wait=deadline + 1.0)
-        if isinstance(decision.result, Rejected) and not from_cache:
+        if source is not None and isinstance(decision.result, Rejected) and not from_cache:
             self.limiter.record_failure(source)
         return Outcome(decision, from_cache)
 

@@ -56,8 +56,34 @@ def test_o_and_cn_pick_the_provider(issuer: OidcIssuer, make_app: Any, certs: di
         assert _review(client, "dev-token-0002", certs["static"])["user"]["username"] == "bob"
         # O= that names no provider type: the default chain (both issuers)
         assert _review(client, other_token, certs["generic"])["user"]["username"] == "o1"
-        # an explicit path wins over the certificate
+        # a path naming the certificate's own provider is fine; a certificate naming no provider may pick any path
         path = "/authn/oidc/other/tokenreviews"
-        assert _review(client, other_token, certs["oidc-corp"], path=path)["user"]["username"] == "o1"
+        assert _review(client, other_token, certs["oidc-other"], path=path)["user"]["username"] == "o1"
+        assert _review(client, other_token, certs["generic"], path=path)["user"]["username"] == "o1"
         text = client.get("/metrics").get_data(as_text=True)
         assert 'kagiya_authn_token_reviews_total{outcome="authenticated",provider="oidc/other"}' in text
+
+
+@pytest.mark.parametrize(("cert", "path"), [
+    ("oidc-corp", "/authn/oidc/other/tokenreviews"),
+    ("oidc-corp", "/authn/token-auth/default/tokenreviews"),
+    ("static", "/authn/oidc/corp/tokenreviews"),
+])
+def test_a_path_cannot_override_the_provider_the_certificate_names(issuer: OidcIssuer, make_app: Any,
+                                                                     certs: dict[str, str], cert: str,
+                                                                     path: str) -> None:
+    """A verified client cert is the stronger credential: O=oidc,CN=corp may not post to another provider's path."""
+    with OidcIssuer(client_id="kube") as other_idp:
+        app = make_app([oidc_provider(issuer, name="corp"), oidc_provider(other_idp, name="other")])
+        client = app.test_client()
+        resp = client.post(path, json=review_body(other_idp.mint(sub="o1")),
+                           environ_base={"SSL_CLIENT_CERT": certs[cert]})
+        assert resp.status_code == 403
+        body = resp.get_json()
+        assert (body["kind"], body["reason"]) == ("Status", "Forbidden")
+        assert "may not use" in body["message"]
+        # The same cert on its own path, and the static cert on the token file's path, still work.
+        assert _review(client, "dev-token-0002", certs["static"],
+                       path="/authn/token-auth/default/tokenreviews")["user"]["username"] == "bob"
+        assert _review(client, issuer.mint(sub="c1"), certs["oidc-corp"],
+                       path="/authn/oidc/corp/tokenreviews")["user"]["username"] == "c1"

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.authn.conftest import V1, V1BETA1, oidc_provider, post_review, review_body
+from tests.conftest import bearer
 
 
 @pytest.mark.parametrize("api_version", [V1, V1BETA1])
@@ -119,19 +120,39 @@ def test_bad_provider_config_fails_at_startup_naming_the_key(make_app: Any) -> N
         make_app([], default_chain=["oidc/missing"])
 
 
-def test_failed_reviews_are_rate_limited_per_source_but_cached_answers_flow(make_app: Any) -> None:
-    app = make_app(failed_reviews_per_minute=3)
+def test_garbage_reviews_do_not_lock_out_the_apiserver(issuer: Any, make_app: Any) -> None:
+    """The apiserver is the webhook's only caller: a flood of bad tokens (default budget 120/min) must not turn
+    every other user's uncached review into a 429."""
+    app = make_app([oidc_provider(issuer)])
     client = app.test_client()
-    assert post_review(client, "dev-token-0002").status_code == 200  # cached positive answer
+    for i in range(200):
+        resp = post_review(client, f"garbage-{i}")
+        assert resp.status_code == 200 and resp.get_json()["status"]["authenticated"] is False
+    assert post_review(client, "admin-token-0001").get_json()["status"]["user"]["username"] == "alice"
+    jwt = issuer.mint(sub="dave", aud="kube")
+    assert post_review(client, jwt).get_json()["status"]["user"]["username"] == "dave"
+    guard_path = client.post("/tokenreviews", json=review_body("dev-token-0002"))
+    assert guard_path.get_json()["status"]["user"]["username"] == "bob"
+
+
+def test_failed_bearer_tokens_on_the_http_api_are_limited_per_caller(issuer: Any, make_app: Any) -> None:
+    """HTTP API bearer tokens come from many sources: each address gets `failed_reviews_per_minute` rejections
+    by the identity providers, then 429 for uncached tokens; the token file and cached answers keep working."""
+    app = make_app([oidc_provider(issuer)], failed_reviews_per_minute=3)
+    client = app.test_client()
+    good_jwt = issuer.mint(sub="ivan")
+    assert client.get("/v1/audit", headers=bearer(good_jwt)).status_code == 403  # known, not an admin: cached
     for i in range(3):
-        assert post_review(client, f"guess-{i}").status_code == 200
-    throttled = post_review(client, "guess-final")
+        assert client.get("/v1/audit", headers=bearer(f"guess-{i}")).status_code == 401
+    throttled = client.get("/v1/audit", headers=bearer("guess-final"))
     assert throttled.status_code == 429
-    assert throttled.headers["Retry-After"] == "60"
-    assert post_review(client, "dev-token-0002").get_json()["status"]["authenticated"] is True
-    other_source = client.post("/authn/tokenreviews", json=review_body("guess-x"),
-                               environ_base={"REMOTE_ADDR": "127.0.0.2"})
-    assert other_source.status_code == 200
+    assert throttled.get_json()["reason"] == "TooManyRequests"
+    assert client.get("/v1/audit", headers=bearer("admin-token-0001")).status_code == 200
+    assert client.get("/v1/audit", headers=bearer(good_jwt)).status_code == 403
+    other = client.get("/v1/audit", headers=bearer("guess-x"), environ_base={"REMOTE_ADDR": "127.0.0.2"})
+    assert other.status_code == 401
+    # The webhook is not limited by the API's budget (nor by its own).
+    assert post_review(client, "guess-y").status_code == 200
 
 
 def test_reviews_are_counted_by_provider_and_outcome(client: Any) -> None:
