@@ -23,6 +23,8 @@ class CredentialSettings:
     session_seconds: int = 3600
     #: OAuth scopes a GCE-endpoint token gets when the SDK asks for none.
     gcp_scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
+    #: Distinct `?scopes=` sets one pod may hold cached tokens for; beyond it new sets get 429 (0: no cap).
+    gcp_max_scope_sets_per_pod: int = 8
     #: Answer of `/computeMetadata/v1/project/project-id` (empty: derived from the service account email).
     gcp_project_id: str = ""
     # --- cache -------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagiya import audit
-from kagiya.errors import KagiyaError, UpstreamUnavailable
+from kagiya.errors import KagiyaError, TooManyRequests, UpstreamUnavailable
 from kagiya.iam.credential_settings import CredentialSettings
 from kagiya.iam.identity import Caller
 from kagiya.iam.issuers import issuer_for
@@ -104,6 +104,7 @@ class CredentialCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                self._check_scope_sets(key)
                 entry = self._entries[key] = self._new_entry(caller, grant, scopes)
         creds = entry.creds
         if creds is not None and self._usable(creds):
@@ -125,6 +126,22 @@ class CredentialCache:
                         "retry shortly"
                     ) from exc
                 raise
+
+    def _check_scope_sets(self, key: CacheKey) -> None:
+        """Bound the entries one pod can create by asking for ever new scope lists (its lock held).
+
+        Each distinct scope set is a cache entry refreshed for the pod's lifetime; without a cap a pod could grow
+        the cache (and the issuer calls) without limit.
+        """
+        cap = self.settings.gcp_max_scope_sets_per_pod
+        if not key[2] or cap <= 0:
+            return
+        held = {k[2] for k in self._entries if k[0] == key[0] and k[1] == key[1]}
+        if len(held) >= cap:
+            raise TooManyRequests(
+                f"this pod already holds tokens for {cap} distinct scope sets "
+                "(credentials.gcp_max_scope_sets_per_pod); reuse one of them"
+            )
 
     def _new_entry(self, caller: Caller, grant: Grant, scopes: tuple[str, ...]) -> Entry:
         # Not due for the refresher until whoever created it had a chance to mint (no double issuance).
@@ -168,6 +185,12 @@ class CredentialCache:
         if reason in self.stats:
             self.stats[reason] += 1
         return creds
+
+    def record(self, caller: Caller, grant: Grant, reason: str, outcome: str, details: dict[str, Any]) -> None:
+        """Audit and count one credential minted (or failed) outside the cache, e.g. a GCE identity token."""
+        self._audit(caller, grant, reason, outcome, details)
+        if self._issued is not None:
+            self._issued.labels(grant.cloud, reason, outcome).inc()
 
     def _audit(self, caller: Caller, grant: Grant, reason: str, outcome: str, details: dict[str, Any]) -> None:
         if self.store is None:

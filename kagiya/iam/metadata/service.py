@@ -54,6 +54,7 @@ class MetadataService:
         self._started: set[int] = set()
         self._start_lock = threading.Lock()
         self._id_tokens: dict[tuple[str, str, str, bool], tuple[str, dt.datetime]] = {}
+        self._id_lock = threading.Lock()
         self._refusals = None
         if metrics is not None:
             from prometheus_client import Counter
@@ -147,16 +148,26 @@ class MetadataService:
             raise
 
     def id_token(self, caller: Caller, grant: Grant, audience: str, include_email: bool) -> str:
+        """An OIDC ID token, reused while fresh; every one minted is audited and counted like access tokens."""
         key = (caller.pod_uid, grant.identity, audience, include_email)
-        cached = self._id_tokens.get(key)
+        with self._id_lock:
+            cached = self._id_tokens.get(key)
         now = dt.datetime.now(dt.UTC)
         if cached and (cached[1] - now).total_seconds() > self.settings.min_remaining_seconds:
             return cached[0]
         issuer: Any = self.cache.issuer("gcp")
-        token, expiry = issuer.id_token(grant, audience, include_email)
-        if len(self._id_tokens) > 10000:
-            self._id_tokens.clear()
-        self._id_tokens[key] = (token, expiry)
+        try:
+            token, expiry = issuer.id_token(grant, audience, include_email)
+        except KagiyaError as exc:
+            self.cache.record(caller, grant, "id-token", "error", {"audience": audience, "error": exc.message})
+            self.refused("gce", "issuer-" + exc.reason.lower(), exc.message)
+            raise
+        self.cache.record(caller, grant, "id-token", "success", {
+            "audience": audience, "expiry": rfc3339(expiry), "kind": "id-token"})
+        with self._id_lock:
+            if len(self._id_tokens) > 10000:
+                self._id_tokens.clear()
+            self._id_tokens[key] = (token, expiry)
         return str(token)
 
     def refused(self, endpoint: str, why: str, message: str) -> None:
@@ -168,7 +179,8 @@ class MetadataService:
     def drop_pod(self, uid: str) -> None:
         self.cache.drop_pod(uid)
         self.identifier.forget_pod(uid)
-        self._id_tokens = {k: v for k, v in self._id_tokens.items() if k[0] != uid}
+        with self._id_lock:
+            self._id_tokens = {k: v for k, v in self._id_tokens.items() if k[0] != uid}
 
 
 def service_of(app: Any = None) -> MetadataService:
