@@ -49,26 +49,31 @@ class CallerResolver:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Install the resolver: the static token file first, then the default chain of configured providers."""
-    resolver = CallerResolver()
-    token_file = settings.section("authn").token_file
-    if token_file:
-        from kagiya.authn.providers.tokenfile import TokenFileProvider
+    """Install the resolver: the static token file first, then the default chain of configured providers.
 
-        provider = TokenFileProvider(token_file)
-        resolver.add(provider.name, lambda token: provider.authenticate(token))
-    if settings.section("authn").providers:
-        # The identity providers are built once (kagiya.authn.routing) and shared with the TokenReview webhook.
+    Every provider, the token file included, is built once by `kagiya.authn.routing.install` and shared with the
+    TokenReview webhook (one file watcher, one upstream client per provider)."""
+    resolver = CallerResolver()
+    authn = settings.section("authn")
+    if authn.token_file or authn.providers:
         from kagiya.authn import routing
 
         authenticator = routing.install(app, settings)
+        token_file = authenticator.providers.token_file
+        if token_file is not None:
+            resolver.add(token_file.provider.name, _direct(token_file.provider))
         route = authenticator.providers.default_route(include_token_file=False)
         if route.entries:
+            # Failed-review limit per caller address: HTTP API bearer tokens come from many sources.
             resolver.add(
                 "authn-providers",
                 lambda token: authenticator.review(route, token, (), f"api:{request.remote_addr}").decision.result,
             )
     app.extensions[EXTENSION] = resolver
+
+
+def _direct(provider: Any) -> Authenticator:
+    return lambda token: provider.authenticate(token)
 
 
 def resolver_of(app: Any) -> CallerResolver:

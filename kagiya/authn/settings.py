@@ -25,8 +25,9 @@ class AuthnSettings:
     cache_max_entries: int = 10000
     #: Upper bound on one uncached review (all providers of the route); past it the answer is 503.
     review_timeout_seconds: float = 10.0
-    #: Failed (rejected) reviews allowed per source per minute; past it, uncached tokens from that source get 429
-    #: while cached answers keep flowing. 0 disables the limit.
+    #: HTTP API bearer tokens only: identity-provider rejections allowed per caller address per minute; past it,
+    #: uncached tokens from that address get 429 while the token file and cached answers keep working. 0 disables.
+    #: The TokenReview webhook is never limited (its one caller, the apiserver, speaks for every user).
     failed_reviews_per_minute: int = 120
     #: Write an audit row for answers served from the cache too (off: only fresh decisions are audited).
     audit_cache_hits: bool = False

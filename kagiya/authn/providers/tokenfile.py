@@ -28,7 +28,11 @@ def token_digest(token: str) -> bytes:
 def parse_token_csv(text: str, source: str = "token file") -> dict[bytes, User]:
     """Parse the CSV; raises ConfigError naming the line for a malformed row."""
     users: dict[bytes, User] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise ConfigError(f"{source}: not valid CSV ({exc})") from None
+    for lineno, row in enumerate(rows, start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         if len(row) < 3:
@@ -63,7 +67,13 @@ class TokenFileProvider:
             return
         if st.st_size > MAX_FILE_BYTES:
             raise ConfigError(f"token file {self.path}: larger than {MAX_FILE_BYTES} bytes")
-        users = parse_token_csv(self.path.read_text(encoding="utf-8"), str(self.path))
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"token file {self.path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"token file {self.path}: {exc.strerror}") from None
+        users = parse_token_csv(text, str(self.path))
         self._users, self._stamp = users, stamp
 
     def lookup(self, token: str) -> User | None:
