@@ -64,11 +64,13 @@ def api_token() -> Response:
     raw = request.headers.get(TTL_HEADER)
     if raw is None:
         raise BadRequest(f"the {TTL_HEADER} header is required")
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_TTL:
+    value = raw.strip()
+    # ASCII digits only: "²".isdigit() is True but int("²") raises.
+    if not (value.isascii() and value.isdigit()) or len(value) > 6 or not 1 <= int(value) <= MAX_TTL:
         raise BadRequest(f"{TTL_HEADER} must be a whole number from 1 to {MAX_TTL}")
     svc = service_of()
     caller = svc.caller(ENDPOINT, _bearer())
-    ttl = int(raw)
+    ttl = int(value)
     response = Response(svc.sessions.issue(caller.pod_uid, ttl), mimetype="text/plain")
     response.headers[TTL_HEADER] = str(ttl)
     return response
