@@ -31,6 +31,8 @@ from kagiya.authn.authz import Policy, Rule
 from kagiya.errors import ConfigError
 
 MAX_POLICY_BYTES = 1024 * 1024
+#: Deepest nesting of lists and mappings accepted (a policy uses 4: top level, rules list, rule, value list).
+MAX_DEPTH = 32
 API_VERSION = "kagiya.io/v1"
 KIND = "AuthorizationPolicy"
 STR_TAG = "tag:yaml.org,2002:str"
@@ -71,6 +73,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     import yaml
 
     try:
+        _check_depth(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -78,9 +81,28 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         raise PolicyError(f"{source}{where}: not valid YAML: {exc.problem or 'syntax error'}") from None
     except yaml.YAMLError:
         raise PolicyError(f"{source}: not valid YAML") from None
+    except RecursionError:  # PyYAML composes recursively; _check_depth should have stopped this first
+        raise PolicyError(f"{source}: not valid YAML: nested too deeply") from None
     if root is None:
         raise PolicyError(f"{source}: the policy file is empty (write `rules: []` for a policy with no rules)")
     return _Parser(source).policy(root)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before composing: PyYAML's composer recurses once per level, so a
+    file of a few thousand `[` would raise RecursionError (a 500 and a traceback) instead of a PolicyError.
+    The event parser walks the file iteratively, so this check itself cannot recurse."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PolicyError(f"{source} line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} "
+                                  "levels deep (a policy needs 4 at most)")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 class _Parser:
@@ -187,6 +209,13 @@ class _Parser:
             if "*" in url[:-1]:
                 raise self.fail(fields["nonResourceURLs"][1],
                                 f"{where}.nonResourceURLs[{i}]: '*' is only allowed at the end")
+        for i, value in enumerate(values.get("resource_names", ())):
+            if "*" in value:
+                # Names are matched exactly (as in RBAC): a '*' here would never match, and a deny rule with it
+                # would silently deny nothing. Omit resourceNames for "any name".
+                raise self.fail(fields["resourceNames"][1],
+                                f"{where}.resourceNames[{i}]: {value!r} has a '*', but resource names are matched "
+                                "exactly (omit resourceNames to match any name)")
         for key in ("users", "groups", "verbs", "namespaces", "apiGroups", "resources"):
             for i, value in enumerate(values.get(LIST_KEYS[key], ())):
                 if "*" in value[:-1] and not (key == "resources" and value.startswith("*/")):

@@ -71,8 +71,9 @@ class PolicySource:
             if stamp is None:
                 raise PolicyError(f"policy file {self.path}: missing")
             policy = load_policy_file(self.path)
-        except PolicyError as exc:
-            self.error = exc.message
+        except Exception as exc:  # noqa: BLE001 - any failure to load keeps the old policy and is reported
+            self.error = exc.message if isinstance(exc, PolicyError) else \
+                f"policy file {self.path}: cannot be loaded ({type(exc).__name__})"
             log.warning("authz policy not reloaded, keeping the previous one: %s", exc.message)
             self.on_reload("error")
             return

@@ -55,3 +55,13 @@ def test_validate(runner: Any, policy_file: Path, tmp_path: Path) -> None:
     assert r.stderr.strip() == (f"kagiya: error: {bad} line 6: unknown key rules[0].resource (known: apiGroups, "
                                 "effect, groups, name, namespaces, nonResourceURLs, resourceNames, resources, "
                                 "users, verbs)")
+
+
+def test_validate_a_deeply_nested_file_is_one_line(runner: Any, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("rules:\n  - " + "[" * 10000 + "]" * 10000 + "\n")
+    r = runner(["authz", "validate", str(deep)])
+    assert r.exit_code == 3
+    assert r.stderr.strip() == (f"kagiya: error: {deep} line 2: nested more than 32 levels deep "
+                                "(a policy needs 4 at most)")
+    assert "Traceback" not in r.stderr + r.stdout

@@ -91,3 +91,35 @@ def test_what_is_written_is_what_is_read(rules: list[dict[str, object]]) -> None
         assert list(parsed.groups) == raw["groups"] and list(parsed.verbs) == raw["verbs"]
         assert parsed.namespaces == (tuple(raw["namespaces"]) if "namespaces" in raw else None)  # type: ignore[arg-type]
         assert list(parsed.resources) == raw["resources"]
+
+
+@pytest.mark.parametrize("name", ["*", "prod-*", "*-db", "a*b"])
+def test_a_wildcard_in_resource_names_is_refused_with_the_line(name: str) -> None:
+    """Resource names match exactly: a deny with `resourceNames: [prod-*]` would silently deny nothing."""
+    text = (GOOD_HEAD + "    verbs: [delete]\n    resources: [secrets]\n"
+            f"    resourceNames: [cluster-info, '{name}']\n")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert info.value.message == (f"policy.yaml line 7: rules[0].resourceNames[1]: {name!r} has a '*', but "
+                                  "resource names are matched exactly (omit resourceNames to match any name)")
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("rules: " + "[" * 5000 + "]" * 5000 + "\n", 1),
+    ("rules: " + "[" * 200_000 + "\n", 1),  # unbalanced as well
+    ("rules: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", 1),
+    ("rules:\n" + "".join("  " * i + "-\n" for i in range(2000)), 33),
+])
+def test_deeply_nested_yaml_is_a_policy_error_not_a_recursion_error(text: str, line: int) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert info.value.message.startswith(f"policy.yaml line {line}: nested more than 32 levels deep")
+
+
+@given(st.text(alphabet=st.sampled_from(list("[]{}-:,'\"!&*| \n\tab#%?>@`\\\x00\x85\ufeff")), max_size=300))
+def test_any_text_is_a_policy_or_a_policy_error(text: str) -> None:
+    """Nothing a user can save as the policy file gets past parse_policy as anything but a PolicyError."""
+    try:
+        parse_policy(text, "p.yaml")
+    except PolicyError as exc:
+        assert exc.message.startswith("p.yaml")

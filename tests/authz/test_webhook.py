@@ -239,3 +239,25 @@ def test_bad_edit_can_be_reported_without_failing_readiness(make_settings: Any, 
         assert 'kagiya_authz_policy_reloads_total{outcome="error"} 1.0' in text
     finally:
         app.extensions["kagiya.store"].dispose()
+
+
+def test_a_deeply_nested_edit_keeps_the_old_policy_and_is_reported(authz_client: Any, policy_file: Path) -> None:
+    """PyYAML composes recursively: thousands of `[` once raised RecursionError, a 500 with readiness green."""
+    body = sar(V1, ["contractors"], resource={"namespace": "dev", "resource": "secrets"})
+    _rewrite(policy_file, "rules: " + "[" * 20000 + "]" * 20000 + "\n")
+    resp = post(authz_client, body)
+    assert resp.status_code == 200
+    assert resp.get_json()["status"]["denied"] is True
+    ready = authz_client.get("/readyz")
+    assert ready.status_code == 503
+    detail = ready.get_json()["details"]["checks"]["authz-policy"]
+    assert f"{policy_file} line 1: nested more than 32 levels deep" in detail
+
+
+def test_a_wildcard_resource_name_edit_keeps_the_old_policy(authz_client: Any, policy_file: Path) -> None:
+    body = sar(V1, ["contractors"], resource={"namespace": "dev", "resource": "secrets"})
+    _rewrite(policy_file, "rules:\n  - name: r\n    effect: deny\n    groups: ['*']\n    verbs: ['*']\n"
+                          "    resources: [secrets]\n    resourceNames: ['prod-*']\n")
+    assert post(authz_client, body).get_json()["status"]["denied"] is True
+    detail = authz_client.get("/readyz").get_json()["details"]["checks"]["authz-policy"]
+    assert f"{policy_file} line 7: rules[0].resourceNames[0]: 'prod-*' has a '*'" in detail
