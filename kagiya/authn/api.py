@@ -6,7 +6,8 @@ Spec: ../shared/specs/kubernetes-webhooks.md ("TokenReview"). Routes:
 - `POST /authn/<type>/<name>/tokenreviews`: that provider (behind a TLS terminator the cert is not visible).
 Answers: 200 + `authenticated` true/false (in the request's apiVersion); 400 Status for a body that is not a
 TokenReview; 403 when a verified client certificate names one provider and the path another; 404 for an
-unknown provider in the path; 503 when the identity provider could not answer in time (the apiserver does not cache non-200 answers).
+unknown provider in the path; 503 when the identity provider could not answer in time (the apiserver does not
+cache non-200 answers). No failed-review rate limit: the apiserver is the only caller (docs/authn.md).
 Every review is counted by provider and outcome; fresh decisions are audited with the token's fingerprint.
 """
 
