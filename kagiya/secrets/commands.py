@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from kagiya.cli import get_settings
+from kagiya.secrets.commands_edit import unauthenticated_option
 
 FILE_HELP = "Manifest file, or - for stdin."
 
@@ -65,15 +66,18 @@ def group(ctx: click.Context) -> None:
               help="Recipient: URI sets the list, +URI adds, -URI removes (local:NAME, pgp:FPR, gcp:…, aws:…).")
 @click.option("--cleartext", is_flag=True, help="data values are given decoded; base64-encode them first.")
 @click.option("--rotate", is_flag=True, help="Make a new data key (every value changes).")
+@unauthenticated_option
 def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...], cleartext: bool,
-            rotate: bool) -> None:
+            rotate: bool, allow_unauthenticated: bool) -> None:
     """Encrypt the Secrets in FILE (re-encrypting an encrypted file keeps unchanged lines)."""
     from kagiya.secrets import ops
 
     _check_out(in_place, output)
     settings = _secrets_settings()
     src = ops.read_source(file, settings)
-    ops.write_result(ops.encrypt(src, settings, keys, rotate=rotate, cleartext=cleartext), src, in_place, output)
+    text = ops.encrypt(src, settings, keys, rotate=rotate, cleartext=cleartext,
+                       allow_unauthenticated=allow_unauthenticated)
+    ops.write_result(text, src, in_place, output)
 
 
 @group.command()
@@ -82,7 +86,9 @@ def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...]
 @click.option("--cleartext", is_flag=True, help="Show data values base64-decoded.")
 @click.option("--for-diff", is_flag=True,
               help="For git textconv: print plaintext when possible, else the file unchanged; never fail.")
-def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_diff: bool) -> None:
+@unauthenticated_option
+def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_diff: bool,
+            allow_unauthenticated: bool) -> None:
     """Decrypt FILE (verifying every value and the MAC)."""
     from kagiya.errors import KagiyaError
     from kagiya.secrets import ops
@@ -92,27 +98,28 @@ def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_
     src = ops.read_source(file, settings)
     if for_diff:
         try:
-            text, _ = ops.decrypt(src, settings, cleartext=cleartext)
+            text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
         except KagiyaError as exc:
             text = src.text
             if "# kubesec:v:" in text:
                 click.echo(f"kagiya: {src.name}: shown encrypted: {exc.message}", err=True)
         ops.write_result(text, src, False, None)
         return
-    text, _ = ops.decrypt(src, settings, cleartext=cleartext)
+    text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
     ops.write_result(text, src, in_place, output)
 
 
 @group.command()
 @click.argument("file")
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of rewriting FILE.")
-def rotate(file: str, output: str | None) -> None:
+@unauthenticated_option
+def rotate(file: str, output: str | None, allow_unauthenticated: bool) -> None:
     """Re-encrypt FILE under a new data key for the same recipients."""
     from kagiya.secrets import ops
 
     settings = _secrets_settings()
     src = ops.read_source(file, settings)
-    text = ops.encrypt(src, settings, (), rotate=True)
+    text = ops.encrypt(src, settings, (), rotate=True, allow_unauthenticated=allow_unauthenticated)
     ops.write_result(text, src, output is None, output)
 
 

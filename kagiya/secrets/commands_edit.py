@@ -12,17 +12,25 @@ import base64
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
-from kagiya.cli import get_settings
 from kagiya.errors import KagiyaError, UsageError
 
 KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def _settings() -> object:
-    return get_settings().section("secrets")
+    from kagiya.secrets.commands import _secrets_settings  # not at the top: commands imports this module
+
+    return _secrets_settings()
+
+
+def unauthenticated_option(fn: Any) -> Any:
+    """`--allow-unauthenticated`: read (or re-seal) a kubesec v1/v2 file, which carries no MAC."""
+    return click.option("--allow-unauthenticated", "allow_unauthenticated", is_flag=True,
+                        help="Accept a kubesec v1/v2 file, which has no MAC (its values are not authenticated).")(fn)
 
 
 def register(group: click.Group) -> None:
@@ -31,7 +39,8 @@ def register(group: click.Group) -> None:
     group.add_command(create)
 
 
-def _open_existing(path: Path, settings: object) -> tuple[object, str, list[str]]:
+def _open_existing(path: Path, settings: object, allow_unauthenticated: bool = False
+                   ) -> tuple[object, str, list[str]]:
     """(opened or None, plaintext text, recipients) of the file to change."""
     from kagiya.secrets import envelope, manifest, ops
 
@@ -39,7 +48,7 @@ def _open_existing(path: Path, settings: object) -> tuple[object, str, list[str]
     m = manifest.parse(src.text)
     if not m.encrypted:
         return None, src.text, []
-    opened = envelope.open_manifest(m, settings)
+    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
     return opened, envelope.decrypted_text(opened), opened.recipients
 
 
@@ -59,7 +68,8 @@ def _reseal(text: str, path: Path, opened: object, recipients: list[str], settin
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def edit(file: str) -> None:
+@unauthenticated_option
+def edit(file: str, allow_unauthenticated: bool) -> None:
     """Decrypt FILE into $EDITOR and re-encrypt what you save."""
     import shlex
     import shutil
@@ -70,7 +80,7 @@ def edit(file: str) -> None:
 
     settings = _settings()
     path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings)
+    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     tmpdir = tempfile.mkdtemp(prefix="kagiya-edit-")
     tmp = Path(tmpdir) / (path.name or "secret.yaml")
     write_atomic(tmp, plaintext.encode("utf-8"), 0o600)
@@ -201,15 +211,16 @@ def _write(text: str, path: Path | None, output: str | None) -> None:
 @click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V|~K", help="Set stringData K.")
 @click.option("--name", default=None, help="The Secret to change when FILE holds several.")
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of rewriting FILE.")
+@unauthenticated_option
 def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: str | None,
-          output: str | None) -> None:
+          output: str | None, allow_unauthenticated: bool) -> None:
     """Set or remove keys of an (encrypted) Secret; unchanged values stay byte-identical."""
     settings = _settings()
     changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
     if not changes:
         raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
     path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings)
+    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     text = apply_changes(plaintext, changes, name)
     _write(_reseal(text, path, opened, recipients, settings), path, output)
 

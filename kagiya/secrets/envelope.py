@@ -66,9 +66,15 @@ def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
                       f"({'; '.join(reasons)})")
 
 
-def open_manifest(m: Manifest, settings: object) -> Opened:
-    """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key."""
+def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False) -> Opened:
+    """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key.
+
+    Versions 1 and 2 carry no MAC, and kagiya never writes them: lowering `v:3` to `v:2` is all it takes to skip
+    the MAC, so such files open only with `allow_unauthenticated`. For 3 and 4 the version must match the body
+    (4 exactly when there is stringData, as kubesec writes), since the MAC does not cover the version line.
+    """
     trailer = read_trailer(m)
+    check_version(m, trailer, allow_unauthenticated)
     # format errors first: they need no key and say exactly what is wrong
     try:
         parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
@@ -92,6 +98,22 @@ def open_manifest(m: Manifest, settings: object) -> Opened:
             raise CryptoError(f"MAC check failed: a key name, value or recipient line was changed after encryption"
                               f"{moved} (recipients: {', '.join(r.uri for r in trailer.recipients)})")
     return Opened(m, trailer, dek, used, plaintexts, ciphers)
+
+
+def check_version(m: Manifest, trailer: kubesec.Trailer, allow_unauthenticated: bool) -> None:
+    """Refuse an unauthenticated (v1/v2) file unless allowed, and a v3/v4 line that disagrees with the body."""
+    if trailer.version < 3:
+        if not allow_unauthenticated:
+            raise CryptoError(
+                f"this file is kubesec v{trailer.version}, which has no MAC: values could have been swapped, moved "
+                "or rolled back unnoticed, and kagiya never writes v1/v2 (a lowered version line skips the MAC). "
+                "Pass --allow-unauthenticated to read it anyway, then re-encrypt it to v3/v4")
+        return
+    expected = 4 if m.has_string_data() else 3
+    if trailer.version != expected:
+        has = "has" if expected == 4 else "has no"
+        raise CryptoError(f"trailer says kubesec v{trailer.version} but the file {has} stringData "
+                          f"(kubesec writes v{expected}): the version line was changed")
 
 
 def _mac_aad(m: Manifest, values: dict[SlotKey, str], recipient_ids: Sequence[str]) -> bytes:

@@ -125,12 +125,17 @@ def ensure_default_key(settings: object) -> None:
 
 
 def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (), *, rotate: bool = False,
-            cleartext: bool = False, default_recipients: list[str] | None = None) -> str:
-    """Encrypt a plaintext manifest, or re-encrypt an encrypted one (keeping what is unchanged)."""
+            cleartext: bool = False, default_recipients: list[str] | None = None,
+            allow_unauthenticated: bool = False) -> str:
+    """Encrypt a plaintext manifest, or re-encrypt an encrypted one (keeping what is unchanged).
+
+    Re-sealing a v1/v2 file would bless whatever it holds with a fresh MAC: it needs `allow_unauthenticated`.
+    """
     m = manifest.parse(src.text)
     if not m.secrets:
         raise ManifestError(f"{src.name}: no kind: Secret document found, nothing to encrypt")
-    previous = envelope.open_manifest(m, settings) if m.encrypted else None
+    previous = (envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
+                if m.encrypted else None)
     existing = previous.recipients if previous else list(default_recipients or [])
     recipients, is_default = choose_recipients(keys, existing, src.path)
     values = previous.plaintexts if previous else envelope.plain_values(m, cleartext)
@@ -140,9 +145,10 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
     return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate)
 
 
-def decrypt(src: Source, settings: object, *, cleartext: bool = False) -> tuple[str, envelope.Opened]:
+def decrypt(src: Source, settings: object, *, cleartext: bool = False,
+            allow_unauthenticated: bool = False) -> tuple[str, envelope.Opened]:
     m = manifest.parse(src.text)
-    opened = envelope.open_manifest(m, settings)
+    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
     if cleartext:
         opened.plaintexts = _decoded(opened)
     return envelope.decrypted_text(opened), opened

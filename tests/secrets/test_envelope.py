@@ -32,7 +32,9 @@ def test_version_2_file_without_mac_is_read_and_upgraded(s: Any) -> None:
     text = seal(TWO, s)
     lines = [ln for ln in text.splitlines(keepends=True) if not ln.startswith("# kubesec:mac:")]
     v2 = "".join(lines).replace("# kubesec:v:4", "# kubesec:v:2")
-    opened = envelope.open_manifest(manifest.parse(v2), s)
+    with pytest.raises(CryptoError, match="no MAC.*--allow-unauthenticated"):
+        envelope.open_manifest(manifest.parse(v2), s)
+    opened = envelope.open_manifest(manifest.parse(v2), s, allow_unauthenticated=True)
     assert envelope.decrypted_text(opened) == TWO
     again = envelope.seal(opened.manifest, opened.plaintexts, opened.recipients, s, previous=opened)
     assert "# kubesec:v:4\n" in again and "# kubesec:mac:" in again

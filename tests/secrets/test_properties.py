@@ -82,11 +82,12 @@ def sealed_sample(sett: SecretsSettings) -> str:
 
 
 def tamper_positions(text: str) -> list[int]:
-    """Every character position inside an encrypted value or the MAC line's payload."""
+    """Every character position inside an encrypted value, and every character of the trailer (version,
+    recipient and MAC lines) except the line breaks between them."""
     m = manifest.parse(text)
     positions = [i for slot in m.slots for i in range(slot.start, slot.end)]
-    mac = text.index("# kubesec:mac:") + len("# kubesec:mac:")
-    positions += list(range(mac, text.index("\n", mac)))
+    trailer = text.index("# kubesec:v:")
+    positions += [i for i in range(trailer, len(text)) if text[i] != "\n"]
     return positions
 
 
@@ -106,7 +107,16 @@ def test_any_single_byte_tamper_is_detected(sett: SecretsSettings, sealed_sample
 def test_tamper_positions_cover_values_and_mac(sealed_sample: str, tmp_path: Path) -> None:
     positions = tamper_positions(sealed_sample)
     assert len(positions) > 64 + 16 + 24 + 40
+    version = sealed_sample.index("# kubesec:v:4") + len("# kubesec:v:")
+    recipient = sealed_sample.index("# kubesec:local:default:")
+    assert {version, version - 1, recipient, recipient + len("# kubesec:local:d")} <= set(positions)
     del tmp_path
+
+
+@pytest.mark.parametrize("version", ["1", "2", "3"])
+def test_lowered_version_is_detected(sett: SecretsSettings, sealed_sample: str, version: str) -> None:
+    with pytest.raises(KagiyaError, match="version|MAC"):
+        open_text(sealed_sample.replace("# kubesec:v:4", f"# kubesec:v:{version}"), sett)
 
 
 PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'), max_size=40)
