@@ -32,13 +32,13 @@ the current namespace policy, so tightening a policy also stops existing binding
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kagiya.errors import Invalid
 from kagiya.iam.bindings import AZURE_GUID, check_identity, workload_bindings
 from kagiya.iam.context import IamContext
+from kagiya.iam.issuers.base import session_name as sts_session_name
 from kagiya.iam.policy import CLOUDS, NamespacePolicy, policy_for
 from kagiya.kube import PodInfo
 
@@ -49,7 +49,6 @@ IRSA_ROLE = "eks.amazonaws.com/role-arn"
 GKE_SA = "iam.gke.io/gcp-service-account"
 AZURE_CLIENT = "azure.workload.identity/client-id"
 AZURE_TENANT = "azure.workload.identity/tenant-id"
-SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
 MAX_SHOWN = 512
 
 
@@ -59,8 +58,12 @@ class CloudIdentity:
     identity: str
     tenant: str = ""
     external_id: str = ""
+    #: The STS session name the issuer will use (shown by explain; built by the issuer, see `requested_session_name`).
     session_name: str = ""
     max_session_seconds: int = 3600
+    #: Only the pod's explicit `iam.amazonaws.com/session-name`: what the Grant carries. Empty lets the issuer build
+    #: its default from the namespace and the calling pod (keeping the pod-name suffix when it must shorten).
+    requested_session_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,12 +190,6 @@ def _annotation_sources(ctx: IamContext, namespace: str, service_account: str,
     return found
 
 
-def session_name(namespace: str, service_account: str, pod: PodInfo | None) -> str:
-    """A default STS RoleSessionName (<= 64 chars of [\\w+=,.@-]) naming the workload, kube2iam-like."""
-    name = f"kagiya.{namespace}.{pod.name if pod else service_account}"
-    return SESSION_NAME_BAD.sub("-", name)[:64]
-
-
 def _pick(ctx: IamContext, namespace: str, service_account: str, pod: PodInfo | None, cloud: str,
           policy: NamespacePolicy, cands: list[Candidate]) -> Resolution:
     base: dict[str, Any] = {"namespace": namespace, "service_account": service_account, "pod": pod.name if pod else "",
@@ -216,9 +213,10 @@ def _pick(ctx: IamContext, namespace: str, service_account: str, pod: PodInfo | 
     win = winners[0]
     identity = CloudIdentity(
         cloud=cloud, identity=win.identity, tenant=win.tenant, external_id=win.external_id,
-        session_name=(SESSION_NAME_BAD.sub("-", win.session_name)[:64] if win.session_name
-                      else session_name(namespace, service_account, pod)) if cloud == "aws" else "",
+        session_name=(sts_session_name(namespace, pod.name if pod else service_account, win.session_name)
+                      if cloud == "aws" else ""),
         max_session_seconds=policy.max_session_seconds,
+        requested_session_name=win.session_name if cloud == "aws" else "",
     )
     return Resolution(allowed=True, identity=identity, source=win.source, binding_id=win.binding_id, rule=win.rule,
                       reason=f"{win.source} allowed by {win.rule}", **base)

@@ -146,7 +146,7 @@ def test_explain_by_service_account(iam_client: Any) -> None:
     resp = iam_client.get("/v1/iam/explain?namespace=team-a&serviceAccount=web", headers=DEV).json
     assert resp["pod"] is None
     assert [r["allowed"] for r in resp["results"]] == [True, False, False]
-    assert resp["results"][0]["identity"]["session_name"] == "kagiya.team-a.web"
+    assert resp["results"][0]["identity"]["session_name"] == "team-a.web"
 
 
 def test_pod_role_extras_and_bare_names_without_base(kube: KubeApiServer, iam_client: Any, iam_app: Any) -> None:

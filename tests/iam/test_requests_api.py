@@ -55,7 +55,7 @@ def test_request_approve_explain_revoke_with_audit(iam_client: Any) -> None:
     aws = next(r for r in explained["results"] if r["cloud"] == "aws")
     assert aws["allowed"] and aws["identity"]["identity"] == arn("app-writer")
     assert aws["source"] == f"binding:{bid}" and aws["bindingId"] == bid and "allow[0]" in aws["rule"]
-    assert aws["identity"]["session_name"] == "kagiya.team-a.web-1"
+    assert aws["identity"]["session_name"] == "team-a.web-1"
     assert explained["podUid"] and explained["serviceAccount"] == "web"
 
     revoked = iam_client.delete(f"/v1/iam/bindings/{bid}?reason=done", headers=APPROVER)

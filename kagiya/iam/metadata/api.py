@@ -102,7 +102,7 @@ def grant_lookup(app: Flask) -> Any:
             return None
         ident = res.identity
         return Grant(cloud, ident.identity, binding=res.source, external_id=ident.external_id,
-                     session_name=ident.session_name, max_session_seconds=ident.max_session_seconds or None)
+                     session_name=ident.requested_session_name, max_session_seconds=ident.max_session_seconds or None)
 
     return lookup
 
@@ -199,7 +199,8 @@ class PodEvents:
                 continue
             ident = res.identity
             grant = Grant(cloud, ident.identity, binding=res.source, external_id=ident.external_id,
-                          session_name=ident.session_name, max_session_seconds=ident.max_session_seconds or None)
+                          session_name=ident.requested_session_name,
+                          max_session_seconds=ident.max_session_seconds or None)
             scopes = tuple(self.settings.gcp_scopes) if cloud == "gcp" else ()
             self.svc.cache.prefetch(caller, grant, scopes)
 
