@@ -135,22 +135,35 @@ def keygen(name: str) -> None:
 
 @group.command()
 @click.argument("file", default="-")
-def introspect(file: str) -> None:
+@click.option("--verify", is_flag=True,
+              help="Try every recipient held here: ok / unusable here / damaged (exit 7 if any is damaged).")
+def introspect(file: str, verify: bool) -> None:
     """Show FILE's format version, recipients and value names without decrypting."""
     from kagiya.secrets import envelope, manifest, ops
 
-    src = ops.read_source(file, _secrets_settings())
+    settings = _secrets_settings()
+    src = ops.read_source(file, settings)
     m = manifest.parse(src.text)
+    results = {}
     if not m.encrypted:
         click.echo(f"{src.name}: not encrypted")
     else:
         trailer = envelope.read_trailer(m)
         click.echo(f"{src.name}: kubesec v{trailer.version}, MAC {'present' if trailer.mac else 'absent'}")
+        if verify:
+            results = {uri: (status, reason) for uri, status, reason in envelope.verify_recipients(m, settings)}
         click.echo("recipients:")
         for r in trailer.recipients:
-            click.echo(f"  {r.uri}")
+            status, reason = results.get(r.uri, ("", ""))
+            click.echo(f"  {r.uri}" + (f": {status}" if status else "") + (f" ({reason})" if reason else ""))
     for doc in m.secrets:
         click.echo(f"Secret {doc.identity}: {' '.join(s.label for s in doc.slots) or '(no values)'}")
+    if any(status == envelope.DAMAGED for status, _ in results.values()):
+        from kagiya.errors import ExitCode
+
+        click.echo(f"kagiya: {src.name}: a wrapped data key is damaged; while another recipient still opens the "
+                   f"file, `kagiya secrets rotate {src.name}` wraps a new data key for every recipient", err=True)
+        raise click.exceptions.Exit(int(ExitCode.CRYPTO))
 
 
 @group.command()

@@ -82,6 +82,11 @@ def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool 
         raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
                                   "`kagiya secrets patch` or `edit`)") from None
     dek, used = unwrap_dek(trailer, settings)
+    return _open_with(m, trailer, parsed, dek, used)
+
+
+def _open_with(m: Manifest, trailer: kubesec.Trailer, parsed: list[kubesec.EncryptedValue], dek: bytes,
+               used: str) -> Opened:
     aead = AESGCM(dek)
     plaintexts, ciphers = {}, {}
     for slot, value in zip(m.slots, parsed, strict=True):
@@ -98,6 +103,42 @@ def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool 
             raise CryptoError(f"MAC check failed: a key name, value or recipient line was changed after encryption"
                               f"{moved} (recipients: {', '.join(r.uri for r in trailer.recipients)})")
     return Opened(m, trailer, dek, used, plaintexts, ciphers)
+
+
+OK, UNUSABLE, DAMAGED = "ok", "unusable here", "damaged"
+
+
+def verify_recipients(m: Manifest, settings: object) -> list[tuple[str, str, str]]:
+    """(uri, OK | UNUSABLE | DAMAGED, reason) for every recipient line, trying each one available here.
+
+    Opening a file stops at the first recipient that works, so a damaged line for another recipient goes
+    unnoticed until that recipient is the only one left. A line is OK only if it unwraps to a data key that
+    decrypts every value and verifies the MAC (for v1/v2, which have no MAC, every value).
+    """
+    trailer = read_trailer(m)
+    parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
+    checked: dict[bytes, str] = {}  # data key -> "" when it opens the file, else why not
+    out = []
+    for line in trailer.recipients:
+        try:
+            dek = base.open_key(line.uri, settings).unwrap(line.blob)
+        except CryptoError as exc:
+            out.append((line.uri, DAMAGED, exc.message))
+            continue
+        except KagiyaError as exc:
+            out.append((line.uri, UNUSABLE, exc.message))
+            continue
+        if len(dek) != base.DEK_BYTES:
+            out.append((line.uri, DAMAGED, "unwrapped data key has the wrong length"))
+            continue
+        if dek not in checked:
+            try:
+                _open_with(m, trailer, parsed, dek, line.uri)
+                checked[dek] = ""
+            except CryptoError as exc:
+                checked[dek] = f"its data key does not open this file: {exc.message}"
+        out.append((line.uri, DAMAGED if checked[dek] else OK, checked[dek]))
+    return out
 
 
 def check_version(m: Manifest, trailer: kubesec.Trailer, allow_unauthenticated: bool) -> None:
