@@ -14,8 +14,12 @@ from pathlib import Path
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`. Raises OSError; the original is untouched on failure."""
-    target = Path(path)
+    """Replace `path` with `data`. Raises OSError; the original is untouched on failure.
+
+    A symlink is followed: its target is rewritten (in the target's directory) and the link stays a link, as an
+    editor's save would do; renaming over the link itself would replace it with a regular file.
+    """
+    target = Path(os.path.realpath(path))
     directory = target.parent if str(target.parent) else Path(".")
     # O_EXCL with a random name, as tempfile.mkstemp does (importing tempfile costs the CLI ~4 ms)
     tmp = directory / f".{target.name}.{os.urandom(6).hex()}.tmp"
