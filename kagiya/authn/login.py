@@ -6,8 +6,9 @@ JSON document on stdout (`status.token`, `status.expirationTimestamp`) and nothi
 message goes to stderr (and the browser is started with its stdout pointed at stderr, so a chatty browser cannot
 corrupt the answer). Modes:
 - OIDC (`--issuer`, `--client-id`): cached ID token while valid; else silent refresh with the refresh token; else
-  a new sign-in, auth-code + PKCE on a loopback redirect (opens the browser) or the device grant (RFC 8628) when
-  no browser can be started (`--grant` picks one explicitly);
+  (no refresh token, or a refresh refused or answered unusably; not when the issuer is unreachable) a new
+  sign-in, auth-code + PKCE on a loopback redirect (opens the browser) or the device grant (RFC 8628) when no
+  browser can be started (`--grant` picks one explicitly);
 - `--static`: prompts once for a bearer token (the webhook's token file or a forge token);
 - `--ldap`: prompts for user name and password and sends base64("user:password"), the token format the LDAP
   provider (like Guard's) expects; stored for `--remember` seconds only.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -28,12 +30,14 @@ from typing import Any
 
 import click
 
-from kagiya.errors import BadRequest, UsageError
+from kagiya.errors import BadRequest, KagiyaError, UpstreamUnavailable, UsageError
 
 EXEC_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 LOGIN_PARAMS = ("issuer", "client_id", "client_secret", "scopes", "grant", "listen_port", "no_browser", "ca_file",
                 "static", "ldap", "profile", "remember", "expiry_margin", "login_timeout", "cache_dir")
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+#: 9999-12-31T23:59:59Z: the last instant an ExecCredential's expirationTimestamp can name.
+MAX_EXPIRY = 253402300799
 
 
 def login_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,18 +128,37 @@ def _oidc_token(cache: Any, opts: dict[str, Any], scopes: tuple[str, ...]) -> tu
                     scopes=scopes, ca_file=opts["ca_file"])
     with cache.locked() as entry:
         now = time.time()
-        if entry.get("id_token") and int(entry.get("expiry", 0)) - opts["expiry_margin"] > now:
-            return str(entry["id_token"]), int(entry["expiry"])
+        expiry = cached_expiry(entry)
+        if expiry is None:
+            entry = {}  # a damaged entry counts as no cache (its refresh token included)
+        elif entry.get("id_token") and expiry - opts["expiry_margin"] > now:
+            return str(entry["id_token"]), expiry
         fresh: dict[str, Any] | None = None
         if entry.get("refresh_token"):
             try:
                 fresh = client.refresh(str(entry["refresh_token"]), str(entry.get("sub", "")))
-            except GrantRejected as exc:
-                stderr_say(f"kagiya login: {exc.message}; signing in again")
+            except UpstreamUnavailable:
+                raise  # the issuer is down: a sign-in would fail too; kubectl shows the one-line error
+            except KagiyaError as exc:
+                # Refused, or an answer we cannot use (no id_token, wrong issuer...): like kubelogin, sign in
+                # again rather than fail until `kagiya login clear`.
+                reason = exc.message if isinstance(exc, GrantRejected) else f"refresh failed: {exc.message}"
+                stderr_say(f"kagiya login: {reason}; signing in again")
         if fresh is None:
             fresh = _interactive_login(client, opts)
         cache.save(fresh)
         return str(fresh["id_token"]), int(fresh["expiry"])
+
+
+def cached_expiry(entry: dict[str, Any]) -> int | None:
+    """The entry's `expiry` as epoch seconds (0 when absent); None when it is there but not a finite number,
+    i.e. the cache file was damaged or hand-edited: the caller then treats the entry as no cache."""
+    value = entry.get("expiry", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    if not 0 <= value <= MAX_EXPIRY:  # also keeps time.gmtime() from overflowing on the ExecCredential
+        return None
+    return int(value)
 
 
 def _interactive_login(client: Any, opts: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +216,9 @@ def _open_browser(url: str) -> bool:
 def _prompted_token(cache: Any, mode: str, opts: dict[str, Any], interactive: bool) -> tuple[str, int]:
     with cache.locked() as entry:
         now = time.time()
-        expiry = int(entry.get("expiry", 0))
-        if entry.get("token") and (expiry == 0 or expiry > now):
-            return str(entry["token"]), expiry
+        cached = cached_expiry(entry)
+        if entry.get("token") and cached is not None and (cached == 0 or cached > now):
+            return str(entry["token"]), cached
         if not interactive:
             raise UsageError(f"kagiya login --{mode} must prompt, but kubectl gave it no terminal: run the same "
                              f"kubectl command in a terminal (interactiveMode IfAvailable), or `kagiya login --{mode}` "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 import sys
 import threading
@@ -129,8 +130,10 @@ class Client:
         if nonce and claims.get("nonce") != nonce:
             raise BadRequest("the ID token's nonce does not match this login")
         exp = claims.get("exp")
-        if not isinstance(exp, int | float):
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
             raise BadRequest("the ID token has no exp")
+        if not 0 < exp <= 253402300799:  # 9999-12-31: an ExecCredential cannot name a later expiry
+            raise BadRequest("the ID token's exp is out of range")
         refresh = body.get("refresh_token") or old_refresh
         return {"id_token": id_token, "refresh_token": refresh if isinstance(refresh, str) else "",
                 "expiry": int(exp), "sub": str(claims.get("sub", ""))}
