@@ -90,23 +90,49 @@ def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...]
 def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_diff: bool,
             allow_unauthenticated: bool) -> None:
     """Decrypt FILE (verifying every value and the MAC)."""
-    from kagiya.errors import KagiyaError
     from kagiya.secrets import ops
 
     _check_out(in_place, output)
+    if for_diff:
+        _for_diff(file, cleartext, allow_unauthenticated)
+        return
     settings = _secrets_settings()
     src = ops.read_source(file, settings)
-    if for_diff:
-        try:
-            text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
-        except KagiyaError as exc:
-            text = src.text
-            if "# kubesec:v:" in text:
-                click.echo(f"kagiya: {src.name}: shown encrypted: {exc.message}", err=True)
-        ops.write_result(text, src, False, None)
-        return
     text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
     ops.write_result(text, src, in_place, output)
+
+
+def _for_diff(file: str, cleartext: bool, allow_unauthenticated: bool) -> None:
+    """git textconv: the plaintext when this machine can open the file, else its bytes exactly as they are (not
+    UTF-8, too large, no key, damaged...), with one note on stderr. Never fails: a failing textconv breaks
+    `git diff`, `git log -p` and every GUI built on them."""
+    import sys
+    from pathlib import Path
+
+    from kagiya.secrets import ops
+
+    raw = b""
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        settings = _secrets_settings()
+        limit = int(getattr(settings, "max_file_bytes", 16 << 20))
+        src = ops.Source(ops.decode(raw, file, limit), None if file == "-" else Path(file))
+        text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
+        ops.write_result(text, src, False, None)
+        return
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the diff must still show something
+        message = getattr(exc, "message", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        if b"# kubesec:v:" in raw:
+            click.echo(f"kagiya: {file}: shown encrypted: {message}", err=True)
+        elif not raw:
+            click.echo(f"kagiya: {file}: {message}", err=True)
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:  # a text-only stdout (captured in tests)
+        sys.stdout.write(raw.decode("utf-8", "replace"))
+        return
+    sys.stdout.flush()
+    stream.write(raw)
+    stream.flush()
 
 
 @group.command()
