@@ -40,6 +40,7 @@ shared_keys = sa.Table(
 )
 
 Migration = Callable[[Connection], None]
+CONNECT_TIMEOUT_SECONDS = 5
 #: Advisory lock id that serialises schema migrations on PostgreSQL ("kagiya" in ASCII, truncated).
 MIGRATION_LOCK_KEY = 0x6B6167697961
 
@@ -170,8 +171,9 @@ class Store:
         with self.engine.connect() as conn:
             return bytes(conn.execute(sa.select(shared_keys.c.key).where(shared_keys.c.name == name)).scalar_one())
 
-    def ping(self, timeout: float = 2.0) -> None:
-        """Raise UpstreamUnavailable unless the database answers a trivial query."""
+    def ping(self) -> None:
+        """Raise UpstreamUnavailable unless the database answers a trivial query (bounded by the connect timeout
+        and, on PostgreSQL, TCP keepalives)."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -209,7 +211,15 @@ def _make_engine(url: str, echo: bool) -> Engine:
             cur.close()
 
         return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # A partitioned database must not hold request threads for minutes: bound the connect, and let TCP
+        # keepalives and the user timeout end a connection whose server went silent.
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "keepalives": 1, "keepalives_idle": 10,
+                        "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15_000}
+        connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
     try:
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10)
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10,
+                                connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"database driver {exc.name!r} is not installed (pip install 'kagiya[postgres]')") from None

@@ -114,3 +114,42 @@ def test_fingerprints_are_keyed_per_deployment_and_shared_by_replicas(make_setti
     assert audit.fingerprint(guessable) != fp
     for app in (first, second, other):
         app.extensions["kagiya.store"].dispose()
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"accessToken": "opaque-1"}, {"idToken": "opaque-2"}, {"refreshToken": "opaque-3"},
+        {"clientSecret": "opaque-4"}, {"apiKey": "opaque-5"}, {"api_key": "opaque-6"}, {"passphrase": "opaque-7"},
+        {"password": 123456}, {"credentials": {"a": "opaque-8", "b": ["opaque-9"]}},
+        {"note": "0123456789abcdef0123456789abcdef01234567"},  # a 40-char hex token
+        {"note": "bootstrap abcdef.0123456789abcdef"},
+        {"note": "Authorization: Bearer 0123abcdEFGH"},
+        {"note": "x" + "Ab9_" * 8},  # token_urlsafe-like run of 32+
+        {"ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2: None},
+    ],
+)
+def test_secret_values_in_any_shape_are_redacted(app: Any, details: dict[str, Any]) -> None:
+    event = audit.record(app.extensions["kagiya.store"], actor="a", action="test.shapes", target="t",
+                         outcome="success", details=details)
+    stored = json.dumps(event.as_dict())
+    for leaf in _leaves(details):
+        assert str(leaf) not in stored, leaf
+
+
+def test_derived_safe_fields_stay_readable(app: Any) -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    details = {"input_sha256": digest, "key_ids": ["gcp:projects/p/locations/l/keyRings/r/cryptoKeys/k"],
+               "secret_name": "db", "value_count": 3, "used_key": "local:default", "keys": ["password"],
+               "token_fingerprint": audit.fingerprint("t")}
+    event = audit.record(app.extensions["kagiya.store"], actor="a", action="test.safe", target="t",
+                         outcome="success", details=details)
+    assert dict(event.details) == details
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in ([k] if k.startswith("ghp_") else []) + _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value] if not isinstance(value, str) or len(value) > 6 else []

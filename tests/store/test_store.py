@@ -95,7 +95,7 @@ def test_conditional_update_lets_exactly_one_writer_win(store: Any) -> None:
 
 
 def test_ping_fails_closed_when_database_is_gone(tmp_path: Any) -> None:
-    s = Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    s = Store("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(UpstreamUnavailable, match="store unavailable"):
         s.ping()
     s.dispose()
@@ -104,3 +104,44 @@ def test_ping_fails_closed_when_database_is_gone(tmp_path: Any) -> None:
 def test_bad_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a SQLAlchemy URL"):
         Store("not a url")
+
+
+def test_ping_answers_within_the_connect_timeout_when_the_database_hangs() -> None:
+    """A server that accepts TCP but never speaks (a partition, a hung proxy) must not hang readiness."""
+    import socket
+    import time
+
+    from kagiya.store import CONNECT_TIMEOUT_SECONDS
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    s = Store(f"postgresql+psycopg://nobody@127.0.0.1:{port}/none")
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            s.ping()
+    finally:
+        s.dispose()
+        listener.close()
+    assert time.monotonic() - started < CONNECT_TIMEOUT_SECONDS + 3
+
+
+def test_a_reader_paging_by_id_never_skips_an_event_committed_late(store: Any) -> None:
+    """Event ids become visible in id order: while an earlier event's transaction is open, a later one waits."""
+    import time
+
+    with store.begin() as slow:
+        audit.record(store, actor="a", action="test.late", target="first", outcome="success", conn=slow)
+        writer = threading.Thread(target=audit.record, args=(store,),
+                                  kwargs={"actor": "b", "action": "test.late", "target": "second",
+                                          "outcome": "success"})
+        writer.start()
+        time.sleep(0.5)
+        seen_while_open, _ = audit.query(store, audit.AuditQuery(action="test.late"))
+        # A reader that saw "second" now would page past "first" for good.
+        assert [e["target"] for e in seen_while_open] == []
+    writer.join(10)
+    items, _ = audit.query(store, audit.AuditQuery(action="test.late"))
+    assert [e["target"] for e in items] == ["first", "second"]
