@@ -178,8 +178,7 @@ def order_recipients(uris: Sequence[str]) -> list[str]:
     """kubesec's trailer order: pgp first, then gcp/aws, then kagiya-only schemes; stable otherwise."""
     seen: list[str] = []
     for uri in uris:
-        scheme, key_id = base.split_uri(uri)
-        norm = f"{scheme}:{key_id}"
+        norm = base.normalize_uri(uri)
         if norm not in seen:
             seen.append(norm)
     return sorted(seen, key=lambda u: _ORDER.get(u.partition(":")[0], 2))
@@ -203,7 +202,7 @@ def seal(
         raise ManifestError("no recipients: pass -k URI, add a .kagiya.yaml creation rule, or keep the file's trailer")
     wanted = order_recipients(recipients)
     validate_values(m, values)
-    old_lines = {r.uri: r for r in previous.trailer.recipients} if previous else {}
+    old_lines = {base.normalize_uri(r.uri): r for r in previous.trailer.recipients} if previous else {}
     keep_dek = previous is not None and not rotate and set(old_lines) <= set(wanted)
     dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
     aead = AESGCM(dek)

@@ -65,6 +65,17 @@ def split_uri(uri: str) -> tuple[str, str]:
     return scheme, key_id
 
 
+def normalize_uri(uri: str) -> str:
+    """The canonical spelling of a key URI, as its backend's `uri` would give it, without starting any backend:
+    pgp fingerprints upper-case without spaces (as gpg prints and kubesec writes them), others stripped.
+    Recipient lists are compared in this form, so `pgp:<lower-case fpr>` does not add a second line."""
+    scheme, key_id = split_uri(uri)
+    key_id = key_id.strip()
+    if scheme == "pgp":
+        key_id = key_id.replace(" ", "").upper()
+    return f"{scheme}:{key_id}"
+
+
 def open_key(uri: str, settings: object) -> RecipientKey:
     """The backend object for `uri`, built by its module's `open_key(key_id, settings)`."""
     scheme, key_id = split_uri(uri)
