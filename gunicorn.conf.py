@@ -5,8 +5,9 @@ client_ca), with the same refusal to serve plain HTTP on a non-loopback address.
 """
 
 from kagiya.config import load_settings
-from kagiya.serving import check_listen, gunicorn_options
+from kagiya.serving import check_listen, gunicorn_options, shared_metrics_dir
 
 _settings = load_settings()
 check_listen(_settings)
+shared_metrics_dir(_settings)
 globals().update(gunicorn_options(_settings))

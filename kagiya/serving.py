@@ -7,6 +7,7 @@ line instead of crash-looping workers; each worker then reopens its own database
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -75,7 +76,20 @@ def _post_fork(server: Any, worker: Any) -> None:
             log.warning("%s: not started after fork: %s", name, exc.message)
 
 
+def shared_metrics_dir(settings: Settings) -> None:
+    """With several workers, counters must add up across processes, or every scrape sees one worker's numbers
+    (and Prometheus reads the jumps as resets). prometheus-client's multiprocess mode keeps them in files in
+    PROMETHEUS_MULTIPROC_DIR; set it (a fresh private directory) before the app creates any metric."""
+    if settings.workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kagiya-metrics-")
+
+
 def run(settings: Settings, *, dev: bool = False) -> None:
+    if not dev:
+        shared_metrics_dir(settings)
     from kagiya.web import create_app
 
     app = create_app(settings)

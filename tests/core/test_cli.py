@@ -78,3 +78,24 @@ def test_serve_with_gunicorn_answers_healthz(tmp_path: Path) -> None:
         assert json.load(info.value)["kind"] == "Status"
         with urllib.request.urlopen(f"{srv.url}/readyz", timeout=10) as resp:
             assert json.load(resp)["checks"]["store"] == "ok"
+
+
+@pytest.mark.integration
+def test_metrics_add_up_across_gunicorn_workers(tmp_path: Path) -> None:
+    import re
+
+    port = free_port()
+    env = {"KAGIYA_DATA_DIR": str(tmp_path / "data"), "KAGIYA_LOG_LEVEL": "WARNING"}
+    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "2"],
+                       port=port, env=env, log_path=tmp_path / "serve.log") as srv:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(path: str) -> str:
+            with urllib.request.urlopen(f"{srv.url}{path}", timeout=10) as resp:
+                return resp.read().decode()
+
+        with ThreadPoolExecutor(16) as pool:  # concurrent connections spread over both workers
+            list(pool.map(fetch, ["/healthz"] * 200))
+            scrapes = list(pool.map(fetch, ["/metrics"] * 16))
+        pattern = re.compile(r'kagiya_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)')
+        assert {float(pattern.search(text).group(1)) for text in scrapes} == {200.0}
