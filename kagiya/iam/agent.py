@@ -32,9 +32,11 @@ class Agent:
     """The agent as a WSGI app: relay one metadata request to the central service."""
 
     def __init__(self, server: str, token: str, *, cert: tuple[str, str] | None = None, ca: str = "",
-                 timeout: float = 0.9) -> None:
+                 timeout: float = 0.9, token_file: str = "") -> None:
         import requests
 
+        self.token_file = token_file
+        self._token_mtime = Path(token_file).stat().st_mtime_ns if token_file else 0
         self.forward_url = server.rstrip("/") + "/iam/agent/forward"
         self.timeout = timeout
         self.session = requests.Session()
@@ -75,6 +77,7 @@ class Agent:
         """The central service's answer, or None when it cannot be had (logged, without tokens)."""
         import requests
 
+        self._reload_token()
         try:
             r = self.session.post(self.forward_url, json=envelope, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -91,6 +94,23 @@ class Agent:
             pass
         log.warning("the credential service sent a malformed relay reply")
         return None
+
+
+    def _reload_token(self) -> None:
+        """Re-read the token file when it changed: a projected service-account token is rotated by the kubelet."""
+        if not self.token_file:
+            return
+        try:
+            mtime = Path(self.token_file).stat().st_mtime_ns
+            if mtime == self._token_mtime:
+                return
+            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            log.warning("cannot re-read the agent token file: %s", exc.strerror)
+            return
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+            self._token_mtime = mtime
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -159,7 +179,7 @@ def command(listen: str | None, server: str | None, token_file: str | None, cert
     if not token:
         raise UsageError(f"--token-file {token_file} is empty")
     logs.configure("INFO")
-    agent = Agent(server, token, cert=(cert, key) if cert else None, ca=ca, timeout=timeout)
+    agent = Agent(server, token, cert=(cert, key) if cert else None, ca=ca, timeout=timeout, token_file=token_file)
     httpd = make_server(host, port, agent, threaded=True)
     httpd.daemon_threads = True  # type: ignore[attr-defined]
     log.info("kagiya agent listening on %s:%d, forwarding to %s", host, port, server)

@@ -63,6 +63,10 @@ class CredentialSettings:
     #: An agent's username is `<prefix><node name>` (or its identity carries the `authentication.kubernetes.io/
     #: node-name` extra): it may only relay source-IP requests of pods on that node.
     agent_username_prefix: str = "system:kagiya-agent:"
+    #: Service accounts whose pod-bound projected tokens (TokenReview, audience `agent_token_audience`) identify an
+    #: agent, e.g. `system:serviceaccount:kagiya-system:kagiya-agent`; the node comes from the token's node-name.
+    agent_service_accounts: tuple[str, ...] = ()
+    agent_token_audience: str = "kagiya-agent"  # noqa: S105 - an audience name, not a secret
     #: `kagiya agent` side (also `KAGIYA_AGENT_<NAME>`): where it listens, the central URL, its credentials.
     agent_listen: str = field(default="127.0.0.1:8181", metadata={"env": "KAGIYA_AGENT_LISTEN"})
     agent_server: str = field(default="", metadata={"env": "KAGIYA_AGENT_SERVER"})

@@ -57,3 +57,38 @@ def test_agent_node_comes_from_the_identity() -> None:
     assert agent_node(User("system:kagiya-agent:"), prefix) == ""
     assert agent_node(User("other", extra={EXTRA_NODE_NAME: ("node-9",)}), prefix) == "node-9"
     assert agent_node(User("other"), prefix) == ""
+
+
+def test_agent_identified_by_its_own_projected_token_names_its_node(
+        make_settings: Any, tmp_path: Any, moto: Any, gcp_standin: Any) -> None:
+    """The DaemonSet's own pod-bound service-account token (TokenReview's node-name extra) binds the agent."""
+    from tests.iam_credentials.conftest import make_world
+    from tests.standins.kube_apiserver import KubeApiServer
+
+    agent_sa = "system:serviceaccount:kagiya-system:kagiya-agent"
+    with KubeApiServer() as kube:
+        kube.add_namespace("kagiya-system")
+        kube.add_service_account("kagiya-system", "kagiya-agent")
+        world = make_world(make_settings, tmp_path, moto, gcp_standin, kube=kube, agent_service_accounts=[agent_sa])
+        try:
+            agent_pod = kube.add_pod("kagiya-system", "kagiya-agent-x1", ip="10.9.0.1",
+                                     service_account="kagiya-agent", node="node-a", host_network=True)
+            meta = agent_pod["metadata"]
+            token = kube.issue_token("kagiya-system", "kagiya-agent", pod_name=meta["name"], pod_uid=meta["uid"],
+                                     audiences=("kagiya-agent",))
+            world.add_pod("team-a", "web-on-a", "web", "127.0.0.64", node="node-a")
+            world.add_pod("team-b", "batch-on-b", "batch", "127.0.0.65", node="node-b")
+            client = world.app.test_client()
+            headers = {"Authorization": f"Bearer {token}"}
+            assert _token_put(client, "127.0.0.64", headers).get_json()["status"] == 200
+            assert _token_put(client, "127.0.0.65", headers).get_json()["status"] == 403
+            # A token for another audience, or of another service account, is not an agent.
+            wrong = kube.issue_token("kagiya-system", "kagiya-agent", pod_name=meta["name"], pod_uid=meta["uid"],
+                                     audiences=("kagiya",))
+            assert _token_put(client, "127.0.0.64", {"Authorization": f"Bearer {wrong}"}).status_code == 401
+            pod_b = kube.objects["pods"][("team-b", "batch-on-b")]["metadata"]
+            other = kube.issue_token("team-b", "batch", pod_name="batch-on-b", pod_uid=pod_b["uid"],
+                                     audiences=("kagiya-agent",))
+            assert _token_put(client, "127.0.0.65", {"Authorization": f"Bearer {other}"}).status_code == 401
+        finally:
+            world.close()

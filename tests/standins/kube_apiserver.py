@@ -241,6 +241,10 @@ class KubeApiServer:
         if issued.pod_name:
             extra = {"authentication.kubernetes.io/pod-name": [issued.pod_name],
                      "authentication.kubernetes.io/pod-uid": [issued.pod_uid]}
+            bound = self.objects["pods"].get((issued.namespace, issued.pod_name)) or {}
+            node = (bound.get("spec") or {}).get("nodeName")
+            if node:  # Kubernetes >= 1.30 (ServiceAccountTokenPodNodeInfo) names the pod's node too
+                extra["authentication.kubernetes.io/node-name"] = [node]
         out["status"] = {
             "authenticated": True,
             "user": {"username": f"system:serviceaccount:{issued.namespace}:{issued.service_account}",

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from kagiya import audit
 from kagiya.authn.providers.base import User
 from kagiya.callers import require_groups
-from kagiya.errors import BadRequest, Forbidden
+from kagiya.errors import BadRequest, Forbidden, Unauthorized
 from kagiya.httpjson import json_body
 from kagiya.iam.metadata.service import AGENT_ACTOR, AGENT_NODE, AGENT_SOURCE_IP
 from kagiya.openapi import describe
@@ -75,6 +75,31 @@ def agent_node(user: User, prefix: str) -> str:
     return ""
 
 
+def agent_from_projected_token(settings: Any) -> User:
+    """An agent identified by its own pod's projected service-account token (TokenReview by the API server).
+
+    The token must be bound to a pod, carry `agent_token_audience`, belong to one of `agent_service_accounts`, and
+    name the pod's node (`authentication.kubernetes.io/node-name`, Kubernetes >= 1.30). Raises Unauthorized.
+    """
+    from kagiya.callers import bearer_token
+    from kagiya.iam.metadata.service import service_of
+
+    reviewer = service_of().identifier.reviewer
+    token = bearer_token()
+    if reviewer is None or not token:
+        raise Unauthorized("invalid bearer token")
+    status = reviewer(token, (settings.agent_token_audience,))
+    user = status.get("user") or {}
+    username = str(user.get("username") or "")
+    extra = user.get("extra") or {}
+    if (not status.get("authenticated") or settings.agent_token_audience not in (status.get("audiences") or ())
+            or username not in settings.agent_service_accounts
+            or not extra.get("authentication.kubernetes.io/pod-uid")):
+        raise Unauthorized("invalid bearer token")
+    nodes = tuple(str(n) for n in extra.get(EXTRA_NODE_NAME) or ())
+    return User(username=username, extra={EXTRA_NODE_NAME: nodes} if nodes else {})
+
+
 @bp.post("/iam/agent/forward")
 @describe("Agent relay: replay a pod's metadata request with the pod's source IP (agents only, mutual TLS).",
           tags=["metadata"], request_schema=FORWARD_SCHEMA)
@@ -82,7 +107,12 @@ def forward() -> Response:
     from werkzeug.test import EnvironBuilder, run_wsgi_app
 
     settings = current_app.extensions["kagiya.settings"].section("credentials")
-    user = require_groups(settings.agent_groups, "forward pod metadata requests")
+    try:
+        user = require_groups(settings.agent_groups, "forward pod metadata requests")
+    except Unauthorized:
+        if not settings.agent_service_accounts:
+            raise
+        user = agent_from_projected_token(settings)
     node = agent_node(user, settings.agent_username_prefix)
     if not node:
         message = (f"agent identity {user.username!r} names no node (username {settings.agent_username_prefix}"
