@@ -10,9 +10,10 @@ COPY kagiya ./kagiya
 RUN /opt/kagiya/bin/pip install --no-deps .
 
 FROM python:3.11-slim-bookworm
-# gnupg: pgp recipients for `kagiya secrets`; the rest of the runtime is pure Python wheels.
+# gnupg: pgp recipients for `kagiya secrets`; iptables: the node agent's init step (deploy/agent.md).
+# The rest of the runtime is pure Python wheels.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gnupg=2.2.* \
+    && apt-get install -y --no-install-recommends gnupg=2.2.* iptables=1.8.* \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 kagiya \
     && useradd --system --uid 10001 --gid kagiya --home-dir /var/lib/kagiya --shell /usr/sbin/nologin kagiya \

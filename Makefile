@@ -29,7 +29,7 @@ system-deps:
 run: $(RUNTIME_STAMP)
 	@echo "kagiya: serving the embedded defaults on http://127.0.0.1:8080 (data in ./.kagiya)"
 	@echo "  try: curl -s localhost:8080/healthz ; curl -s localhost:8080/openapi.json | head"
-	@echo "       $(BIN)/kagiya secrets keygen && $(BIN)/kagiya secrets encrypt secret.yaml"
+	@echo "       $(BIN)/kagiya secrets create mysecret -d password=s3cret -o secret.yaml && $(BIN)/kagiya secrets decrypt secret.yaml"
 	$(BIN)/kagiya serve
 
 test: venv system-deps

@@ -12,9 +12,9 @@ command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyP
 echo "install-system-deps: installing ${need[*]}"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# `sudo` drops the environment: pass DEBIAN_FRONTEND explicitly, or slapd's debconf asks questions.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the services it installs; the tests run their own on loopback ports, so stop the system ones.
 for svc in slapd postgresql; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
