@@ -131,3 +131,14 @@ def test_agent_daemonset_is_configured_to_reach_the_server_and_routes_both_metad
     script = " ".join(pod["initContainers"][0]["args"])
     assert "169.254.169.254" in script and "169.254.170.23" in script
     assert agent["ports"][0]["containerPort"] == 8181
+
+
+def test_namespace_pod_security_admits_the_agent() -> None:
+    docs = {d["kind"]: d for d in render("production")}
+    level = docs["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+    agent = docs["DaemonSet"]["spec"]["template"]["spec"]
+    needs_privileged = agent.get("hostNetwork") or any(
+        "NET_ADMIN" in c.get("securityContext", {}).get("capabilities", {}).get("add", [])
+        for c in agent.get("initContainers", []) + agent["containers"])
+    assert not needs_privileged or level == "privileged", "baseline/restricted would reject the agent pods"
+    assert "iptables" in (ROOT / "Dockerfile").read_text(), "the agent's init step runs iptables from the image"
