@@ -99,8 +99,9 @@ def _check_depth(text: str, source: str) -> None:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                raise PolicyError(f"{source} line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} "
-                                  "levels deep (a policy needs 4 at most)")
+                line = f" line {event.start_mark.line + 1}" if event.start_mark is not None else ""
+                raise PolicyError(f"{source}{line}: nested more than {MAX_DEPTH} levels deep "
+                                  "(a policy needs 4 at most)")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
 

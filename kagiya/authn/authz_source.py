@@ -71,11 +71,11 @@ class PolicySource:
             if stamp is None:
                 raise PolicyError(f"policy file {self.path}: missing")
             policy = load_policy_file(self.path)
+        except PolicyError as exc:
+            self._reload_failed(exc.message)
+            return
         except Exception as exc:  # noqa: BLE001 - any failure to load keeps the old policy and is reported
-            self.error = exc.message if isinstance(exc, PolicyError) else \
-                f"policy file {self.path}: cannot be loaded ({type(exc).__name__})"
-            log.warning("authz policy not reloaded, keeping the previous one: %s", exc.message)
-            self.on_reload("error")
+            self._reload_failed(f"policy file {self.path}: cannot be loaded ({type(exc).__name__})")
             return
         self._policy = policy
         self.error = ""
@@ -83,6 +83,11 @@ class PolicySource:
         counts = policy.counts()
         log.info("authz policy reloaded from %s: %d allow, %d deny rules", self.path, counts["allow"], counts["deny"])
         self.on_reload("success")
+
+    def _reload_failed(self, message: str) -> None:
+        self.error = message
+        log.warning("authz policy not reloaded, keeping the previous one: %s", message)
+        self.on_reload("error")
 
     def check_ready(self) -> None:
         """Readiness: raise while the file on disk is broken (the previous policy is still serving)."""
