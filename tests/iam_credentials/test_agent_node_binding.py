@@ -92,3 +92,18 @@ def test_agent_identified_by_its_own_projected_token_names_its_node(
             assert _token_put(client, "127.0.0.65", {"Authorization": f"Bearer {other}"}).status_code == 401
         finally:
             world.close()
+
+
+def test_agent_rereads_a_rotated_token_file(tmp_path: Any) -> None:
+    import os
+
+    from kagiya.iam.agent import Agent
+
+    path = tmp_path / "token"
+    path.write_text("first-token\n")
+    agent = Agent("http://127.0.0.1:1", "first-token", token_file=str(path))
+    path.write_text("second-token\n")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the kubelet's atomic swap
+    agent._reload_token()
+    assert agent.session.headers["Authorization"] == "Bearer second-token"
