@@ -4,7 +4,9 @@ Encrypt is for CI systems that hold no KMS rights: any bearer-authenticated call
 gets it back encrypted for the request's recipients or the service's `secrets.default_recipients`. It refuses an
 already-encrypted manifest, since re-encrypting one means unwrapping its data key (that is a decrypt).
 Decrypt answers only callers in `secrets.decrypt_groups` (empty: nobody) and writes an audit event for every
-attempt, naming the caller, the Secrets, the sha256 of the input and the key ids, never a value.
+attempt, naming the caller, the Secrets, the sha256 of the input, the key ids and the names of the values revealed
+(`details.keys`), never a value. A recipient whose upstream is down or slow answers 503 (retryable); a key that is
+not held or not permitted answers 400.
 
 A body is either the manifest itself (YAML or JSON; recipients as repeated `?recipient=URI`) and the reply is the
 manifest, or a JSON object `{"manifest": "...", "recipients": [...]}` and the reply is `{"manifest": "..."}`.
@@ -96,7 +98,8 @@ def _identities(text: str) -> list[str]:
 @bp.post("/encrypt")
 @describe("Encrypt a Secret manifest for the given recipients (or the service's default recipients).",
           tags=["secrets"], request_schema=BODY_SCHEMA, response_schema=REPLY_SCHEMA,
-          responses={"400": "bad manifest or recipients", "401": "no bearer token", "413": "manifest too large"})
+          responses={"400": "bad manifest or recipients", "401": "no bearer token", "413": "manifest too large",
+                     "503": "a recipient's KMS or gpg timed out or is unreachable (retryable)"})
 def encrypt() -> Response:
     from kagiya.secrets import kubesec, ops
 
@@ -119,7 +122,8 @@ def encrypt() -> Response:
 @describe("Decrypt a Secret manifest (callers in secrets.decrypt_groups only; audited).",
           tags=["secrets"], request_schema=BODY_SCHEMA, response_schema=REPLY_SCHEMA,
           responses={"400": "bad manifest, tampered or not decryptable", "401": "no bearer token",
-                     "403": "not in secrets.decrypt_groups", "413": "manifest too large"})
+                     "403": "not in secrets.decrypt_groups", "413": "manifest too large",
+                     "503": "a recipient's KMS or gpg timed out or is unreachable (retryable)"})
 def decrypt() -> Response:
     from kagiya.secrets import ops
 
@@ -142,7 +146,10 @@ def decrypt() -> Response:
         audit.record(store, actor=caller.username, action="secrets.decrypt", target=target, outcome="failure",
                      request_id=request_id, details=details)
         raise
-    details.update(key_ids=opened.recipients, used_key=opened.used, value_count=len(opened.plaintexts))
+    # which values were revealed, by name only (never a value): "namespace/name:section.key"
+    revealed = [f"{opened.manifest.secrets[s.secret].identity}:{s.label}" for s in opened.manifest.slots]
+    details.update(key_ids=opened.recipients, used_key=opened.used, value_count=len(opened.plaintexts),
+                   keys=revealed)
     audit.record(store, actor=caller.username, action="secrets.decrypt", target=target, outcome="success",
                  request_id=request_id, details=details)
     return _reply(plain, wrapped)

@@ -51,17 +51,22 @@ def read_trailer(m: Manifest) -> kubesec.Trailer:
 def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
     """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all."""
     reasons = []
+    upstream = False
     for line in trailer.recipients:
         try:
             dek = base.open_key(line.uri, settings).unwrap(line.blob)
         except KagiyaError as exc:
             reasons.append(f"{line.uri}: {exc.message}")
+            upstream = upstream or isinstance(exc, base.KeyUpstreamUnavailable)
             continue
         if len(dek) != base.DEK_BYTES:
             reasons.append(f"{line.uri}: unwrapped data key has the wrong length")
             continue
         return dek, line.uri
     names = ", ".join(r.uri for r in trailer.recipients)
+    if upstream:  # a retry may well succeed once the upstream answers again: HTTP 503, not 400
+        raise base.KeyUpstreamUnavailable(f"no recipient of this file could be used now; it is encrypted for {names} "
+                                          f"({'; '.join(reasons)})")
     raise CryptoError(f"none of this file's recipients is usable here; it is encrypted for {names} "
                       f"({'; '.join(reasons)})")
 

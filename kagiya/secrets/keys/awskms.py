@@ -16,10 +16,9 @@ import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _ARN = re.compile(
@@ -34,7 +33,10 @@ _NO_RIGHTS = {
     "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
     "ExpiredToken", "InvalidClientTokenId", "SignatureDoesNotMatch",
 }
-_NOT_USABLE = {"DisabledException", "KMSInvalidStateException", "InvalidKeyUsageException", "KeyUnavailableException"}
+_NOT_USABLE = {"DisabledException", "KMSInvalidStateException", "InvalidKeyUsageException"}
+#: KMS's own failures, worth retrying (AWS documents each as such).
+_RETRYABLE = {"KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException", "ThrottlingException",
+              "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "RequestTimeout"}
 
 
 @functools.lru_cache(maxsize=16)
@@ -87,16 +89,18 @@ class AwsKmsKey:
                 raise KeyUnavailable(f"no permission to {verb} with AWS KMS key aws:{self.id} ({code})") from None
             if code in _NOT_USABLE:
                 raise KeyUnavailable(f"AWS KMS key aws:{self.id} cannot be used now ({code})") from None
+            if code in _RETRYABLE or int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500:
+                raise KeyUpstreamUnavailable(f"AWS KMS could not {verb} with aws:{self.id} now ({code})") from None
             raise KeyUnavailable(f"AWS KMS could not {verb} with aws:{self.id} ({code})") from None
         except (bexc.NoCredentialsError, bexc.PartialCredentialsError, bexc.CredentialRetrievalError):
             raise KeyUnavailable("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID…)") from None
         except (bexc.ConnectTimeoutError, bexc.ReadTimeoutError):
-            raise KeyUnavailable(f"AWS KMS did not answer within {timeout:g}s") from None
+            raise KeyUpstreamUnavailable(f"AWS KMS did not answer within {timeout:g}s") from None
         except bexc.EndpointConnectionError:
             endpoint = self.settings.aws_kms_endpoint or f"kms.{self.region}.amazonaws.com"
-            raise KeyUnavailable(f"AWS KMS is unreachable at {endpoint}") from None
+            raise KeyUpstreamUnavailable(f"AWS KMS is unreachable at {endpoint}") from None
         except (bexc.BotoCoreError, OSError) as err:
-            raise KeyUnavailable(f"AWS KMS is unavailable ({type(err).__name__})") from None
+            raise KeyUpstreamUnavailable(f"AWS KMS is unavailable ({type(err).__name__})") from None
 
     def wrap(self, dek: bytes) -> bytes:
         """The KMS `CiphertextBlob` of `dek` (no encryption context, as kubesec). Raises KeyUnavailable."""
@@ -122,14 +126,5 @@ def open_key(key_id: str, settings: SecretsSettings) -> AwsKmsKey:
         raise KeyUnavailable(
             f"aws key {key_id!r} must be a KMS key or alias ARN: arn:aws:kms:REGION:ACCOUNT:key/ID"
         )
-    endpoint = urlsplit(settings.aws_kms_endpoint) if settings.aws_kms_endpoint else None
-    if endpoint and not (
-        (endpoint.scheme == "https" and endpoint.hostname)
-        or (endpoint.scheme == "http" and endpoint.hostname in ("127.0.0.1", "localhost", "::1"))
-    ):
-        # The data key travels in the request body: plain http only to this machine (moto_server, LocalStack).
-        raise KeyUnavailable(
-            f"secrets.aws_kms_endpoint {settings.aws_kms_endpoint!r} must be an https:// URL "
-            "(http:// only for 127.0.0.1/localhost)"
-        )
+    check_endpoint(settings.aws_kms_endpoint, "secrets.aws_kms_endpoint")
     return AwsKmsKey(arn, match["region"], settings)

@@ -6,8 +6,9 @@ trailer line carries (`# kubesec:<scheme>:<id>:<base64 of wrap(dek)>`) and what 
 
 Backends are imported lazily through `REGISTRY` so that `kagiya secrets` never loads boto3 or google.cloud
 unless a file actually names such a key. Every backend applies its own timeout and turns library and upstream
-errors into `KeyUnavailable` (we cannot use this key here: not in the keyring, no rights, upstream down) or
-`CryptoError` (the wrapped blob is damaged or was not made for this key).
+errors into `KeyUnavailable` (we cannot use this key here: not in the keyring, no rights), its subclass
+`KeyUpstreamUnavailable` (upstream down, slow or failing: retryable, HTTP 503) or `CryptoError` (the wrapped blob
+is damaged or was not made for this key).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ class KeyUnavailable(KagiyaError):
     exit_code = ExitCode.CRYPTO
 
 
+class KeyUpstreamUnavailable(KeyUnavailable):
+    """The key's upstream (Cloud KMS, AWS KMS, gpg) timed out, could not be reached or failed on its side: worth
+    retrying, so HTTP answers 503. Not holding a key or lacking permission stays `KeyUnavailable` (400)."""
+
+    code = "KeyUpstreamUnavailable"
+    reason = "ServiceUnavailable"
+    http_status = 503
+    exit_code = ExitCode.UPSTREAM
+
+
 class RecipientKey(Protocol):
     scheme: str
     id: str
@@ -53,6 +64,23 @@ class RecipientKey(Protocol):
     def unwrap(self, blob: bytes) -> bytes:
         """The 32-byte DEK. Raises KeyUnavailable or CryptoError."""
         ...
+
+
+def check_endpoint(endpoint: str, setting: str) -> None:
+    """Plain http only to this machine: the data key itself travels in the request body (KMS stand-ins,
+    moto_server, LocalStack listen on loopback). Raises KeyUnavailable naming `setting`."""
+    if not endpoint:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise KeyUnavailable(
+        f"{setting} {endpoint!r} must be an https:// URL (http:// only for 127.0.0.1/localhost stand-ins)"
+    )
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -21,13 +21,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _NAME = re.compile(
     r"^projects/[^/\s]+/locations/[A-Za-z0-9_-]+/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$"
 )
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: Cloud KMS ciphertexts of a 32-byte DEK are ~100 bytes; the API itself refuses more than 64 KiB + overhead.
 MAX_BLOB_BYTES = 64 * 1024 + 1024
 
@@ -94,11 +93,11 @@ class GcpKmsKey:
         except auth_exc.GoogleAuthError as err:
             raise KeyUnavailable(f"Google credentials could not be used: {type(err).__name__}") from None
         except (req_exc.Timeout, gexc.DeadlineExceeded):
-            raise KeyUnavailable(f"Cloud KMS did not answer within {timeout:g}s") from None
+            raise KeyUpstreamUnavailable(f"Cloud KMS did not answer within {timeout:g}s") from None
         except req_exc.ConnectionError:
-            raise KeyUnavailable(f"Cloud KMS is unreachable at {_endpoint_name(self.settings)}") from None
+            raise KeyUpstreamUnavailable(f"Cloud KMS is unreachable at {_endpoint_name(self.settings)}") from None
         except (req_exc.RequestException, gexc.GoogleAPIError, OSError) as err:
-            raise KeyUnavailable(f"Cloud KMS is unavailable: {_short(err)}") from None
+            raise KeyUpstreamUnavailable(f"Cloud KMS is unavailable: {_short(err)}") from None
 
     def wrap(self, dek: bytes) -> bytes:
         """The Cloud KMS ciphertext of `dek`. Raises KeyUnavailable."""
@@ -106,9 +105,11 @@ class GcpKmsKey:
             raise ValueError("a data key is 32 bytes")
         response = self._call("encrypt", {"name": self.id, "plaintext": dek, "plaintext_crc32c": _crc32c(dek)})
         if not response.verified_plaintext_crc32c:
-            raise KeyUnavailable(f"Cloud KMS did not verify the data key's checksum for gcp:{self.id}; try again")
+            raise KeyUpstreamUnavailable(
+                f"Cloud KMS did not verify the data key's checksum for gcp:{self.id}; try again")
         if _crc32c(response.ciphertext) != response.ciphertext_crc32c:
-            raise KeyUnavailable(f"the ciphertext from Cloud KMS for gcp:{self.id} was damaged in transit; try again")
+            raise KeyUpstreamUnavailable(
+                f"the ciphertext from Cloud KMS for gcp:{self.id} was damaged in transit; try again")
         if not response.name.startswith(self.id + "/cryptoKeyVersions/"):
             raise KeyUnavailable(f"Cloud KMS answered for {response.name!r}, not gcp:{self.id}")
         return bytes(response.ciphertext)
@@ -120,7 +121,8 @@ class GcpKmsKey:
         response = self._call("decrypt", {"name": self.id, "ciphertext": blob, "ciphertext_crc32c": _crc32c(blob)})
         plaintext = bytes(response.plaintext)
         if _crc32c(plaintext) != response.plaintext_crc32c:
-            raise KeyUnavailable(f"the data key from Cloud KMS for gcp:{self.id} was damaged in transit; try again")
+            raise KeyUpstreamUnavailable(
+                f"the data key from Cloud KMS for gcp:{self.id} was damaged in transit; try again")
         if len(plaintext) != DEK_BYTES:
             raise CryptoError(f"wrapped data key for gcp:{self.id} does not hold a 32-byte data key")
         return plaintext
@@ -150,16 +152,3 @@ def open_key(key_id: str, settings: SecretsSettings) -> GcpKmsKey:
     check_endpoint(settings.gcp_kms_endpoint, "secrets.gcp_kms_endpoint")
     return GcpKmsKey(name, settings)
 
-
-def check_endpoint(endpoint: str, setting: str) -> None:
-    """Plain http only to this machine: the data key itself travels in the request body."""
-    if not endpoint:
-        return
-    parts = urlsplit(endpoint)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
-        return
-    raise KeyUnavailable(
-        f"{setting} {endpoint!r} must be an https:// URL (http:// only for 127.0.0.1/localhost stand-ins)"
-    )

@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable
 from kagiya.secrets.settings import SecretsSettings
 
 #: v4 fingerprints are 40 hex digits, v5 ones 64.
@@ -79,7 +79,7 @@ def run_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> GpgResul
             stdout, stderr = proc.communicate(data, timeout=settings.kms_timeout_seconds)
         except subprocess.TimeoutExpired:
             _kill(proc)
-            raise KeyUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
+            raise KeyUpstreamUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
         except BaseException:
             _kill(proc)
             raise
