@@ -90,9 +90,17 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
     except OSError as exc:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise UsageError(f"cannot run editor {editor!r}: {exc.strerror}") from None
+    try:
+        edited = tmp.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        edited = None  # unreadable or gone: keep whatever is there, the user may still need it
     if rc != 0:
+        if edited == plaintext:  # nothing typed, so nothing to keep: leave no plaintext copy behind
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise UsageError(f"editor exited with status {rc}; nothing changed, nothing written")
         raise UsageError(f"editor exited with status {rc}; nothing written, your edit is kept at {tmp}")
-    edited = tmp.read_text(encoding="utf-8")
+    if edited is None:
+        raise UsageError(f"cannot read the edited file as UTF-8; nothing written, your edit is kept at {tmp}")
     if edited == plaintext:
         shutil.rmtree(tmpdir, ignore_errors=True)
         click.echo(f"{file}: no changes", err=True)
