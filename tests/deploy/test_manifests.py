@@ -126,8 +126,15 @@ def test_agent_daemonset_is_configured_to_reach_the_server_and_routes_both_metad
     creds = settings.section("credentials")
     assert creds.agent_server.startswith("https://") and creds.agent_cert and creds.agent_key and creds.agent_ca
     assert creds.agent_listen == "$(HOST_IP):8181"
-    mounts = {m["mountPath"] for m in agent["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in agent["volumeMounts"]}
     assert all(str(Path(p).parent) in mounts for p in (creds.agent_cert, creds.agent_token_file))
+    token_volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(Path(creds.agent_token_file).parent)])
+    projected = token_volume["projected"]["sources"][0]["serviceAccountToken"]
+    config_map = next(d for d in render("production") if d["kind"] == "ConfigMap")
+    server_config = yaml.safe_load(config_map["data"]["kagiya.yaml"])
+    assert projected["audience"] == creds.agent_token_audience
+    assert f"system:serviceaccount:kagiya-system:{ds['spec']['template']['spec']['serviceAccountName']}" in \
+        server_config["credentials"]["agent_service_accounts"], "the server must accept the agents' own tokens"
     script = " ".join(pod["initContainers"][0]["args"])
     assert "169.254.169.254" in script and "169.254.170.23" in script
     assert agent["ports"][0]["containerPort"] == 8181
