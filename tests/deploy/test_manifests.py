@@ -149,3 +149,14 @@ def test_namespace_pod_security_admits_the_agent() -> None:
         for c in agent.get("initContainers", []) + agent["containers"])
     assert not needs_privileged or level == "privileged", "baseline/restricted would reject the agent pods"
     assert "iptables" in (ROOT / "Dockerfile").read_text(), "the agent's init step runs iptables from the image"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_shipped_settings_file_is_valid(overlay: str, tmp_path: Path) -> None:
+    from kagiya.config import load_settings
+
+    config_map = next(d for d in render(overlay) if d["kind"] == "ConfigMap")
+    path = tmp_path / "kagiya.yaml"
+    path.write_text(config_map["data"]["kagiya.yaml"])
+    settings = load_settings(path, env={})
+    assert settings.section("kube").mode == "incluster"
