@@ -54,6 +54,10 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
+    #: With `client_ca`, requests to these path prefixes must present a verified client certificate (403 otherwise);
+    #: other paths (probes, /metrics, the bearer-token APIs, the admission webhook) may connect without one.
+    client_cert_paths: tuple[str, ...] = ("/authn/", "/tokenreviews", "/authz/", "/subjectaccessreviews",
+                                          "/iam/agent/")
     #: Largest request body any route accepts; larger ones get 413 before the view runs.
     max_request_bytes: int = 1024 * 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

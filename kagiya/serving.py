@@ -49,6 +49,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "loglevel": "warning",
         "proc_name": "kagiya",
         "post_fork": _post_fork,
+        "on_exit": _on_exit,
     }
     if settings.tls_cert:
         # The worker hands the verified client certificate to the app (authn routing by O=/CN=), and the
@@ -58,7 +59,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         options.update(certfile=settings.tls_cert, keyfile=settings.tls_key,
                        worker_class="kagiya.authn.mtls_worker.PeerCertWorker", ssl_context=reloading_ssl_context)
     if settings.client_ca:
-        options.update(ca_certs=settings.client_ca, cert_reqs=ssl.CERT_REQUIRED)
+        # OPTIONAL, not REQUIRED: a presented certificate must verify, but kubelet probes, admission calls and
+        # bearer-token API clients connect without one; web.py demands one on `client_cert_paths`.
+        options.update(ca_certs=settings.client_ca, cert_reqs=ssl.CERT_OPTIONAL)
     return options
 
 
@@ -84,7 +87,20 @@ def shared_metrics_dir(settings: Settings) -> None:
         return
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kagiya-metrics-")
+    global _metrics_dir
+    _metrics_dir = tempfile.mkdtemp(prefix="kagiya-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+_metrics_dir = ""
+
+
+def _on_exit(server: Any) -> None:
+    """In the gunicorn master at shutdown: remove the metrics directory this process made."""
+    if _metrics_dir:
+        import shutil
+
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def run(settings: Settings, *, dev: bool = False) -> None:
@@ -102,7 +118,7 @@ def run(settings: Settings, *, dev: bool = False) -> None:
             ssl_context.load_cert_chain(settings.tls_cert, settings.tls_key)
             if settings.client_ca:
                 ssl_context.load_verify_locations(settings.client_ca)
-                ssl_context.verify_mode = ssl.CERT_REQUIRED
+                ssl_context.verify_mode = ssl.CERT_OPTIONAL
         app.run(host=settings.host, port=settings.port, ssl_context=ssl_context, threaded=True, use_reloader=False)
         return
     from gunicorn.app.base import BaseApplication

@@ -18,8 +18,9 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from kagiya import audit, callers, logs, metrics
+from kagiya.authn.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
 from kagiya.config import Settings, load_settings
-from kagiya.errors import KagiyaError, PayloadTooLarge, status_body
+from kagiya.errors import Forbidden, KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
 
 log = logging.getLogger("kagiya.web")
@@ -87,12 +88,15 @@ def settings_of(app: Any) -> Settings:
 
 def _install_request_hooks(app: Flask, settings: Settings) -> None:
     limit = settings.max_request_bytes
+    cert_paths = tuple(settings.client_cert_paths) if settings.client_ca else ()
 
     @app.before_request
     def _request_id_and_size() -> None:
         offered = request.headers.get("X-Request-Id", "")
         g.request_id = offered if REQUEST_ID_RE.match(offered) else uuid.uuid4().hex
         g.kagiya_t0 = time.perf_counter()
+        if cert_paths and request.path.startswith(cert_paths) and not request.environ.get(PEER_CERT_ENVIRON):
+            raise Forbidden("a client certificate signed by the configured client CA is required for this path")
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
 

@@ -108,8 +108,30 @@ def test_cert_naming_an_unconfigured_provider_rejects_provider_tokens(env: Env) 
 
 def test_a_client_without_certificate_is_refused(env: Env) -> None:
     url, _cert, ca = env.files_from(env.kubeconfig("apiserver-oidc"))
+    resp = requests.post(url, json=review_body("e2e-static-token-1"), verify=ca, timeout=10)
+    assert resp.status_code == 403 and resp.json()["kind"] == "Status"
+    assert "client certificate" in resp.json()["message"]
+    sar = requests.post(url.replace("/authn/tokenreviews", "/authz/subjectaccessreviews"), json={}, verify=ca,
+                        timeout=10)
+    assert sar.status_code == 403
+
+
+def test_probes_work_without_a_client_certificate(env: Env) -> None:
+    """kubelet's HTTPS probes (and bearer-token API clients) present no client certificate."""
+    url, _cert, ca = env.files_from(env.kubeconfig("apiserver-oidc"))
+    base = url.removesuffix("/authn/tokenreviews")
+    assert requests.get(f"{base}/healthz", verify=ca, timeout=10).status_code == 200
+    assert requests.get(f"{base}/readyz", verify=ca, timeout=10).status_code == 200
+
+
+def test_a_certificate_from_another_ca_is_refused_at_the_handshake(env: Env, tmp_path: Path) -> None:
+    other = tmp_path / "other-pki"
+    _cli("authn", "init", "ca", "--pki-dir", str(other))
+    _cli("authn", "init", "client", "intruder", "--pki-dir", str(other), "--provider", "oidc", "--org", "corp")
+    url, _cert, ca = env.files_from(env.kubeconfig("apiserver-oidc"))
+    foreign = (str(other / "clients" / "intruder.crt"), str(other / "clients" / "intruder.key"))
     with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
-        requests.post(url, json=review_body("e2e-static-token-1"), verify=ca, timeout=10)
+        requests.post(url, json=review_body("e2e-static-token-1"), cert=foreign, verify=ca, timeout=10)
 
 
 def test_a_forged_client_cert_header_does_not_route(env: Env) -> None:

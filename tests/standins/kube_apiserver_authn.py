@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import ssl
 import tempfile
 import threading
@@ -112,6 +113,10 @@ class KubeApiserverAuthn(Serving):
         context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
         self._server.ssl_context = context
         return super().start(port)
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)  # it holds the webhook client key
 
     # ---- authentication and authorization ----
     def authenticate(self, token: str) -> dict[str, Any] | None:
