@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 
 import click
 
+from kagiya.config import is_loopback
 from kagiya.errors import UsageError
 
 log = logging.getLogger("kagiya.agent")
 PATH_PREFIXES = ("/latest/", "/computeMetadata/", "/v1/credentials")
 FORWARDED_HEADERS = ("X-aws-ec2-metadata-token", "X-aws-ec2-metadata-token-ttl-seconds", "Metadata-Flavor",
                      "Authorization", "X-Forwarded-For", "User-Agent")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Agent:
@@ -129,7 +129,7 @@ def check_server(url: str, cert: str, key: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise UsageError(f"--server {url!r}: expected an https:// URL")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise UsageError("--server must be https:// (mutual TLS) unless it is on loopback")
     if bool(cert) != bool(key):
         raise UsageError("--cert and --key go together")

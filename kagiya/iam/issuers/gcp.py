@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from kagiya.config import is_loopback
 from kagiya.errors import ConfigError, Forbidden, UpstreamUnavailable
 from kagiya.iam.issuers.base import Credentials, Grant
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from kagiya.iam.identity import Caller
 
 log = logging.getLogger("kagiya.iam.issuers.gcp")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class GcpIssuer:
@@ -46,7 +46,7 @@ class GcpIssuer:
                     options["api_endpoint"] = endpoint
                     parts = urlsplit(endpoint)
                     if parts.scheme == "http":
-                        if parts.hostname not in LOOPBACK:
+                        if not is_loopback(parts.hostname or ""):
                             raise ConfigError("credentials.iam_credentials_endpoint: plain http only to loopback")
                         from google.auth.credentials import AnonymousCredentials
 

@@ -73,10 +73,12 @@ def check_endpoint(endpoint: str, setting: str) -> None:
         return
     from urllib.parse import urlsplit
 
+    from kagiya.config import is_loopback
+
     parts = urlsplit(endpoint)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return
     raise KeyUnavailable(
         f"{setting} {endpoint!r} must be an https:// URL (http:// only for 127.0.0.1/localhost stand-ins)"
