@@ -21,6 +21,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._made: dict[str, Any] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = self.get(
             Counter, "kagiya_http_requests_total", "HTTP requests by route, method and status.",
             ("route", "method", "status"),
@@ -40,8 +41,14 @@ class Metrics:
         return self._made[name]
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        # labels() re-validates and hashes its arguments on every call; the hot path keeps the children instead.
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                               self.latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

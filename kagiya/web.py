@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -93,7 +93,7 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _request_id_and_size() -> None:
         offered = request.headers.get("X-Request-Id", "")
-        g.request_id = offered if REQUEST_ID_RE.match(offered) else uuid.uuid4().hex
+        g.request_id = offered if offered and REQUEST_ID_RE.match(offered) else os.urandom(16).hex()
         g.kagiya_t0 = time.perf_counter()
         if cert_paths and request.path.startswith(cert_paths) and not request.environ.get(PEER_CERT_ENVIRON):
             raise Forbidden("a client certificate signed by the configured client CA is required for this path")
