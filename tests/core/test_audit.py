@@ -16,7 +16,7 @@ from tests.conftest import bearer
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImF1ZCI6Imt1YmUifQ.c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-PEM = "-----BEGIN PRIVATE KEY-----\nMIIB...\n-----END PRIVATE KEY-----"
+PEM = "-----BEGIN " + "PRIVATE KEY-----\nMIIB...\n-----END " + "PRIVATE KEY-----"  # a fake, split for scanners
 
 
 def all_rows(app: Any) -> list[dict[str, Any]]:
@@ -26,7 +26,7 @@ def all_rows(app: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(sa.select(audit.audit_events)).mappings()]
 
 
-@pytest.mark.parametrize("secret", [JWT, GITHUB_TOKEN, AWS_SECRET, PEM, "AKIAIOSFODNN7EXAMPLE"])
+@pytest.mark.parametrize("secret", [JWT, GITHUB_TOKEN, AWS_SECRET, PEM, "AKIA" + "IOSFODNN7EXAMPLE"])
 def test_secret_shaped_values_never_reach_row_or_log(app: Any, caplog: Any, secret: str) -> None:
     caplog.set_level(logging.INFO, logger="kagiya.audit")
     store = app.extensions["kagiya.store"]
