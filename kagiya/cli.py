@@ -22,8 +22,8 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "secrets": ("kagiya.secrets.commands:group", "Encrypt, decrypt and check Kubernetes Secret manifests."),
     "authn": ("kagiya.authn.commands:group", "Webhook certificates, configs and provider checks."),
     "iam": ("kagiya.iam.commands:group", "Pod-to-cloud-identity bindings, requests and policy."),
-    "authz": ("kagiya.authn.authz_commands:group", "Check and explain the SubjectAccessReview policy."),
-    "login": ("kagiya.authn.login:command", "kubectl credential plugin: print an ExecCredential."),
+    "authz": ("kagiya.authz.commands:group", "Check and explain the SubjectAccessReview policy."),
+    "login": ("kagiya.login.commands:command", "kubectl credential plugin: print an ExecCredential."),
     "agent": ("kagiya.iam.agent:command", "Node-local metadata agent that forwards pod evidence to kagiya."),
 }
 

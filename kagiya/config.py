@@ -29,7 +29,7 @@ T = TypeVar("T")
 #: Capability sections: YAML key -> "module:DataclassName". Imported lazily, only when settings are built.
 SECTIONS: dict[str, str] = {
     "authn": "kagiya.authn.settings:AuthnSettings",
-    "authz": "kagiya.authn.authz_settings:AuthzSettings",
+    "authz": "kagiya.authz.settings:AuthzSettings",
     "secrets": "kagiya.secrets.settings:SecretsSettings",
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",

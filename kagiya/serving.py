@@ -53,11 +53,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.tls_cert:
         # The worker hands the verified client certificate to the app (authn routing by O=/CN=), and the
-        # ssl_context hook reloads the certificate files when they change (kagiya.authn.mtls).
-        from kagiya.authn.mtls import reloading_ssl_context
+        # ssl_context hook reloads the certificate files when they change (kagiya.tls.mtls).
+        from kagiya.tls.mtls import reloading_ssl_context
 
         options.update(certfile=settings.tls_cert, keyfile=settings.tls_key,
-                       worker_class="kagiya.authn.mtls_worker.PeerCertWorker", ssl_context=reloading_ssl_context)
+                       worker_class="kagiya.tls.mtls_worker.PeerCertWorker", ssl_context=reloading_ssl_context)
     if settings.client_ca:
         # OPTIONAL, not REQUIRED: a presented certificate must verify, but kubelet probes, admission calls and
         # bearer-token API clients connect without one; web.py demands one on `client_cert_paths`.

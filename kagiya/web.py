@@ -18,10 +18,10 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from kagiya import audit, callers, logs, metrics
-from kagiya.authn.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
 from kagiya.config import Settings, load_settings
 from kagiya.errors import Forbidden, KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
+from kagiya.tls.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
 
 log = logging.getLogger("kagiya.web")
 access_log = logging.getLogger("kagiya.access")
@@ -31,7 +31,7 @@ CAPABILITIES = [
     "kagiya.core_api",
     "kagiya.secrets.api",
     "kagiya.authn.api",
-    "kagiya.authn.authz_api",
+    "kagiya.authz.api",
     "kagiya.iam.api",
     "kagiya.iam.metadata.api",
 ]

@@ -1,1 +1,1 @@
-"""authn: TokenReview / SubjectAccessReview webhooks for kube-apiserver, identity providers, mTLS tooling."""
+"""authn: the TokenReview webhook for kube-apiserver, its review cache and identity providers (`providers/`)."""

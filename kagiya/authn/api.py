@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import Counter
 
 from kagiya import audit
-from kagiya.authn import mtls, reviews, routing
+from kagiya.authn import reviews, routing
 from kagiya.authn.providers.base import User
 from kagiya.authn.settings import AuthnSettings
 from kagiya.config import Settings
@@ -31,6 +31,7 @@ from kagiya.errors import BadRequest, Forbidden, KagiyaError, UpstreamUnavailabl
 from kagiya.httpjson import json_body
 from kagiya.metrics import metric
 from kagiya.openapi import describe
+from kagiya.tls import mtls
 
 log = logging.getLogger("kagiya.authn")
 bp = Blueprint("authn", __name__)

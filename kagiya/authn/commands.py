@@ -41,7 +41,7 @@ def init() -> None:
 @click.option("--common-name", default="kagiya-ca", show_default=True)
 def init_ca(pki_dir: str | None, force: bool, common_name: str) -> None:
     """Create the certificate authority."""
-    from kagiya.authn import pki
+    from kagiya.tls import pki
 
     out = pki.init_ca(_pki_dir(pki_dir), common_name=common_name, force=force)
     click.echo(f"wrote {out.cert} and {out.key}")
@@ -54,7 +54,7 @@ def init_ca(pki_dir: str | None, force: bool, common_name: str) -> None:
 @click.option("--dns", "dns", multiple=True, help="DNS name SAN (repeatable).")
 def init_server(pki_dir: str | None, force: bool, ips: tuple[str, ...], dns: tuple[str, ...]) -> None:
     """Create kagiya's serving certificate, signed by the CA."""
-    from kagiya.authn import pki
+    from kagiya.tls import pki
 
     out = pki.init_server(_pki_dir(pki_dir), ips=ips, dns=dns, force=force)
     click.echo(f"wrote {out.cert} and {out.key}")
@@ -68,7 +68,7 @@ def init_server(pki_dir: str | None, force: bool, ips: tuple[str, ...], dns: tup
 @click.option("--org", required=True, help="Provider name (org, domain, tenant...), written as the CN=.")
 def init_client(pki_dir: str | None, force: bool, name: str, provider: str, org: str) -> None:
     """Create a client certificate for one kube-apiserver (O=<provider>, CN=<org>)."""
-    from kagiya.authn import pki
+    from kagiya.tls import pki
 
     out = pki.init_client(_pki_dir(pki_dir), name, provider=provider, org=org, force=force)
     click.echo(f"wrote {out.cert} and {out.key}")
@@ -83,7 +83,7 @@ def webhook_config(pki_dir: str | None, server: str, client: str, embed: bool) -
     """Print the kubeconfig for kube-apiserver's --authentication-token-webhook-config-file."""
     import yaml
 
-    from kagiya.authn import pki
+    from kagiya.tls import pki
 
     config = pki.webhook_kubeconfig(_pki_dir(pki_dir), server=server, client=client, embed=embed)
     click.echo(yaml.safe_dump(config, sort_keys=False), nl=False)

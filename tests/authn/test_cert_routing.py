@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kagiya.authn import pki
+from kagiya.tls import pki
 from tests.authn.conftest import oidc_provider, review_body
 from tests.standins.oidc_issuer import OidcIssuer
 

@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 from types import SimpleNamespace
 
-from kagiya.authn import mtls, pki
+from kagiya.tls import mtls, pki
 
 
 def test_context_is_reused_rebuilt_on_change_and_kept_on_broken_files(tmp_path: Path) -> None:

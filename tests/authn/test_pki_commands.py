@@ -11,7 +11,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kagiya.authn import mtls
+from kagiya.tls import mtls
 
 
 def _ok(runner: Any, *args: str, env: dict[str, str] | None = None) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kagiya.authn.authz import Attributes, Policy, Rule, evaluate, pattern_matches
-from kagiya.authn.authz_policy_file import parse_policy
+from kagiya.authz.policy import Attributes, Policy, Rule, evaluate, pattern_matches
+from kagiya.authz.policy_file import parse_policy
 from tests.authz.conftest import POLICY
 
 policy = parse_policy(POLICY, "policy.yaml")

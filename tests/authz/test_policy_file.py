@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kagiya.authn.authz_policy_file import PolicyError, load_policy_file, parse_policy
+from kagiya.authz.policy_file import PolicyError, load_policy_file, parse_policy
 
 GOOD_HEAD = "rules:\n  - name: r\n    effect: allow\n    groups: [g]\n"
 

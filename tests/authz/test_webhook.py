@@ -201,7 +201,7 @@ def test_a_deleted_policy_file_keeps_the_old_policy(authz_client: Any, policy_fi
 
 
 def test_a_bad_policy_at_start_up_fails_closed(make_settings: Any, tmp_path: Path) -> None:
-    from kagiya.authn.authz_policy_file import PolicyError
+    from kagiya.authz.policy_file import PolicyError
     from kagiya.web import create_app
 
     bad = tmp_path / "bad.yaml"

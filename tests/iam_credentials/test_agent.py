@@ -22,7 +22,7 @@ from tests.support.threaded import ThreadedServer
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Any:
-    from kagiya.authn import pki as certs
+    from kagiya.tls import pki as certs
 
     root = tmp_path / "pki"
     root.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kagiya.authn.login_cache import TokenCache, cache_key, default_cache_dir
+from kagiya.login.cache import TokenCache, cache_key, default_cache_dir
 
 
 def test_round_trip_and_modes(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kagiya.authn.login_oidc import DEVICE_GRANT, Client, GrantRejected, LoopbackListener
+from kagiya.login.oidc import DEVICE_GRANT, Client, GrantRejected, LoopbackListener
 from tests.standins.oidc_login import LoginIssuer
 
 

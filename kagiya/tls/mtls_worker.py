@@ -1,6 +1,6 @@
 """gunicorn gthread worker that exposes the verified TLS client certificate as `environ["SSL_CLIENT_CERT"]`.
 
-See `kagiya.authn.mtls` for why; imported only by `kagiya serve` when it runs gunicorn with TLS.
+See `kagiya.tls.mtls` for why; imported only by `kagiya serve` when it runs gunicorn with TLS.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from kagiya.authn.mtls import ENVIRON_KEY
+from kagiya.tls.mtls import ENVIRON_KEY
 
 _local = threading.local()
 

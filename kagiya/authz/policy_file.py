@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kagiya.authn.authz import Policy, Rule
+from kagiya.authz.policy import Policy, Rule
 from kagiya.errors import ConfigError
 
 MAX_POLICY_BYTES = 1024 * 1024

@@ -15,10 +15,10 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify
 from prometheus_client import Counter
 
 from kagiya import audit
-from kagiya.authn.authz import Attributes, Decision, Policy, evaluate
-from kagiya.authn.authz_review import parse_review, review_reply
-from kagiya.authn.authz_settings import AuthzSettings
-from kagiya.authn.authz_source import PolicySource
+from kagiya.authz.policy import Attributes, Decision, Policy, evaluate
+from kagiya.authz.reviews import parse_review, review_reply
+from kagiya.authz.settings import AuthzSettings
+from kagiya.authz.source import PolicySource
 from kagiya.config import Settings
 from kagiya.core_api import add_readiness_check
 from kagiya.httpjson import json_body

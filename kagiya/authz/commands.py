@@ -14,11 +14,11 @@ import click
 from kagiya.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from kagiya.authn.authz import Policy
+    from kagiya.authz.policy import Policy
 
 
 def _load(policy_file: str | None) -> Policy | None:
-    from kagiya.authn.authz_policy_file import load_policy_file
+    from kagiya.authz.policy_file import load_policy_file
 
     if policy_file:
         return load_policy_file(policy_file)
@@ -48,7 +48,7 @@ def group() -> None:
 def check(policy_file: str | None, user: str, groups: tuple[str, ...], verb: str, resource: str, subresource: str,
           name: str, api_group: str, namespace: str, path: str) -> None:
     """Evaluate one request and explain which rule decided."""
-    from kagiya.authn.authz import Attributes, evaluate
+    from kagiya.authz.policy import Attributes, evaluate
 
     if bool(path) == bool(resource):
         raise UsageError("give either --resource (a resource request) or --path (a non-resource request)")
@@ -84,7 +84,7 @@ def check(policy_file: str | None, user: str, groups: tuple[str, ...], verb: str
 @click.argument("policy_file", type=click.Path(dir_okay=False))
 def validate(policy_file: str) -> None:
     """Validate a policy file; prints the first problem with its line number (exit 3) or a summary."""
-    from kagiya.authn.authz_policy_file import load_policy_file
+    from kagiya.authz.policy_file import load_policy_file
 
     policy = load_policy_file(policy_file)
     counts = policy.counts()

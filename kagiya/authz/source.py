@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kagiya.authn.authz import Policy
-from kagiya.authn.authz_policy_file import PolicyError, load_policy_file
+from kagiya.authz.policy import Policy
+from kagiya.authz.policy_file import PolicyError, load_policy_file
 
 log = logging.getLogger("kagiya.authz")
 

@@ -2,7 +2,7 @@
 
 Why this module exists: gunicorn's gthread worker verifies client certificates (`cert_reqs=CERT_REQUIRED`) but
 does not put the peer certificate in the WSGI environ, and Guard-style routing needs the apiserver's `O=`/`CN=`.
-`kagiya.authn.mtls_worker.PeerCertWorker` reads the certificate from the TLS socket of each request and exposes it as
+`kagiya.tls.mtls_worker.PeerCertWorker` reads the certificate from the TLS socket of each request and exposes it as
 `environ["SSL_CLIENT_CERT"]` (PEM), the same key Werkzeug's development server and mod_ssl use, so the view
 reads one key whichever server runs it. The key has no `HTTP_` prefix, so a client header cannot forge it;
 the middleware always overwrites it.

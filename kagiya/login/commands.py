@@ -104,7 +104,7 @@ def read_exec_info() -> tuple[str, bool, dict[str, Any]]:
 
 def obtain_token(opts: dict[str, Any], *, interactive: bool, cluster: dict[str, Any]) -> tuple[str, int]:
     """(token, expiry as epoch seconds or 0 for none), from the cache or a new login."""
-    from kagiya.authn.login_cache import TokenCache, cache_key, default_cache_dir
+    from kagiya.login.cache import TokenCache, cache_key, default_cache_dir
 
     cache_dir = Path(opts["cache_dir"]) if opts["cache_dir"] else default_cache_dir()
     if opts["static"] and opts["ldap"]:
@@ -122,7 +122,7 @@ def obtain_token(opts: dict[str, Any], *, interactive: bool, cluster: dict[str, 
 
 
 def _oidc_token(cache: Any, opts: dict[str, Any], scopes: tuple[str, ...]) -> tuple[str, int]:
-    from kagiya.authn.login_oidc import Client, GrantRejected, stderr_say
+    from kagiya.login.oidc import Client, GrantRejected, stderr_say
 
     client = Client(issuer=opts["issuer"], client_id=opts["client_id"], client_secret=opts["client_secret"],
                     scopes=scopes, ca_file=opts["ca_file"])
@@ -162,7 +162,7 @@ def cached_expiry(entry: dict[str, Any]) -> int | None:
 
 
 def _interactive_login(client: Any, opts: dict[str, Any]) -> dict[str, Any]:
-    from kagiya.authn.login_oidc import stderr_say
+    from kagiya.login.oidc import stderr_say
 
     grant = opts["grant"]
     if grant == "auto":
@@ -265,7 +265,7 @@ def setup(ctx: click.Context, kubeconfig: str, user_name: str, context: str, exe
     """Write the kubeconfig users[].exec entry that runs `kagiya login` with these options."""
     import shutil
 
-    from kagiya.authn.login_kubeconfig import default_kubeconfig, exec_user, write_exec_user
+    from kagiya.login.kubeconfig import default_kubeconfig, exec_user, write_exec_user
 
     if not (opts["static"] or opts["ldap"]) and not (opts["issuer"] and opts["client_id"]):
         raise UsageError("kagiya login setup needs --issuer and --client-id, or --static, or --ldap")
@@ -304,7 +304,7 @@ def _option_args(ctx: click.Context, opts: dict[str, Any]) -> list[str]:
 @click.option("--cache-dir", default="", help="Token cache directory (default ${XDG_CACHE_HOME:-~/.cache}/kagiya).")
 def clear(cache_dir: str) -> None:
     """Forget every cached token (the next kubectl call signs in again)."""
-    from kagiya.authn.login_cache import default_cache_dir
+    from kagiya.login.cache import default_cache_dir
 
     directory = Path(cache_dir) if cache_dir else default_cache_dir()
     removed = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kagiya.authn.authz import Attributes, Decision
+from kagiya.authz.policy import Attributes, Decision
 from kagiya.errors import BadRequest
 
 GROUP = "authorization.k8s.io"
