@@ -160,7 +160,12 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
                cached=outcome.cached)
     if isinstance(result, User):
         return _json(reviews.authenticated_reply(parsed.api_version, result, parsed.audiences)), 200
-    return _json(reviews.rejected_reply(parsed.api_version, result.reason)), 200
+    return _json(reviews.rejected_reply(parsed.api_version, judged_reason(decision.provider, result.reason))), 200
+
+
+def judged_reason(provider: str, reason: str) -> str:
+    """The rejection as the apiserver logs it, naming the provider that judged the token (`ldap/corp: ...`)."""
+    return f"{provider}: {reason}" if "/" in provider else reason
 
 
 def _json(body: dict[str, Any]) -> Response:

@@ -7,6 +7,7 @@ and shared by the webhook and by `kagiya.callers`. A route is an ordered tuple o
 - URL path `/authn/<type>/<name>/tokenreviews` (deployments behind a TLS terminator);
 - otherwise the default chain (`authn.default_chain`, or every configured provider in config order).
 The static token file, when configured, is always tried first, as Guard does.
+Within a route only the providers that claim the token's shape see it (`claimants`, `kagiya.authn.shapes`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from kagiya.authn import shapes
 from kagiya.authn.cache import ReviewCache, cache_key
 from kagiya.authn.providers import REGISTRY, build_provider
 from kagiya.authn.providers.base import Provider, Rejected, User
 from kagiya.authn.settings import AuthnSettings
+from kagiya.authn.shapes import TokenShape
 from kagiya.errors import ConfigError, NotFound, TooManyRequests, UpstreamUnavailable
 
 log = logging.getLogger("kagiya.authn")
@@ -254,11 +257,16 @@ class Authenticator:
 
 
 def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
-    """Ask each provider of the route in order; the first User wins. Any provider down and none accepting
-    means UpstreamUnavailable (a denial must not be cached by the apiserver when the IdP could not answer)."""
+    """Ask the providers of the route that claim the token (`candidates`), in order; the first User wins.
+
+    Any candidate down and none accepting means UpstreamUnavailable (a denial must not be cached by the
+    apiserver when the IdP could not answer). A rejection names the provider that judged the token: the first
+    candidate that rejected it, or, when no provider claims the token, the route's only provider (a certificate
+    or path route) or the route itself."""
+    candidates = claimants(route, shapes.inspect(token))
     unavailable = False
     rejection: Decision | None = None
-    for entry in route.entries:
+    for entry in candidates:
         try:
             result = entry.provider.authenticate(token, audiences)
         except UpstreamUnavailable as exc:
@@ -271,12 +279,36 @@ def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
             continue
         if isinstance(result, User):
             return Decision(check_reserved(entry, result), entry.key)
-        rejection = Decision(result, entry.key)
+        rejection = rejection or Decision(result, entry.key)
     if unavailable:
         raise UpstreamUnavailable("identity provider unavailable")
+    if rejection is not None:
+        return rejection
     if route.unknown_reason:
         return Decision(Rejected(route.unknown_reason), route.label)
-    return rejection or Decision(Rejected("no identity provider is configured"), route.label)
+    return unclaimed(route)
+
+
+def claimants(route: Route, shape: TokenShape) -> list[ProviderEntry]:
+    """The route's providers that may see this token: those that claim its shape, and no third-party provider
+    (one that sends the token to an outside service) when a provider that is not third-party claims it too."""
+    claimed = [e for e in route.entries if e.provider.claims(shape)]
+    if any(not e.provider.third_party for e in claimed):
+        return [e for e in claimed if not e.provider.third_party]
+    return claimed
+
+
+def unclaimed(route: Route) -> Decision:
+    """The answer for a token no provider of the route claims (nothing was sent anywhere)."""
+    external = [e for e in route.entries if e.external]
+    if len(external) == 1 and route.label != "default":
+        entry = external[0]
+        return Decision(Rejected(f"not a token a {entry.type} provider accepts"), entry.key)
+    if route.entries and not external:
+        return Decision(Rejected("invalid token"), route.entries[0].key)
+    if not route.entries:
+        return Decision(Rejected("no identity provider is configured"), route.label)
+    return Decision(Rejected("no configured identity provider accepts tokens of this kind"), route.label)
 
 
 def check_reserved(entry: ProviderEntry, user: User) -> User | Rejected:

@@ -52,7 +52,8 @@ def test_o_and_cn_pick_the_provider(issuer: OidcIssuer, make_app: Any, certs: di
         # token file first on every route
         assert _review(client, "dev-token-0002", certs["oidc-other"])["user"]["username"] == "bob"
         # O=token-auth: the token file only
-        assert _review(client, corp_token, certs["static"]) == {"authenticated": False, "error": "invalid token"}
+        assert _review(client, corp_token, certs["static"]) == {"authenticated": False,
+                                                            "error": "token-auth/default: invalid token"}
         assert _review(client, "dev-token-0002", certs["static"])["user"]["username"] == "bob"
         # O= that names no provider type: the default chain (both issuers)
         assert _review(client, other_token, certs["generic"])["user"]["username"] == "o1"

@@ -51,12 +51,14 @@ def test_google_rejections(google: tuple[OidcIssuer, Any]) -> None:
         "token audience not accepted": _google_token(idp, aud="999.apps.googleusercontent.com"),
         "token expired": _google_token(idp, exp=int(time.time()) - 3600),
         "email address not verified": _google_token(idp, email_verified=False),
-        "not a JWT": "ya29.not-an-id-token",
     }
     for reason, token in cases.items():
-        assert _status(client, token) == {"authenticated": False, "error": reason}
+        assert _status(client, token) == {"authenticated": False, "error": f"google/example.com: {reason}"}
     consumer = _google_token(idp, hd=None)  # a gmail.com account has no hd claim
-    assert _status(client, consumer)["error"] == "token is not from the allowed Google domain"
+    assert _status(client, consumer)["error"] == "google/example.com: token is not from the allowed Google domain"
+    # An access token is no ID token: no provider claims it, nothing is sent anywhere.
+    assert _status(client, "ya29.not-an-id-token")["error"] == \
+        "no configured identity provider accepts tokens of this kind"
 
 
 def test_google_upstream_stopped_is_503(google: tuple[OidcIssuer, Any]) -> None:
@@ -120,12 +122,13 @@ def test_azure_rejections(azure_idp: OidcIssuer, azure_client: Any) -> None:
         "token is from another tenant": _azure_token(azure_idp, tid=OTHER_TENANT),
         "token audience not accepted": _azure_token(azure_idp, aud="some-other-app"),
         "token expired": _azure_token(azure_idp, exp=int(time.time()) - 3600),
-        "token issuer not accepted": _azure_token(azure_idp, iss=f"https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"),
     }
     for reason, token in cases.items():
-        assert _status(azure_client, token) == {"authenticated": False, "error": reason}
+        assert _status(azure_client, token) == {"authenticated": False, "error": f"azure/{TENANT}: {reason}"}
+    other_issuer = _azure_token(azure_idp, iss=f"https://login.microsoftonline.com/{OTHER_TENANT}/v2.0")
+    assert _status(azure_client, other_issuer)["error"] == "no configured identity provider accepts tokens of this kind"
     unknown_user = _azure_token(azure_idp, groups=None, oid="oid-gone", hasgroups=True)
-    assert _status(azure_client, unknown_user)["error"] == "user not found in the directory"
+    assert _status(azure_client, unknown_user)["error"] == f"azure/{TENANT}: user not found in the directory"
 
 
 def test_azure_graph_down_is_503_not_empty_groups(azure_idp: OidcIssuer, graph: MsGraph, azure_client: Any) -> None:
@@ -169,7 +172,7 @@ def test_google_groups_from_the_directory_with_paging(google_dir: tuple[OidcIssu
     _status(client, _google_token(idp, sub="other-sub"))
     assert gd.hits["token"] == 1  # the directory access token is reused
     unknown = _google_token(idp, email="ghost@example.com")
-    assert _status(client, unknown)["error"] == "user not found in the Google directory"
+    assert _status(client, unknown)["error"] == "google/example.com: user not found in the Google directory"
 
 
 def test_google_directory_down_is_503(google_dir: tuple[OidcIssuer, Any, Any]) -> None:

@@ -103,7 +103,7 @@ def test_cert_naming_an_unconfigured_provider_rejects_provider_tokens(env: Env) 
     url, cert, ca = env.files_from(env.kubeconfig("apiserver-gh"))
     jwt = env.issuer.mint(sub="gail")
     status = requests.post(url, json=review_body(jwt), cert=cert, verify=ca, timeout=10).json()["status"]
-    assert status == {"authenticated": False, "error": "no github provider is configured for 'nobody'"}
+    assert status == {"authenticated": False, "error": "github/nobody: no github provider is configured for 'nobody'"}
 
 
 def test_a_client_without_certificate_is_refused(env: Env) -> None:

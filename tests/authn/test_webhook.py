@@ -31,7 +31,7 @@ def test_unknown_token_is_200_unauthenticated_with_short_error(client: Any, api_
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["apiVersion"] == api_version
-    assert body["status"] == {"authenticated": False, "error": "invalid token"}
+    assert body["status"] == {"authenticated": False, "error": "token-auth/default: invalid token"}
 
 
 def test_guard_path_and_token_file_path_route(client: Any) -> None:
@@ -92,7 +92,7 @@ def test_system_names_from_external_providers_are_refused(issuer: Any, make_app:
     client = app.test_client()
     token = issuer.mint(sub="system:admin", aud="kube")
     status = post_review(client, token).get_json()["status"]
-    assert status == {"authenticated": False, "error": "identity provider returned a reserved system: name"}
+    assert status == {"authenticated": False, "error": "oidc/corp: identity provider returned a reserved system: name"}
     grouped = issuer.mint(sub="mallory", aud="kube", groups=["system:masters"])
     assert post_review(client, grouped).get_json()["status"]["authenticated"] is False
     allowed = issuer.mint(sub="system:ci", aud="kube-trusted", groups=["system:masters"])

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.standins.github import GitHubStandIn
+from tests.standins.gitlab import GitLabStandIn
 from tests.support.slapd import Slapd, start_slapd
 
 GITHUB_TOKEN_ALICE = "ghp_alice" + "A" * 32  # made up; built so scanners do not flag it
 GITHUB_TOKEN_BOB = "ghp_bob" + "B" * 34  # made up; built so scanners do not flag it
 GITHUB_TOKEN_PAT = "ghp_pat" + "P" * 34  # made up; built so scanners do not flag it
 GITHUB_TOKEN_NOSCOPE = "ghp_noscope" + "N" * 30  # made up; built so scanners do not flag it
+GITLAB_TOKEN = "glpat-e2e" + "G" * 18  # made up; built so scanners do not flag it
 
 
 @pytest.fixture
@@ -46,3 +49,34 @@ def private_slapd(tmp_path: Path) -> Iterator[Slapd]:
     """A slapd of this test's own, free to be stopped, paused or restarted (~0.1 s to start)."""
     with start_slapd(tmp_path / "slapd") as server:
         yield server
+
+
+@pytest.fixture
+def gitlab() -> Iterator[GitLabStandIn]:
+    with GitLabStandIn() as gl:
+        gl.add_user("gina", 77, GITLAB_TOKEN)
+        gl.add_group("acme", gina=30)
+        gl.add_group("acme/sre")
+        yield gl
+
+
+@pytest.fixture
+def make_app(make_settings: Any) -> Iterator[Callable[..., Any]]:
+    from kagiya.authn import routing
+    from kagiya.web import create_app
+
+    made: list[Any] = []
+
+    def make(providers: list[dict[str, Any]], **authn: Any) -> Any:
+        app = create_app(make_settings({"authn": {"providers": providers, **authn}}))
+        app.config["TESTING"] = True
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        for entry in routing.authenticator_of(app).providers.entries.values():
+            close = getattr(entry.provider, "close", None)
+            if close is not None:
+                close()
+        app.extensions["kagiya.store"].dispose()

@@ -6,56 +6,23 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from kagiya import audit
-from tests.authn_providers.conftest import GITHUB_TOKEN_ALICE, GITHUB_TOKEN_BOB, GITHUB_TOKEN_PAT
+from tests.authn_providers.conftest import GITHUB_TOKEN_ALICE, GITHUB_TOKEN_BOB, GITHUB_TOKEN_PAT, GITLAB_TOKEN
 from tests.standins.github import GitHubStandIn
 from tests.standins.gitlab import GitLabStandIn
 from tests.support.slapd import BASE_DN, GROUPS_DN, SERVICE_DN, SERVICE_PASSWORD, Slapd
 
 V1 = "authentication.k8s.io/v1"
 V1BETA1 = "authentication.k8s.io/v1beta1"
-GITLAB_TOKEN = "glpat-e2eGGGGGGGGGGGGGGGGGG"
 
 
 def ldap_token(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-@pytest.fixture
-def gitlab() -> Iterator[GitLabStandIn]:
-    with GitLabStandIn() as gl:
-        gl.add_user("gina", 77, GITLAB_TOKEN)
-        gl.add_group("acme", gina=30)
-        gl.add_group("acme/sre")
-        yield gl
-
-
-@pytest.fixture
-def make_app(make_settings: Any) -> Iterator[Callable[..., Any]]:
-    from kagiya.authn import routing
-    from kagiya.web import create_app
-
-    made: list[Any] = []
-
-    def make(providers: list[dict[str, Any]], **authn: Any) -> Any:
-        app = create_app(make_settings({"authn": {"providers": providers, **authn}}))
-        app.config["TESTING"] = True
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        for entry in routing.authenticator_of(app).providers.entries.values():
-            close = getattr(entry.provider, "close", None)
-            if close is not None:
-                close()
-        app.extensions["kagiya.store"].dispose()
 
 
 def providers(github: GitHubStandIn, gitlab: GitLabStandIn, slapd: Slapd) -> list[dict[str, Any]]:
@@ -99,11 +66,14 @@ def test_rejections_are_200_with_kagiyas_short_reason(
     client = make_app(providers(github, gitlab, slapd)).test_client()
     gh = "/authn/github/acme/tokenreviews"
     cases = [
-        (gh, GITHUB_TOKEN_BOB, "membership of the GitHub organization acme is not active"),
-        (gh, GITHUB_TOKEN_PAT, "not a member of the GitHub organization acme"),
-        ("/authn/gitlab/corp/tokenreviews", "glpat-wrong", "invalid or expired GitLab token"),
-        ("/authn/ldap/corp/tokenreviews", ldap_token("*)(uid=*", "alice-pw"), "invalid username or password"),
-        ("/authn/ldap/corp/tokenreviews", ldap_token("alice", ""), "empty password refused"),
+        (gh, GITHUB_TOKEN_BOB, "github/acme: membership of the GitHub organization acme is not active"),
+        (gh, GITHUB_TOKEN_PAT, "github/acme: not a member of the GitHub organization acme"),
+        ("/authn/gitlab/corp/tokenreviews", "glpat-wrong", "gitlab/corp: invalid or expired GitLab token"),
+        ("/authn/ldap/corp/tokenreviews", ldap_token("*)(uid=*", "alice-pw"),
+         "ldap/corp: invalid username or password"),
+        ("/authn/ldap/corp/tokenreviews", ldap_token("alice", ""), "ldap/corp: empty password refused"),
+        # A token the named provider cannot have issued is refused before any upstream call.
+        (gh, ldap_token("alice", "alice-pw"), "github/acme: not a token a github provider accepts"),
     ]
     for path, token, reason in cases:
         resp = review(client, path, token, V1BETA1)

@@ -1,5 +1,8 @@
-"""The identity-provider seam: `authenticate(token, audiences) -> User | Rejected`.
+"""The identity-provider seam: `claims(shape) -> bool`, then `authenticate(token, audiences) -> User | Rejected`.
 
+`claims` is decided locally from the token's shape (`kagiya.authn.shapes`) before any upstream call: the router
+never hands a token to a provider that does not claim it, and never to a `third_party` provider (one that sends
+the token to an outside service: GitHub, GitLab) when a provider that is not third-party claims it too.
 A provider raises only `kagiya.errors.UpstreamUnavailable` (transient: IdP down, slow, rate-limited); every
 definitive "no" is a `Rejected` value with a short reason that is safe to show the apiserver.
 """
@@ -8,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kagiya.authn.shapes import TokenShape
 
 
 @dataclass(frozen=True)
@@ -35,5 +41,11 @@ class Rejected:
 
 class Provider(Protocol):
     name: str
+    #: True when `authenticate` sends the token itself to a service outside the cluster admin's control.
+    third_party: bool
+
+    def claims(self, shape: TokenShape) -> bool:
+        """Whether this provider can have issued a token of this shape (no I/O)."""
+        ...
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected: ...

@@ -16,6 +16,7 @@ REST calls (docs.github.com/rest): `GET /user`, `GET /user/memberships/orgs/{org
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +31,17 @@ from kagiya.authn.providers._http import (
     plausible_token,
 )
 from kagiya.authn.providers.base import Rejected, User
+from kagiya.authn.shapes import TokenShape
 from kagiya.config import from_mapping
 from kagiya.errors import ConfigError, UpstreamUnavailable
 
 log = logging.getLogger("kagiya.authn.providers.github")
 
 SERVICE = "GitHub"
+#: GitHub's token prefixes (docs "About authentication to GitHub", token formats): personal access token
+#: (classic), OAuth access token, user-to-server, server-to-server (app installation), fine-grained PAT.
+TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "github_pat_")
+LEGACY_TOKEN = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class GitHubOptions:
     max_pages: int = 20
     #: Concurrent connections kept open to the API.
     pool_size: int = 10
+    #: Also accept prefix-less 40-hex tokens (classic tokens from before 2021, old GitHub Enterprise Server).
+    #: Off by default: such a token has no shape of its own, so the router could not tell it from other secrets.
+    legacy_tokens: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout <= 60:
@@ -65,6 +74,9 @@ class GitHubOptions:
 class GitHubProvider:
     """Built once per organization; its HTTP session and connection pool are reused by every review."""
 
+    #: The token itself goes to GitHub's API.
+    third_party = True
+
     def __init__(self, org: str, options: GitHubOptions, *, base_url: str) -> None:
         self.name = org
         self.options = options
@@ -73,6 +85,12 @@ class GitHubProvider:
     def close(self) -> None:
         """Close pooled connections (the service builds a provider once and closes it at exit)."""
         self.client.close()
+
+    def claims(self, shape: TokenShape) -> bool:
+        """GitHub's prefixed token formats; 40-hex legacy tokens only with `legacy_tokens`."""
+        if not plausible_token(shape.token):
+            return False
+        return shape.has_prefix(TOKEN_PREFIXES) or (self.options.legacy_tokens and shape.matches(LEGACY_TOKEN))
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         """Raises UpstreamUnavailable when GitHub is down, slow or rate-limiting."""

@@ -13,6 +13,7 @@ Errors: 401 → rejected; 403 → rejected (blocked account or missing scope); 4
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,12 +27,14 @@ from kagiya.authn.providers._http import (
     plausible_token,
 )
 from kagiya.authn.providers.base import Rejected, User
+from kagiya.authn.shapes import TokenShape
 from kagiya.config import from_mapping
 from kagiya.errors import ConfigError, UpstreamUnavailable
 
 log = logging.getLogger("kagiya.authn.providers.gitlab")
 
 SERVICE = "GitLab"
+LEGACY_TOKEN = re.compile(r"[0-9A-Za-z_-]{20}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class GitLabOptions:
     #: Groups are read 100 per page; more pages than this is an error rather than a partial list.
     max_pages: int = 20
     pool_size: int = 10
+    #: Token prefixes this instance issues; add the instance's custom prefix when one is set
+    #: (Admin area > Settings > General > Account and limit > personal access token / instance token prefix).
+    token_prefixes: tuple[str, ...] = ("glpat-", "gloas-")
+    #: Also accept prefix-less legacy tokens (20-character personal tokens from before GitLab 14.5, 64-hex OAuth
+    #: tokens). Off by default: such a token has no shape of its own, so the router could not tell it apart.
+    legacy_tokens: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout <= 60:
@@ -61,10 +70,15 @@ class GitLabOptions:
             raise ValueError("min_access_level must be a GitLab access level (5, 10, 15, 20, 30, 40, 50)")
         if self.max_pages < 1 or self.pool_size < 1:
             raise ValueError("max_pages and pool_size must be at least 1")
+        if not self.token_prefixes or any(len(p) < 3 for p in self.token_prefixes):
+            raise ValueError("token_prefixes must list prefixes of at least 3 characters")
 
 
 class GitLabProvider:
     """Built once per instance; its HTTP session and connection pool are reused by every review."""
+
+    #: The token itself goes to the GitLab instance's API.
+    third_party = True
 
     def __init__(self, name: str, options: GitLabOptions, *, base_url: str) -> None:
         self.name = name
@@ -74,6 +88,13 @@ class GitLabProvider:
     def close(self) -> None:
         """Close pooled connections (the service builds a provider once and closes it at exit)."""
         self.client.close()
+
+    def claims(self, shape: TokenShape) -> bool:
+        """`token_prefixes`; prefix-less legacy tokens only with `legacy_tokens`."""
+        if not plausible_token(shape.token):
+            return False
+        return shape.has_prefix(self.options.token_prefixes) or (
+            self.options.legacy_tokens and shape.matches(LEGACY_TOKEN))
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         """Raises UpstreamUnavailable when GitLab is down, slow or rate-limiting."""

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from kagiya.authn.providers._http import Deadline
 from kagiya.authn.providers._ldap_pool import ConnectionPool, LdapTarget, TlsOptions, import_ldap3
 from kagiya.authn.providers.base import Rejected, User
+from kagiya.authn.shapes import TokenShape
 from kagiya.config import from_mapping, is_loopback
 from kagiya.errors import ConfigError
 
@@ -99,6 +100,9 @@ class LdapOptions:
 class LdapProvider:
     """Built once per directory; its connection pools are reused by every review."""
 
+    #: The password goes to the organisation's own directory, which the admin configured for exactly that.
+    third_party = False
+
     def __init__(self, name: str, options: LdapOptions, *, targets: list[LdapTarget], bind_password: str) -> None:
         self.name = name
         self.options = options
@@ -111,6 +115,10 @@ class LdapProvider:
     def close(self) -> None:
         self._search_pool.close()
         self._bind_pool.close()
+
+    def claims(self, shape: TokenShape) -> bool:
+        """Guard's LDAP token: base64 of `username:password`."""
+        return shape.basic_credentials
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         """Raises UpstreamUnavailable when the directory is down, hung or busy."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagiya.authn.providers.base import Rejected, User
+from kagiya.authn.shapes import TokenShape
 from kagiya.config import from_mapping
 from kagiya.errors import ConfigError, UpstreamUnavailable
 
@@ -199,6 +200,8 @@ class OidcProvider:
     """Provider `oidc`: JWTs from one pinned issuer."""
 
     type = "oidc"
+    #: Tokens are verified here against the issuer's public keys; the token itself is never sent anywhere.
+    third_party = False
 
     def __init__(self, name: str, opts: OidcOptions, clock: Callable[[], float] = time.time) -> None:
         self.name = name
@@ -206,6 +209,10 @@ class OidcProvider:
         self.clock = clock
         self.keys = KeyStore(opts)
         self.algorithms = frozenset(opts.algorithms)
+
+    def claims(self, shape: TokenShape) -> bool:
+        """A JWT whose (unverified) `iss` is this provider's issuer."""
+        return shape.unverified_issuer is not None and self.issuer_ok(shape.unverified_issuer)
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         """Raises UpstreamUnavailable only when keys are needed and the issuer cannot be reached."""

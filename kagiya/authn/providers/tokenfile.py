@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kagiya.authn.providers.base import Rejected, User
+from kagiya.authn.shapes import TokenShape
 from kagiya.errors import ConfigError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -49,6 +50,7 @@ class TokenFileProvider:
     """Provider `token-auth` (Guard's name): static bearer tokens from a CSV file."""
 
     name = "token-auth"
+    third_party = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -85,6 +87,10 @@ class TokenFileProvider:
                 if self._stamp is None:
                     raise
         return self._users.get(token_digest(token))
+
+    def claims(self, shape: TokenShape) -> bool:
+        """The tokens the file holds (a local lookup)."""
+        return self.lookup(shape.token) is not None
 
     def authenticate(self, token: str, audiences: Sequence[str] = ()) -> User | Rejected:
         user = self.lookup(token)
