@@ -17,7 +17,8 @@ Routes (all under `idp.url`, which is also the `iss` claim):
                                              urn:ietf:params:oauth:grant-type:device_code, client_credentials
 - `POST /device/code`                        RFC 8628 device authorization; `idp.approve_device(user_code)` approves
 
-Counters `hits["discovery"]`, `hits["jwks"]`, `hits["token"]` let tests assert what was cached.
+Counters `hits["discovery"]`, `hits["jwks"]`, `hits["token"]` let tests assert what was cached;
+`hits["refused"]` counts requests answered with `fail_status`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class OidcIssuer(Serving):
             if self.delay:
                 time.sleep(self.delay)
             if self.fail_status:
+                self.hits["refused"] += 1
                 return Response("upstream trouble", status=self.fail_status)
             return None
 

@@ -45,7 +45,7 @@ class AzureOptions:
     security_groups_only: bool = False
     leeway_seconds: int = 60
     jwks_ttl_seconds: int = 3600
-    jwks_min_refresh_seconds: int = 30
+    jwks_min_refresh_seconds: float = 5
     timeout: float = 5.0
     ca_file: str = ""
 

@@ -5,9 +5,9 @@ discovery), at least as strict as kube-apiserver's own `--authentication-config`
 - pinned issuer (`iss` must equal it exactly) and audience (`aud` must contain one of `audiences`);
 - algorithm allow-list (never `none`, never HMAC: public-key signatures only);
 - `exp` required, `nbf` and `iat` checked, each with `leeway_seconds`; optional `max_token_age_seconds`;
-- discovery and JWKS fetched once and cached (`jwks_ttl_seconds`), refreshed on an unknown `kid`, at most once
-  per `jwks_min_refresh_seconds` (inside that window an unknown kid is rejected when the last fetch succeeded, and
-  a 503 "retry" only when it failed); a stale JWKS keeps serving while the issuer is down;
+- discovery and JWKS fetched once and cached (`jwks_ttl_seconds`), refetched on an unknown `kid` at most once per
+  `jwks_min_refresh_seconds`, a failed fetch retried after a short capped backoff, and an unknown kid answered 503
+  (not a cacheable denial) while a refetch is impossible (`_jwks.KeyStore`); stale keys serve while the issuer is down;
 - claim mappings for username, groups, uid and extra, with username and group prefixes; `email_verified`
   must not be false when the username is the `email` claim (as kube-apiserver), and `require_email_verified`
   also demands its presence. `system:` names are refused by the router unless the provider allows them.
@@ -19,22 +19,21 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kagiya.authn.providers._jwks import KeyStore
 from kagiya.authn.providers.base import Rejected, User
 from kagiya.authn.shapes import TokenShape
 from kagiya.config import from_mapping
-from kagiya.errors import ConfigError, UpstreamUnavailable
+from kagiya.errors import ConfigError
 
 log = logging.getLogger("kagiya.authn.oidc")
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
                                 "EdDSA"})
 MAX_JWT_CHARS = 16 * 1024
-MAX_DOC_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,8 @@ class OidcOptions:
     leeway_seconds: int = 60
     max_token_age_seconds: int = 0
     jwks_ttl_seconds: int = 3600
-    jwks_min_refresh_seconds: int = 30
+    #: An unknown `kid` refetches the JWKS at most this often (seconds); a failed fetch retries sooner (≤ 2 s).
+    jwks_min_refresh_seconds: float = 5
     timeout: float = 5.0
     #: CA bundle for the issuer's TLS (empty: system trust store).
     ca_file: str = ""
@@ -77,106 +77,8 @@ def validate_options(opts: OidcOptions, where: str) -> None:
                           f"(allowed: {', '.join(sorted(ALLOWED_ALGORITHMS))})")
     if opts.timeout <= 0:
         raise ConfigError(f"{where}.timeout must be positive")
-
-
-class KeyStore:
-    """Discovery + JWKS for one issuer, cached with a TTL; refresh on unknown kid is rate-limited."""
-
-    def __init__(self, opts: OidcOptions, clock: Callable[[], float] = time.monotonic) -> None:
-        import requests
-
-        self.opts = opts
-        self.clock = clock
-        self.session = requests.Session()
-        self.session.verify = opts.ca_file or True
-        self._lock = threading.Lock()
-        self._keys: dict[str, Any] = {}
-        self._fetched_at = -1e18
-        self._last_attempt = -1e18
-        self._last_error = ""
-        self._jwks_uri = opts.jwks_uri
-        #: The discovery document, once fetched (Azure reads its token_endpoint).
-        self.discovery: dict[str, Any] = {}
-
-    def key_for(self, kid: str | None, alg: str) -> Any | None:
-        """The key for `kid` (or the only key matching `alg` when the token has no kid); None if unknown.
-
-        Raises UpstreamUnavailable when keys are needed and the issuer cannot be reached.
-        """
-        with self._lock:
-            fresh = self.clock() - self._fetched_at < self.opts.jwks_ttl_seconds
-            key = self._find(kid, alg)
-            if key is not None and fresh:
-                return key
-            if self.clock() - self._last_attempt < self.opts.jwks_min_refresh_seconds:
-                # Fetched moments ago: do not hammer the issuer. When that fetch failed, an unknown kid is a
-                # "retry" (503, not cached by the apiserver); when it succeeded, the issuer does not publish the
-                # key: a definitive rejection (else forged random-kid tokens would earn 503s, never cached).
-                if key is None and self._last_error:
-                    raise UpstreamUnavailable(self._last_error)
-                return key
-            try:
-                self._refresh()
-                self._last_error = ""
-            except UpstreamUnavailable as exc:
-                self._last_error = exc.message
-                if key is not None:
-                    log.warning("JWKS refresh failed; serving cached keys", extra={"provider": self.opts.issuer})
-                    return key
-                raise
-            return self._find(kid, alg)
-
-    def _find(self, kid: str | None, alg: str) -> Any | None:
-        if kid:
-            return self._keys.get(kid)
-        matching = [k for k in self._keys.values() if (k.alg or alg) == alg]
-        return matching[0] if len(matching) == 1 else None
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        import requests
-
-        try:
-            with self.session.get(url, timeout=self.opts.timeout, allow_redirects=False, stream=True) as resp:
-                if resp.status_code != 200:
-                    raise UpstreamUnavailable(f"issuer answered HTTP {resp.status_code} for {url}")
-                content = b""
-                for chunk in resp.iter_content(65536):  # read at most MAX_DOC_BYTES + 1, whatever it claims
-                    content += chunk
-                    if len(content) > MAX_DOC_BYTES:
-                        raise UpstreamUnavailable(f"issuer document at {url} is too large")
-        except requests.RequestException as exc:
-            raise UpstreamUnavailable(f"issuer unreachable ({type(exc).__name__})") from None
-        try:
-            data = json.loads(content)
-        except ValueError:
-            raise UpstreamUnavailable(f"issuer document at {url} is not JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamUnavailable(f"issuer document at {url} is not a JSON object")
-        return data
-
-    def _refresh(self) -> None:
-        from joserfc.jwk import KeySet
-
-        self._last_attempt = self.clock()
-        if not self._jwks_uri:
-            url = self.opts.discovery_url or self.opts.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            doc = self._get_json(url)
-            if doc.get("issuer") != self.opts.issuer:
-                raise UpstreamUnavailable("discovery document names a different issuer")
-            jwks_uri = doc.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri:
-                raise UpstreamUnavailable("discovery document has no jwks_uri")
-            self._jwks_uri = jwks_uri
-            self.discovery = doc
-        data = self._get_json(self._jwks_uri)
-        usable = [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"
-                  and k.get("kty") in ("RSA", "EC", "OKP")]
-        try:
-            keyset = KeySet.import_key_set({"keys": usable})
-        except Exception as exc:  # noqa: BLE001 - joserfc raises several types for malformed keys
-            raise UpstreamUnavailable(f"issuer JWKS is malformed ({type(exc).__name__})") from None
-        self._keys = {k.kid or f"#{i}": k for i, k in enumerate(keyset.keys)}
-        self._fetched_at = self.clock()
+    if opts.jwks_min_refresh_seconds < 0 or opts.jwks_ttl_seconds < 0:
+        raise ConfigError(f"{where}.jwks_min_refresh_seconds and jwks_ttl_seconds must not be negative")
 
 
 def _b64json(segment: str) -> dict[str, Any]:
@@ -230,7 +132,9 @@ class OidcProvider:
         if not isinstance(alg, str) or alg not in self.algorithms:
             return Rejected("token signing algorithm not allowed")
         kid = header.get("kid")
-        key = self.keys.key_for(kid if isinstance(kid, str) else None, alg)
+        iat = unverified_claims.get("iat")
+        key = self.keys.key_for(kid if isinstance(kid, str) else None, alg,
+                                iat if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None)
         if key is None:
             return Rejected("token signed by an unknown key")
         from joserfc import jwt
