@@ -60,7 +60,8 @@ def login_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seconds to keep --ldap credentials in the cache (0: never store them)."),
         click.option("--expiry-margin", type=click.IntRange(0), default=30,
                      help="Treat a cached ID token as expired this many seconds early."),
-        click.option("--login-timeout", type=click.IntRange(1), default=180, help="Seconds to wait for a sign-in."),
+        click.option("--login-timeout", type=click.IntRange(1), default=180,
+                     help="Seconds to wait for a sign-in (browser or device code)."),
         click.option("--cache-dir", default="",
                      help="Token cache directory (default ${XDG_CACHE_HOME:-~/.cache}/kagiya)."),
     ]
@@ -169,7 +170,7 @@ def _interactive_login(client: Any, opts: dict[str, Any]) -> dict[str, Any]:
         has_device = bool(client.discovery().get("device_authorization_endpoint"))
         grant = "auth-code" if _browser_available() or not has_device else "device-code"
     if grant == "device-code":
-        return client.device_login(say=stderr_say)
+        return client.device_login(say=stderr_say, timeout=opts["login_timeout"])
     opener = (lambda url: False) if opts["no_browser"] else _open_browser
     return client.auth_code_login(opener, port=opts["listen_port"],
                                   timeout=opts["login_timeout"], say=stderr_say)
@@ -263,20 +264,35 @@ def _prompt(text: str, *, secret: bool) -> str:
 @click.pass_context
 def setup(ctx: click.Context, kubeconfig: str, user_name: str, context: str, exe: str, **opts: Any) -> None:
     """Write the kubeconfig users[].exec entry that runs `kagiya login` with these options."""
-    import shutil
-
     from kagiya.login.kubeconfig import default_kubeconfig, exec_user, write_exec_user
 
     if not (opts["static"] or opts["ldap"]) and not (opts["issuer"] and opts["client_id"]):
         raise UsageError("kagiya login setup needs --issuer and --client-id, or --static, or --ldap")
-    args = ["login", *_option_args(ctx, opts)]
-    command_path = exe or shutil.which("kagiya") or "kagiya"
+    command_path, prefix = (exe, []) if exe else running_executable()
+    args = [*prefix, "login", *_option_args(ctx, opts)]
     path = Path(kubeconfig) if kubeconfig else default_kubeconfig()
     user = exec_user(user_name, command_path, args, provide_cluster_info=bool(opts["static"] or opts["ldap"]))
     write_exec_user(path, user, context)
     click.echo(f"wrote user {user_name!r} to {path}: {command_path} {' '.join(args)}")
     if not context:
         click.echo(f"use it with: kubectl config set-context --current --user={user_name}")
+
+
+def running_executable() -> tuple[str, list[str]]:
+    """(command, leading args) that start this kagiya by absolute path, so kubectl finds it without PATH (a venv,
+    pipx, ~/.local/bin).
+
+    `sys.argv[0]` is the console script as it was invoked (relative or absolute; a bare name was found on PATH).
+    When it names no file (started from Python, e.g. `python -m kagiya.cli`), this interpreter runs the CLI module.
+    """
+    import shutil
+
+    invoked = sys.argv[0] if sys.argv else ""
+    if invoked and os.path.basename(invoked).startswith("kagiya"):
+        path = invoked if os.sep in invoked else shutil.which(invoked)
+        if path and os.path.isfile(path):
+            return os.path.abspath(path), []
+    return os.path.abspath(sys.executable), ["-m", "kagiya.cli"]
 
 
 def _option_args(ctx: click.Context, opts: dict[str, Any]) -> list[str]:

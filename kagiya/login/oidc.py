@@ -177,18 +177,24 @@ class Client:
         return self.token_request(form, nonce)
 
     # ---- device code (RFC 8628) ---------------------------------------------------------------------------
-    def device_login(self, *, say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep,
+    def device_login(self, *, say: Callable[[str], None], timeout: float = 180.0,
+                     sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+        """The device grant (RFC 8628): poll until approved, denied, the code expires or `timeout` seconds pass
+        (`--login-timeout`, as for the auth-code grant: kubectl retries a failed plugin, so an abandoned sign-in
+        must not block it until the code expires)."""
+        started = clock()
         status, body = self._post(self.endpoint("device_authorization_endpoint"), {"scope": " ".join(self.scopes)})
         if status != 200 or not body.get("device_code") or not body.get("user_code"):
             raise GrantRejected(f"the issuer refused the device authorization: {body.get('error') or status}")
         device_code, interval = str(body["device_code"]), float(body.get("interval") or 5)
-        deadline = clock() + float(body.get("expires_in") or 600)
+        expires_in = float(body.get("expires_in") or 600)
+        deadline = started + min(expires_in, timeout)
         where = body.get("verification_uri_complete") or body.get("verification_uri", "")
         say(f"kagiya login: on any device, open {where}\n  and enter the code {body['user_code']}")
         token_url = self.endpoint("token_endpoint")
-        while clock() < deadline:
-            sleep(interval)
+        while (remaining := deadline - clock()) > 0:
+            sleep(min(interval, remaining))
             status, answer = self._post(token_url, {"grant_type": DEVICE_GRANT, "device_code": device_code})
             if status == 200:
                 return self.entry_from(answer)
@@ -199,6 +205,9 @@ class Client:
                 interval += 5
                 continue
             raise GrantRejected(f"device login failed: {error or f'HTTP {status}'}")
+        if timeout < expires_in:
+            raise GrantRejected(f"device login timed out after {timeout:g}s (--login-timeout): the code was not "
+                                "approved in time")
         raise GrantRejected("device login timed out: the code was not approved in time")
 
 

@@ -119,6 +119,17 @@ def test_device_grant_for_headless_use(issuer: LoginIssuer, plugin_env: dict[str
     assert issuer.grants["authorize"] == 0 and issuer.grants[DEVICE] >= 1  # polled until approved
 
 
+def test_device_grant_gives_up_after_the_login_timeout(issuer: LoginIssuer, run_plugin: Any) -> None:
+    """kubectl retries a failed plugin: an abandoned device sign-in must end at --login-timeout (here 2 s)."""
+    started = time.monotonic()
+    proc = run_plugin(oidc_args(issuer, "--grant", "device-code", "--login-timeout", "2"), timeout=20)
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "timed out after 2s (--login-timeout)" in proc.stderr
+    assert elapsed < 8, elapsed
+    assert issuer.grants["authorize"] == 0
+
+
 def test_auto_grant_uses_the_device_flow_without_a_browser(issuer: LoginIssuer, plugin_env: dict[str, str]) -> None:
     env = {k: v for k, v in plugin_env.items() if k not in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY")}
     env.update(PATH="/nonexistent", KUBERNETES_EXEC_INFO=exec_info())

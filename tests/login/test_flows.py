@@ -92,3 +92,17 @@ def test_discovery_naming_another_issuer_is_refused(issuer: LoginIssuer) -> None
 
     with pytest.raises(ConfigError, match="discovery document names issuer"):
         Client(issuer.url + "/", "kagiya").discovery()
+
+
+def test_device_grant_honours_the_login_timeout(issuer: LoginIssuer) -> None:
+    """Never approved: the poll stops after `timeout` seconds (not when the 10-minute code expires)."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(GrantRejected, match=r"timed out after 3s \(--login-timeout\)"):
+        Client(issuer.url, "kagiya").device_login(say=lambda t: None, timeout=3, sleep=sleep, clock=lambda: now[0])
+    assert sum(slept) == pytest.approx(3.0)

@@ -134,3 +134,41 @@ def test_clear_forgets_cached_tokens(runner: Any, tmp_path: Path) -> None:
     assert r.exit_code == 0 and "removed 1 cached token file(s)" in r.stdout
     r = runner(["login", "--static", "--cache-dir", cache], input="t2\n", env=INTERACTIVE)
     assert status_of(r)["token"] == "t2"
+
+
+def test_setup_writes_the_absolute_path_of_the_running_kagiya(tmp_path: Path) -> None:
+    """kubectl runs the plugin without the user's venv on PATH: the entry must name this kagiya by absolute path,
+    however it was started (absolute path, relative path, bare name found on PATH)."""
+    import os
+    import subprocess
+
+    from tests.login.conftest import KAGIYA
+
+    bin_dir = os.path.dirname(KAGIYA)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # the venv is NOT on PATH, as for kubectl later
+    invocations = [([KAGIYA], None, env), (["./kagiya"], bin_dir, env),
+                   (["kagiya"], None, {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"})]
+    for i, (argv, cwd, run_env) in enumerate(invocations):
+        kubeconfig = tmp_path / f"config-{i}"
+        proc = subprocess.run([*argv, "login", "setup", "--kubeconfig", str(kubeconfig), "--static"], cwd=cwd,
+                              env=run_env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        command = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]["command"]
+        assert command == KAGIYA and os.path.isabs(command), argv
+
+
+def test_setup_from_python_writes_this_interpreter_running_the_cli_module(runner: Any, tmp_path: Path) -> None:
+    """Started without a console script (in-process here, argv[0] is pytest): the entry runs this interpreter's
+    `-m kagiya.cli`, an absolute path that works, never a bare `kagiya` that kubectl cannot find."""
+    import os
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "config"
+    assert runner(["login", "setup", "--kubeconfig", str(kubeconfig), "--static"]).exit_code == 0
+    exec_entry = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]
+    assert exec_entry["command"] == os.path.abspath(sys.executable)
+    assert exec_entry["args"] == ["-m", "kagiya.cli", "login", "--static"]
+    proc = subprocess.run([exec_entry["command"], *exec_entry["args"][:3], "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and "ExecCredential" in proc.stdout
