@@ -91,7 +91,9 @@ def version() -> None:
 @click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Server certificate (PEM).")
 @click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="Server private key (PEM).")
 @click.option("--client-ca", default=None, type=click.Path(dir_okay=False),
-              help="CA bundle to verify client certificates (mutual TLS; clients without one are refused).")
+              help="CA bundle to verify client certificates (mutual TLS): a presented certificate must verify; "
+                   "one is required only on the webhook paths (setting client_cert_paths; default /authn/, "
+                   "/tokenreviews, /authz/, /subjectaccessreviews, /iam/agent/).")
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool,
           tls_cert: str | None, tls_key: str | None, client_ca: str | None) -> None:
     """Serve the HTTP API and webhooks."""

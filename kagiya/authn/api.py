@@ -5,7 +5,8 @@ Spec: ../shared/specs/kubernetes-webhooks.md ("TokenReview"). Routes:
   `O=`/`CN=` when it names one, else the default chain;
 - `POST /authn/<type>/<name>/tokenreviews`: that provider (behind a TLS terminator the cert is not visible).
 Answers: 200 + `authenticated` true/false (in the request's apiVersion); 400 Status for a body that is not a
-TokenReview; 403 when a verified client certificate names one provider and the path another; 404 for an
+TokenReview; 403 when a verified client certificate names one provider and the path another, or is a node
+agent's (`O=agent`); 404 for an
 unknown provider in the path; 503 when the identity provider could not answer in time (the apiserver does not
 cache non-200 answers). No failed-review rate limit: the apiserver is the only caller (docs/authn.md).
 Every review is counted by provider and outcome; fresh decisions are audited with the token's fingerprint.
@@ -196,6 +197,8 @@ def _route(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -
     """The verified client certificate decides first; a URL path may only repeat what the certificate names."""
     subject = mtls.peer_subject(request.environ)
     cert_route = providers.cert_route(*routing.subject_fields(subject)) if subject is not None else None
+    if cert_route is not None and cert_route.label == routing.AGENT_ORGANIZATION:
+        raise Forbidden("a node agent certificate may not ask for token reviews")
     if path_route is not None:
         if cert_route is not None and not routing.path_matches_cert(cert_route, *path_route):
             raise Forbidden(f"this client certificate is for provider {cert_route.label}; "

@@ -64,12 +64,22 @@ def init_server(pki_dir: str | None, force: bool, ips: tuple[str, ...], dns: tup
 @pki_option
 @force_option
 @click.argument("name")
-@click.option("--provider", required=True, help="Provider type, written as the certificate's O= (Guard's routing).")
-@click.option("--org", required=True, help="Provider name (org, domain, tenant...), written as the CN=.")
+@click.option("--provider", required=True,
+              help="Provider type, written as the certificate's O= (Guard's routing); `agent` for a node agent.")
+@click.option("--org", default="", help="Provider name (org, domain, tenant...), written as the CN= "
+              "(required, except for --provider agent: default NAME).")
 def init_client(pki_dir: str | None, force: bool, name: str, provider: str, org: str) -> None:
-    """Create a client certificate for one kube-apiserver (O=<provider>, CN=<org>)."""
+    """Create a client certificate: for a kube-apiserver (O=<provider>, CN=<org>), or for the node agent
+    (`--provider agent`: O=agent, CN=<org or NAME>; the TokenReview webhook refuses it)."""
+    from kagiya.authn.providers import REGISTRY
+    from kagiya.authn.routing import AGENT_ORGANIZATION
+    from kagiya.errors import UsageError
     from kagiya.tls import pki
 
+    if provider == AGENT_ORGANIZATION:
+        org = org or name
+    elif provider not in REGISTRY:
+        raise UsageError(f"--provider must be one of {', '.join([*REGISTRY, AGENT_ORGANIZATION])}")
     out = pki.init_client(_pki_dir(pki_dir), name, provider=provider, org=org, force=force)
     click.echo(f"wrote {out.cert} and {out.key}")
 

@@ -35,6 +35,9 @@ TOKEN_FILE = "token-auth"  # noqa: S105 - a provider type name, not a secret
 #: Keys of a provider mapping that routing consumes; the rest go to the provider's own `from_config`.
 ROUTING_KEYS = ("type", "name", "allow_system_names")
 RESERVED_PREFIX = "system:"
+#: Client-certificate `O=` of node agents (`kagiya authn init client --provider agent`): such a certificate opens
+#: the mTLS gate of `/iam/agent/` and must not ask for token reviews (the webhook has no failed-review limit).
+AGENT_ORGANIZATION = "agent"
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ class ProviderSet:
     def cert_route(self, organizations: Sequence[str], common_name: str) -> Route | None:
         """Guard's rule: `O=` provider type, `CN=` its name. None when no `O=` names a provider type."""
         for org in organizations:
+            if org == AGENT_ORGANIZATION:
+                return Route("cert:agent", (), label=AGENT_ORGANIZATION,
+                             unknown_reason="a node agent certificate may not ask for token reviews")
             if org == TOKEN_FILE:
                 entries = (self.token_file,) if self.token_file is not None else ()
                 return Route("cert:token-auth", entries, label=TOKEN_FILE,

@@ -18,7 +18,7 @@ def certs(tmp_path: Path) -> dict[str, str]:
     pki.init_ca(root)
     out = {}
     for name, provider, org in [("oidc-corp", "oidc", "corp"), ("oidc-other", "oidc", "other"),
-                                ("static", "token-auth", "default")]:
+                                ("static", "token-auth", "default"), ("agent", "agent", "node-agent")]:
         out[name] = pki.init_client(root, name, provider=provider, org=org).cert.read_text()
     # A certificate whose O= is no provider type (e.g. a generic apiserver client cert) uses the default chain.
     from cryptography import x509
@@ -88,3 +88,13 @@ def test_a_path_cannot_override_the_provider_the_certificate_names(issuer: OidcI
                        path="/authn/token-auth/default/tokenreviews")["user"]["username"] == "bob"
         assert _review(client, issuer.mint(sub="c1"), certs["oidc-corp"],
                        path="/authn/oidc/corp/tokenreviews")["user"]["username"] == "c1"
+
+
+def test_a_node_agent_certificate_may_not_ask_for_token_reviews(make_app: Any, certs: dict[str, str]) -> None:
+    """The agent's certificate (kept on every node) opens /iam/agent/ only; the webhook has no failed-review limit,
+    so it must not become a token oracle."""
+    client = make_app().test_client()
+    for path in ("/authn/tokenreviews", "/tokenreviews", "/authn/token-auth/default/tokenreviews"):
+        resp = client.post(path, json=review_body("dev-token-0002"), environ_base={"SSL_CLIENT_CERT": certs["agent"]})
+        assert resp.status_code == 403, path
+        assert resp.get_json()["kind"] == "Status"

@@ -47,6 +47,18 @@ def test_init_writes_ca_server_and_client_certs(runner: Any, tmp_path: Path) -> 
     assert mtls.peer_subject({"SSL_CLIENT_CERT": pem}) == {"O": ["github"], "CN": ["acme"], "OU": []}
 
 
+def test_init_client_for_the_node_agent(runner: Any, tmp_path: Path) -> None:
+    """`--provider agent` (documented for the node agent's mutual TLS): O=agent, CN defaults to the name."""
+    pki = tmp_path / "pki"
+    _ok(runner, "authn", "init", "ca", "--pki-dir", str(pki))
+    _ok(runner, "authn", "init", "client", "node-agent", "--pki-dir", str(pki), "--provider", "agent")
+    pem = (pki / "clients/node-agent.crt").read_text()
+    assert mtls.peer_subject({"SSL_CLIENT_CERT": pem}) == {"O": ["agent"], "CN": ["node-agent"], "OU": []}
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()))
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+
+
 def test_pki_dir_defaults_under_data_dir(runner: Any, data_dir: Path) -> None:
     _ok(runner, "authn", "init", "ca", env={"KAGIYA_DATA_DIR": str(data_dir)})
     assert (data_dir / "pki" / "ca.crt").exists()
@@ -79,6 +91,7 @@ def test_errors_are_one_line_with_nonzero_exit(runner: Any, tmp_path: Path) -> N
         (["authn", "init", "server", "--pki-dir", str(pki)], "--ip and/or --dns"),
         (["authn", "init", "client", "c", "--pki-dir", str(pki), "--provider", "bogus", "--org", "x"],
          "--provider must be one of"),
+        (["authn", "init", "client", "c", "--pki-dir", str(pki), "--provider", "github"], "--org is required"),
         (["authn", "init", "client", "../evil", "--pki-dir", str(pki), "--provider", "github", "--org", "x"],
          "client name"),
         (["authn", "webhook-config", "--pki-dir", str(pki), "--client", "c", "--server", "http://plain"],
@@ -112,3 +125,9 @@ def test_check_reviews_a_token_from_stdin(runner: Any, token_file: Path) -> None
     assert empty.exit_code == 2 and "on stdin" in empty.stderr
     unknown = runner(["authn", "check", "--provider", "oidc/none"], input="x\n", env=env)
     assert unknown.exit_code != 0 and "no authn provider oidc/none" in unknown.stderr
+
+
+def test_serve_help_says_which_paths_require_a_client_certificate(runner: Any) -> None:
+    text = " ".join(_ok(runner, "serve", "--help").split())
+    assert "required only on the webhook paths" in text and "/authn/" in text and "/iam/agent/" in text
+    assert "clients without one are refused" not in text
