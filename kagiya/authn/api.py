@@ -80,7 +80,7 @@ TOKEN_REVIEW_REPLY_SCHEMA = {
 }
 REVIEW_RESPONSES = {
     "400": "Not a TokenReview (Status body)",
-    "403": "The client certificate names a different provider than the path (Status body)",
+    "403": "The client certificate names a different provider than the path, or is a node agent's (Status body)",
     "404": "No such provider (path route)",
     "503": "Identity provider unavailable; retry (not cached by the apiserver)",
 }
