@@ -62,6 +62,9 @@ class Route:
     label: str = "default"
     #: When set, a token no provider accepted is rejected with this reason (e.g. cert names no provider).
     unknown_reason: str = ""
+    #: Every configured provider that is not third-party, in or out of this route: when one of them claims a token,
+    #: no third-party provider of the route is sent it (a path naming github/acme must not receive an LDAP password).
+    first_party: tuple[ProviderEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class ProviderSet:
             raise ConfigError(f"authn.default_chain: {missing[0]} is not a configured provider "
                               f"(configured: {', '.join(self.entries) or 'none'})")
         self._default = tuple(self.entries[k] for k in chain)
+        everyone = ([token_file] if token_file is not None else []) + list(self.entries.values())
+        self._first_party = tuple(e for e in everyone if not e.provider.third_party)
 
     @classmethod
     def from_settings(cls, settings: AuthnSettings) -> ProviderSet:
@@ -125,8 +130,8 @@ class ProviderSet:
 
     def default_route(self, *, include_token_file: bool = True) -> Route:
         if include_token_file:
-            return Route("default", self._with_token_file(self._default))
-        return Route("default-external", self._default)
+            return Route("default", self._with_token_file(self._default), first_party=self._first_party)
+        return Route("default-external", self._default, first_party=self._first_party)
 
     def path_route(self, ptype: str, name: str) -> Route:
         """The route named by the URL path; raises NotFound when no such provider is configured."""
@@ -135,7 +140,8 @@ class ProviderSet:
             if ptype == TOKEN_FILE and self.token_file is not None:
                 return Route("path:token-auth", (self.token_file,), label=TOKEN_FILE)
             raise NotFound(f"no authn provider {ptype}/{name} is configured")
-        return Route(f"path:{entry.key}", self._with_token_file([entry]), label=entry.key)
+        return Route(f"path:{entry.key}", self._with_token_file([entry]), label=entry.key,
+                     first_party=self._first_party)
 
     def cert_route(self, organizations: Sequence[str], common_name: str) -> Route | None:
         """Guard's rule: `O=` provider type, `CN=` its name. None when no `O=` names a provider type."""
@@ -152,7 +158,8 @@ class ProviderSet:
                 if entry is None:
                     return Route(f"cert:{org}/{common_name}", self._with_token_file([]), label=f"{org}/{common_name}",
                                  unknown_reason=f"no {org} provider is configured for {common_name!r}")
-                return Route(f"cert:{entry.key}", self._with_token_file([entry]), label=entry.key)
+                return Route(f"cert:{entry.key}", self._with_token_file([entry]), label=entry.key,
+                             first_party=self._first_party)
         return None
 
 
@@ -297,10 +304,14 @@ def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
 
 def claimants(route: Route, shape: TokenShape) -> list[ProviderEntry]:
     """The route's providers that may see this token: those that claim its shape, and no third-party provider
-    (one that sends the token to an outside service) when a provider that is not third-party claims it too."""
+    (one that sends the token to an outside service) when a configured provider that is not third-party, in the
+    route or not, claims it too."""
     claimed = [e for e in route.entries if e.provider.claims(shape)]
-    if any(not e.provider.third_party for e in claimed):
-        return [e for e in claimed if not e.provider.third_party]
+    if not any(e.provider.third_party for e in claimed):
+        return claimed
+    local = [e for e in claimed if not e.provider.third_party]
+    if local or any(e.provider.claims(shape) for e in route.first_party if e not in route.entries):
+        return local
     return claimed
 
 

@@ -121,6 +121,34 @@ def test_legacy_40_hex_tokens_only_when_the_admin_opts_in(make_app: Any, github:
     assert github.hits["/user"] == 1
 
 
+def hex_that_reads_as_ldap_credentials() -> str:
+    """40 hex characters that are also standard base64 of `user:password`: the one overlap between a legacy
+    GitHub token's shape and LDAP's (found by search, so no token is hard-coded)."""
+    import itertools
+
+    def decoded(group: str) -> bytes:
+        return base64.b64decode(group)
+
+    printable = [g for g in map("".join, itertools.product("0123456789abcdef", repeat=4))
+                 if all(0x21 <= b < 0x7F and b != ord(":") for b in decoded(g))]
+    colon = next(g for g in map("".join, itertools.product("0123456789abcdef", repeat=4))
+                 if decoded(g)[2:3] == b":" and all(0x21 <= b < 0x7F for b in decoded(g)))
+    token = printable[0] + colon + "".join(printable[1:9])
+    assert len(token) == 40 and shapes.inspect(token).basic_credentials
+    return token
+
+
+def test_a_token_ldap_claims_never_reaches_a_forge_even_by_path(
+    make_app: Any, github: GitHubStandIn, slapd: Slapd
+) -> None:
+    token = hex_that_reads_as_ldap_credentials()
+    client = make_app([github_entry(github, legacy_tokens=True), ldap_entry(slapd)]).test_client()
+    assert status(client, token, "/authn/github/acme/tokenreviews") == {
+        "authenticated": False, "error": "github/acme: not a token a github provider accepts"}
+    assert status(client, token) == {"authenticated": False, "error": "ldap/corp: invalid username or password"}
+    assert sum(github.hits.values()) == 0
+
+
 def test_gitlab_custom_prefix_is_configurable(make_app: Any, gitlab: GitLabStandIn) -> None:
     custom = "acme-glpat-" + "C" * 20  # made up: an instance with a custom token prefix
     gitlab.add_user("carl", 78, custom)
