@@ -198,3 +198,13 @@ def test_unknown_paths_do_not_mint_metric_labels(client: Any) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert "random-" not in text
     assert 'kagiya_authn_token_reviews_total{outcome="notfound",provider="unknown"} 3.0' in text
+
+
+def test_a_rejection_names_the_first_provider_that_judged_the_token(issuer: Any, make_app: Any) -> None:
+    """Two providers trust the issuer (different audiences); a token for neither is judged by the first of the
+    chain that claims it, and the reply names that one (not whichever was tried last)."""
+    providers = [oidc_provider(issuer), oidc_provider(issuer, name="trusted", audiences=["kube-trusted"])]
+    token = issuer.mint(sub="mallory", aud="elsewhere")
+    for chain, judge in ((["oidc/corp", "oidc/trusted"], "oidc/corp"), (["oidc/trusted", "oidc/corp"], "oidc/trusted")):
+        status = post_review(make_app(providers, default_chain=chain).test_client(), token).get_json()["status"]
+        assert status == {"authenticated": False, "error": f"{judge}: token audience not accepted"}
