@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import tempfile
-import threading
 from typing import Any
 
 import click
@@ -80,6 +76,8 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
 
 def _run(argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> int:
     """Run the child in the foreground; our exit status is its status (128+N for a signal, as shells report)."""
+    import subprocess
+
     try:
         proc = subprocess.Popen(argv, env=env, pass_fds=pass_fds)
     except FileNotFoundError:
@@ -123,6 +121,8 @@ def exec_file(file: str, command: tuple[str, ...], no_fifo: bool) -> None:
 
 
 def _run_with_unlinked_file(argv: list[str], data: bytes) -> int:
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="kagiya-")  # 0600, O_EXCL
     try:
         os.unlink(path)  # gone from the directory before any plaintext is written
@@ -135,6 +135,10 @@ def _run_with_unlinked_file(argv: list[str], data: bytes) -> int:
 
 
 def _run_with_fifo(argv: list[str], data: bytes) -> int:
+    import sys
+    import tempfile
+    import threading
+
     directory = tempfile.mkdtemp(prefix="kagiya-")  # 0700
     fifo = os.path.join(directory, "secret")
     os.mkfifo(fifo, 0o600)

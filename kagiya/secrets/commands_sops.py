@@ -6,7 +6,6 @@ called from commands.py so the kubesec commands keep one implementation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +109,8 @@ def updatekeys(files: tuple[str, ...], dry_run: bool) -> None:
 def introspect_json(file: str, verify: bool) -> None:
     """`introspect --json`: one JSON object for scripts, in the spirit of `sops filestatus` (no decryption
     unless --verify; never a value)."""
+    import json
+
     from kagiya.secrets import envelope, formats, manifest, ops
 
     settings = _settings()

@@ -24,10 +24,15 @@ class Plain:
     values: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
 
 
-def detect(text: str) -> str:
-    """`sops` for a file carrying sops metadata, else `kubesec` (encrypted or not)."""
-    from kagiya.secrets.formats.sops_doc import looks_like_sops
+def looks_like_sops(text: str) -> bool:
+    """Cheap check before parsing: a top-level `sops:` key (YAML) or `"sops":` (JSON), and a mac."""
+    if "# kubesec:v:" in text:  # a kubesec trailer wins: a value or comment may well mention sops
+        return False
+    return ("\nsops:" in text or text.startswith("sops:") or '"sops":' in text) and "mac" in text
 
+
+def detect(text: str) -> str:
+    """`sops` for a file carrying sops metadata, else `kubesec` (encrypted or not). Imports nothing."""
     return SOPS if looks_like_sops(text) else KUBESEC
 
 

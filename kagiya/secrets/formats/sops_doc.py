@@ -38,11 +38,6 @@ class Decrypted:
     values: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
 
 
-def looks_like_sops(text: str) -> bool:
-    """Cheap check before parsing: a top-level `sops:` key (YAML) or `"sops": {` (JSON) with a mac."""
-    return ("\nsops:" in text or text.startswith("sops:") or '"sops":' in text) and "mac" in text
-
-
 def _yaml12(node: ScalarNode) -> Any:
     """A scalar as go-yaml v3 decodes it into interface{} (YAML 1.2 core schema); quoted and block scalars and
     explicitly tagged ones are strings."""
