@@ -1,4 +1,4 @@
-"""`kagiya secrets convert | updatekeys`, sops files in `decrypt`, and `introspect --json` (the formats seam).
+"""`kagiya secrets convert` (sops <-> kagiya), `updatekeys`, sops files in `decrypt`, `introspect --json`.
 
 Registered into the `secrets` group by `register()`; the hooks `decrypt_other_format` and `introspect_json` are
 called from commands.py so the kubesec commands keep one implementation.
@@ -38,31 +38,43 @@ def sops_recipient_uri(uri: str) -> str:
 
 @click.command()
 @click.argument("file")
-@click.option("--from", "source", type=click.Choice(["sops", "kubesec"]), default="sops", show_default=True)
-@click.option("--to", "target", type=click.Choice(["kubesec", "sops"]), default="kubesec", show_default=True)
+@click.option("--from", "source", type=click.Choice(["sops", "kubesec"]), default=None,
+              help="Format of FILE (default: sops, or kubesec with --to sops).")
+@click.option("--to", "target", type=click.Choice(["kubesec", "sops"]), default=None,
+              help="Format to write (default: the other one).")
 @click.option("-k", "--key", "keys", multiple=True, metavar="URI",
               help="Recipients of the result (default: the file's own age/pgp keys).")
 @click.option("-i", "--in-place", is_flag=True, help="Rewrite FILE atomically.")
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically, mode 0600).")
-def convert(file: str, source: str, target: str, keys: tuple[str, ...], in_place: bool, output: str | None) -> None:
-    """Rewrite a sops FILE in kagiya's (kubesec) format, keeping comments and key order.
+def convert(file: str, source: str | None, target: str | None, keys: tuple[str, ...], in_place: bool,
+            output: str | None) -> None:
+    """Rewrite a sops FILE in kagiya's (kubesec) format keeping comments and key order, or (--to sops) a kagiya
+    FILE as a sops file the sops binary opens.
 
-    The sops file is opened and its MAC verified first; its plaintext is then encrypted for the same age/pgp
-    recipients (or -k). Nothing is written unless every step succeeded.
+    FILE is opened and verified first; its plaintext is then encrypted for the same age/pgp recipients (or -k).
+    Nothing is written unless every step succeeded.
     """
     from kagiya.secrets import formats, ops
 
     if in_place and output:
         raise UsageError("use either -i or -o, not both")
-    if (source, target) != ("sops", "kubesec"):
-        raise UsageError("only --from sops --to kubesec is supported; `kagiya secrets decrypt` reads both formats")
+    source = source or ("kubesec" if target == "sops" else "sops")
+    target = target or ("sops" if source == "kubesec" else "kubesec")
+    if source == target:
+        raise UsageError(f"--from and --to are both {source}")
     settings = _settings()
     src = ops.read_source(file, settings)
-    if formats.detect(src.text) != formats.SOPS:
-        raise UsageError(f"{src.name} is not a sops file (no sops: metadata)")
+    if formats.detect(src.text) != source:
+        raise UsageError(f"{src.name} is not a {source} file")
     plain = formats.decrypt(src.text, settings, path=src.path)
-    recipients = list(keys) or [sops_recipient_uri(u) for u in plain.recipients]
-    text = ops.encrypt(ops.Source(plain.text, src.path), settings, recipients)
+    if target == "sops":
+        from kagiya.secrets.formats import sops_write
+
+        recipients = list(keys) or [u for u in plain.recipients if u.startswith(("age:", "pgp:"))]
+        text = sops_write.encrypt_yaml(plain.text, recipients, settings)
+    else:
+        recipients = list(keys) or [sops_recipient_uri(u) for u in plain.recipients]
+        text = ops.encrypt(ops.Source(plain.text, src.path), settings, recipients)
     ops.write_result(text, src, in_place, output)
 
 

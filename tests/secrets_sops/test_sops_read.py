@@ -209,3 +209,20 @@ def test_several_key_groups_are_refused_clearly(sops_bin: str, age_id: AgeIdenti
     run_sops(sops_bin, "encrypt", "-i", str(path), cwd=tmp_path)
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code != 0 and res.stdout == "" and "Shamir" in res.stderr
+
+
+def test_convert_to_sops_opens_with_the_real_sops(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    text = PLAIN + "  cert: |\n    # not a comment\n    line2\n  other: \"x # y\"  # trailing note\n"
+    text = text.replace("data:\n  token: aGVsbG8=\n", "") + "data:\n  token: aGVsbG8=\n"
+    path = tmp_path / "k.yaml"
+    path.write_text(text)
+    assert cli(["secrets", "encrypt", "-i", "-k", f"age:{age_id.recipient}", str(path)]).exit_code == 0
+    res = cli(["secrets", "convert", "--to", "sops", str(path), "-o", str(tmp_path / "k.sops.yaml")])
+    assert res.exit_code == 0, res.stderr
+    written = (tmp_path / "k.sops.yaml").read_text()
+    assert "hunter2" not in written and "rotated monthly" not in written and "sops:" in written
+    by_sops = _sops_decrypt(sops_bin, age_id, tmp_path / "k.sops.yaml")
+    assert yaml.safe_load(by_sops) == yaml.safe_load(text)
+    assert "# rotated monthly" in by_sops and "ENC[" not in by_sops  # sops decrypted our comment too
+    res = cli(["secrets", "decrypt", str(tmp_path / "k.sops.yaml")])
+    assert res.exit_code == 0 and yaml.safe_load(res.stdout) == yaml.safe_load(text)

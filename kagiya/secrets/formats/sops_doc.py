@@ -26,6 +26,7 @@ _COMMENT_RE = re.compile(r"#(ENC\[AES256_GCM,data:[^\]\s]*,iv:[^\]\s]+,tag:[^\]\
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_TRAILING = re.compile(r"[ \t]*:?[ \t]+#")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 
 
@@ -38,7 +39,7 @@ class Decrypted:
     values: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
 
 
-def _yaml12(node: ScalarNode) -> Any:
+def yaml12(node: ScalarNode) -> Any:
     """A scalar as go-yaml v3 decodes it into interface{} (YAML 1.2 core schema); quoted and block scalars and
     explicitly tagged ones are strings."""
     value = node.value
@@ -90,6 +91,66 @@ class _Walk:
         return value
 
 
+class CommentText(str):
+    """A comment's text (after `#`): encrypted with `type:comment` and never part of the MAC."""
+
+
+def scan_yaml(doc: Node) -> Iterator[tuple[tuple[str, ...], Node]]:
+    """(path, scalar node) of every value in sops' walk order, the top-level `sops` key left out."""
+    return _scan_yaml(doc, (), True)
+
+
+def _key_nodes(node: Node, path: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """(start, parent path) of every mapping key: a comment before a key is encrypted under that key's parent."""
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key.start_mark.index, path
+            yield from _key_nodes(value, (*path, str(key.value)))
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            yield from _key_nodes(item, path)
+
+
+def _scalar_spans(node: Node) -> Iterator[tuple[int, int]]:
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield from _scalar_spans(key)
+            yield from _scalar_spans(value)
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            yield from _scalar_spans(item)
+    else:
+        yield node.start_mark.index, node.end_mark.index
+
+
+def comments_with_paths(text: str, doc: Node) -> Iterator[tuple[int, int, tuple[str, ...]]]:
+    """(start of `#`, end of line, path) of each plaintext comment of a single-document `text`: whole-line
+    comments outside any scalar (path: the parent of the next key, which go-yaml attaches them to) and comments
+    after a scalar on its line (path: the parent of that line's key)."""
+    spans = sorted(_scalar_spans(doc))
+    keys = sorted(_key_nodes(doc, ()))
+    finish = doc.end_mark.index
+    line_start = 0
+    while line_start < len(text):
+        line_end = text.find("\n", line_start)
+        line_end = len(text) if line_end < 0 else line_end
+        line = text[line_start:line_end]
+        if line_start > finish:
+            break
+        end = line_end - 1 if line.endswith("\r") else line_end
+        stripped = line.lstrip()
+        if stripped.startswith("#") and not any(s < line_start < e for s, e in spans):
+            following = [p for start, p in keys if start > line_start]  # a head comment: the next key's
+            yield line_start + len(line) - len(stripped), end, following[0] if following else ()
+        else:
+            ends = [e for _, e in spans if line_start <= e <= line_end]
+            trailing = _TRAILING.match(text, max(ends), line_end) if ends else None
+            if trailing:  # a line comment: the key on its line
+                preceding = [p for start, p in keys if start < trailing.end()]
+                yield trailing.end() - 1, end, preceding[-1] if preceding else ()
+        line_start = line_end + 1
+
+
 def _scan_yaml(node: Node, path: tuple[str, ...], top: bool) -> Iterator[tuple[tuple[str, ...], Node]]:
     if isinstance(node, MappingNode):
         for key, value in node.value:
@@ -123,7 +184,7 @@ def _render_yaml(value: Any) -> str:
     if isinstance(value, float):
         return sops.go_float(value)
     text = str(value)
-    plain_safe = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", text) is not None
+    plain_safe = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./+=-]*", text) is not None
     if plain_safe and _implicit_tag(text) == "tag:yaml.org,2002:str" and text not in _BOOL and not _NULL.match(text):
         return text
     return manifest.double_quoted(text)
@@ -153,7 +214,7 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
     for doc in docs:
         containers.extend(_mapping_paths(doc, ()))
         for path, node in _scan_yaml(doc, (), True):
-            raw = _yaml12(node)  # type: ignore[arg-type]
+            raw = yaml12(node)  # type: ignore[arg-type]
             plain = walk.leaf(path, raw)
             if plain is not raw:
                 edits.append((node.start_mark.index, node.end_mark.index, _render_yaml(plain)))
