@@ -148,9 +148,9 @@ def introspect_json(file: str, verify: bool) -> None:
         return
     m = manifest.parse(src.text)
     out.update(format="kubesec", encrypted=m.encrypted)
+    results: dict[str, tuple[str, str]] = {}
     if m.encrypted:
         trailer = envelope.read_trailer(m)
-        results = {}
         if verify:
             results = {uri: (status, reason) for uri, status, reason in envelope.verify_recipients(m, settings)}
         out.update(version=trailer.version, mac=trailer.mac is not None, recipients=[])
@@ -162,7 +162,7 @@ def introspect_json(file: str, verify: bool) -> None:
     out["secrets"] = [{"namespace": d.namespace, "name": d.name, "keys": [s.label for s in d.slots]}
                       for d in m.secrets]
     click.echo(json.dumps(out, indent=2))
-    if any(status == envelope.DAMAGED for status, _ in results.values() if m.encrypted) if verify else False:
+    if any(status == envelope.DAMAGED for status, _ in results.values()):
         from kagiya.errors import ExitCode
 
         raise click.exceptions.Exit(int(ExitCode.CRYPTO))

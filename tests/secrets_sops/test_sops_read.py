@@ -226,3 +226,13 @@ def test_convert_to_sops_opens_with_the_real_sops(sops_bin: str, age_id: AgeIden
     assert "# rotated monthly" in by_sops and "ENC[" not in by_sops  # sops decrypted our comment too
     res = cli(["secrets", "decrypt", str(tmp_path / "k.sops.yaml")])
     assert res.exit_code == 0 and yaml.safe_load(res.stdout) == yaml.safe_load(text)
+
+
+def test_aliases_are_refused_before_any_walk(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """A "billion laughs" file must fail fast, not make the walk exponential."""
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, "--encrypted-regex", ENCRYPTED_REGEX)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+    path.write_text(bomb + path.read_text())
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code != 0 and res.stdout == "" and "aliases" in res.stderr

@@ -188,3 +188,11 @@ def test_introspect_json_sops(tmp_path: Path, env: dict[str, str]) -> None:
     out = json.loads(_kagiya(env, "secrets", "introspect", "--json", "--verify", str(path)).stdout)
     assert out["format"] == "sops" and out["encrypted"] is True and out["verified"] is True
     assert out["recipients"] == [{"uri": f"age:{ident.recipient}"}]
+
+
+def test_introspect_json_verify_plaintext(env: dict[str, str], tmp_path: Path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(SECRET)
+    res = _kagiya(env, "secrets", "introspect", "--json", "--verify", str(plain))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["encrypted"] is False

@@ -97,7 +97,25 @@ class CommentText(str):
 
 def scan_yaml(doc: Node) -> Iterator[tuple[tuple[str, ...], Node]]:
     """(path, scalar node) of every value in sops' walk order, the top-level `sops` key left out."""
+    refuse_aliases(doc)
     return _scan_yaml(doc, (), True)
+
+
+def refuse_aliases(doc: Node) -> None:
+    """sops never writes anchors or aliases; a node reached twice would make every walk here exponential
+    (a "billion laughs" file), so such a file is refused before any walk."""
+    seen: set[int] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise SopsFormatError("YAML anchors and aliases are not allowed in sops files")
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
 
 
 def _key_nodes(node: Node, path: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
@@ -205,6 +223,8 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
         docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
     except yaml.YAMLError as exc:
         raise SopsFormatError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    for doc in docs:
+        refuse_aliases(doc)
     meta, _ = _load_metadata(docs)
     dek, used = sops.unwrap_data_key(meta, settings)
     aead = AESGCM(dek)
@@ -213,7 +233,7 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
     containers: list[tuple[int, int, tuple[str, ...]]] = []
     for doc in docs:
         containers.extend(_mapping_paths(doc, ()))
-        for path, node in _scan_yaml(doc, (), True):
+        for path, node in scan_yaml(doc):
             raw = yaml12(node)  # type: ignore[arg-type]
             plain = walk.leaf(path, raw)
             if plain is not raw:
