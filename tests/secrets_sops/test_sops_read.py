@@ -236,3 +236,12 @@ def test_aliases_are_refused_before_any_walk(sops_bin: str, age_id: AgeIdentity,
     path.write_text(bomb + path.read_text())
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code != 0 and res.stdout == "" and "aliases" in res.stderr
+
+
+def test_catastrophic_regex_is_refused(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, "--encrypted-regex", ENCRYPTED_REGEX)
+    text = path.read_text()
+    assert "encrypted_regex: ^(data|stringData)$" in text
+    path.write_text(text.replace("encrypted_regex: ^(data|stringData)$", "encrypted_regex: ^(a+)+$"))
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code != 0 and res.stdout == "" and "nested quantifier" in res.stderr

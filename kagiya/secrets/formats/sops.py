@@ -39,6 +39,7 @@ ENC_RE = re.compile(r"^ENC\[AES256_GCM,data:(.*),iv:(.+),tag:(.+),type:(.+)\]$")
 #: sha256("sops"): the MAC prefix when only encrypted values are covered (sops.MACOnlyEncryptedInitialization).
 MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
 MAX_WRAPPED = 64 * 1024
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)[+*{]")
 _UNSUPPORTED = ("unencrypted_comment_regex", "encrypted_comment_regex")
 
 
@@ -113,8 +114,13 @@ def parse_metadata(raw: Any) -> Metadata:
             raise SopsFormatError(f"sops metadata {key} is not a string")
         return value
     for key in ("unencrypted_regex", "encrypted_regex"):
+        pattern = text(key)
+        # sops matches with Go's linear-time RE2; Python's backtracking engine can take exponential time on a
+        # nested quantifier such as `(a+)+`, so a file could stall a CI job: such patterns are refused.
+        if len(pattern) > 512 or _NESTED_QUANTIFIER.search(pattern):
+            raise SopsFormatError(f"sops metadata {key} is too long or has a nested quantifier")
         try:
-            re.compile(text(key))
+            re.compile(pattern)
         except re.error:
             raise SopsFormatError(f"sops metadata {key} is not a valid regular expression") from None
     return Metadata(lastmodified, mac, [group], text("unencrypted_suffix"), text("encrypted_suffix"),
