@@ -54,3 +54,31 @@ def test_bad_config_prints_nothing(encrypted: Tree, config: object, message: str
 def test_not_a_resource_list(encrypted: Tree) -> None:
     res = encrypted.kagiya("secrets", "krm", input="kind: Secret\n")
     assert res.returncode != 0 and res.stdout == "" and "ResourceList" in res.stderr
+
+
+def test_real_kpt_runs_the_function(encrypted: Tree) -> None:
+    """kpt (the KRM reference runner) executes `kagiya secrets krm` as an exec function; `-o stdout` keeps the
+    decrypted Secret out of the package directory."""
+    import shutil
+    import subprocess
+    import sys
+
+    kpt = shutil.which("kpt")
+    if kpt is None:
+        pytest.skip("kpt is not installed")
+    pkg = encrypted.root / "pkg"
+    encrypted.write("pkg/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  a: b\n")
+    script = encrypted.write("krm.sh", f"#!/bin/sh\nexec {sys.executable} -m kagiya.cli secrets krm\n")
+    script.chmod(0o755)
+    encrypted.write("fn.yaml", yaml.safe_dump(FUNCTION_CONFIG))
+    res = subprocess.run([kpt, "fn", "eval", str(pkg), "--exec", str(script), "--fn-config", "fn.yaml", "-o", "stdout"],
+                         cwd=encrypted.root, env=encrypted.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    items = yaml.safe_load(res.stdout)["items"]
+    assert [i["kind"] for i in items] == ["ConfigMap", "Secret"]
+    assert items[1]["stringData"] == {"password": "krm-secret"}
+    assert encrypted.files_containing("krm-secret") == []
+    encrypted.env["KAGIYA_KEYRING"] = str(encrypted.root / "no-keyring")
+    res = subprocess.run([kpt, "fn", "eval", str(pkg), "--exec", str(script), "--fn-config", "fn.yaml", "-o", "stdout"],
+                         cwd=encrypted.root, env=encrypted.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "krm-secret" not in res.stdout and "local:default" in res.stderr
