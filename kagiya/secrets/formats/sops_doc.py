@@ -296,3 +296,36 @@ def decrypt_json(text: str, settings: object) -> Decrypted:
 def decrypt(text: str, settings: object) -> Decrypted:
     """A sops YAML or JSON file, by its first non-blank character (`{` is JSON), fully verified."""
     return decrypt_json(text, settings) if text.lstrip().startswith("{") else decrypt_yaml(text, settings)
+
+
+def plaintext_findings(text: str, name: str) -> list[str]:
+    """For `kagiya secrets check`: one line per value that sops' rules say must be encrypted but is not (a value
+    added by hand after encryption). Needs no key; a file that is not a readable sops file is one finding."""
+    try:
+        if text.lstrip().startswith("{"):
+            doc = json.loads(text)
+            meta = sops.parse_metadata(doc.pop("sops", None) if isinstance(doc, dict) else None)
+            leaves: list[tuple[tuple[str, ...], Any]] = []
+
+            def visit(value: Any, path: tuple[str, ...]) -> None:
+                if isinstance(value, dict):
+                    for k, v in value.items():
+                        visit(v, (*path, k))
+                elif isinstance(value, list):
+                    for v in value:
+                        visit(v, path)
+                else:
+                    leaves.append((path, value))
+
+            visit(doc, ())
+        else:
+            docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
+            meta, _ = _load_metadata(docs)
+            leaves = [(path, yaml12(node)) for d in docs for path, node in scan_yaml(d)]  # type: ignore[arg-type]
+    except (ValueError, yaml.YAMLError):
+        return [f"{name}: not a readable sops file"]
+    except SopsFormatError as exc:
+        return [f"{name}: {exc.message}"]
+    return [f"{name}: {'.'.join(path)} is plaintext in a sops file" for path, value in leaves
+            if meta.should_encrypt(path) and value not in (None, "")
+            and not (isinstance(value, str) and sops.ENC_RE.match(value))]
