@@ -29,7 +29,9 @@ def test_sops_files_pass_and_slipped_plaintext_is_found(sops_bin: str, age_id: A
     res = cli(["secrets", "check", str(regex), str(everything), str(as_json)])
     assert res.exit_code == 0, res.stderr
     lines = regex.read_text().splitlines(keepends=True)
-    regex.write_text("".join("  user: admin\n" if line.startswith("  user:") else line for line in lines))
+    edited = ["    user: admin\n" if line.lstrip().startswith("user:") else line for line in lines]
+    assert edited != lines
+    regex.write_text("".join(edited))
     data = json.loads(as_json.read_text())
     data["stringData"]["password"] = "typed-in-later"
     as_json.write_text(json.dumps(data))
