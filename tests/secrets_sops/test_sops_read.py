@@ -197,18 +197,54 @@ def test_convert_from_sops_keeps_comments_and_order(sops_bin: str, age_id: AgeId
     assert list(yaml.safe_load(res.stdout)["stringData"]) == ["password", "port", "flag"]
 
 
-def test_several_key_groups_are_refused_clearly(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_key_groups_combine_shamir_parts(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Three key groups, threshold 2: any two identities open the file (sops' Shamir parts), one alone does not."""
     from tests.secrets_sops.conftest import make_age_identity
 
-    other = make_age_identity(tmp_path / "other")
+    second, third = make_age_identity(tmp_path / "second"), make_age_identity(tmp_path / "third")
     (tmp_path / ".sops.yaml").write_text(
         "creation_rules:\n  - shamir_threshold: 2\n    key_groups:\n"
-        f"      - age: [{age_id.recipient}]\n      - age: [{other.recipient}]\n")
+        f"      - age: [{age_id.recipient}]\n      - age: [{second.recipient}]\n      - age: [{third.recipient}]\n")
     path = tmp_path / "s.yaml"
     path.write_text(PLAIN)
     run_sops(sops_bin, "encrypt", "-i", str(path), cwd=tmp_path)
+    assert "shamir_threshold: 2" in path.read_text()
+    both = tmp_path / "two.txt"
+    both.write_text(age_id.key_file.read_text() + third.key_file.read_text())
+    both.chmod(0o600)
+    monkeypatch.setenv("KAGIYA_AGE_KEY_FILE", str(both))
     res = cli(["secrets", "decrypt", str(path)])
-    assert res.exit_code != 0 and res.stdout == "" and "Shamir" in res.stderr
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == yaml.safe_load(PLAIN)
+    monkeypatch.setenv("KAGIYA_AGE_KEY_FILE", str(second.key_file))
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code != 0 and res.stdout == ""
+    assert "2 of its 3 key groups are needed, 1 opened" in res.stderr
+
+
+def test_shamir_combine_matches_a_split() -> None:
+    """Property of the field arithmetic: any threshold-sized subset of a split recombines to the secret."""
+    import itertools
+    import os
+
+    from kagiya.secrets.formats import shamir
+
+    secret = os.urandom(32)
+    coefficients = [os.urandom(32) for _ in range(2)]  # a degree-2 polynomial per byte: threshold 3
+    xs = [1, 7, 200, 255]
+    parts = []
+    for x in xs:
+        ys = bytearray(secret)
+        power = 1
+        for coefficient in coefficients:
+            power = shamir._mult(power, x)
+            for i, c in enumerate(coefficient):
+                ys[i] ^= shamir._mult(c, power)
+        parts.append(bytes(ys) + bytes([x]))
+    for subset in itertools.combinations(parts, 3):
+        assert shamir.combine(list(subset)) == secret
+    assert shamir.combine(parts[:2]) != secret  # below the threshold: some other value
 
 
 def test_convert_to_sops_opens_with_the_real_sops(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]

@@ -13,9 +13,10 @@ What sops writes, and what we check, in the order sops checks it:
   upper-case hex, stored encrypted under the data key with `lastmodified` as associated data.
 
 A value that should be encrypted but is not, a value that does not decrypt, and a MAC that differs all fail
-loudly: nothing is printed for a file that does not verify. Several key groups (Shamir) are refused, as are the
-comment-regex rules, which this reader does not implement. Unlike kubesec, sops does not sign the wrapped data
-key; a sops file opens with whoever's public key it was encrypted to, as with sops itself.
+loudly: nothing is printed for a file that does not verify. Several key groups are Shamir parts of the data key
+(formats/shamir.py), `shamir_threshold` of which must open. The comment-regex rules are refused (not
+implemented). Unlike kubesec, sops does not sign the wrapped data key; a sops file opens with whoever's public
+key it was encrypted to, as with sops itself.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ ENC_RE = re.compile(r"^ENC\[AES256_GCM,data:(.*),iv:(.+),tag:(.+),type:(.+)\]$")
 #: sha256("sops"): the MAC prefix when only encrypted values are covered (sops.MACOnlyEncryptedInitialization).
 MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
 MAX_WRAPPED = 64 * 1024
+MAX_GROUPS = 16
 _NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)[+*{]")
 _UNSUPPORTED = ("unencrypted_comment_regex", "encrypted_comment_regex")
 
@@ -57,6 +59,8 @@ class Metadata:
     unencrypted_regex: str = ""
     encrypted_regex: str = ""
     mac_only_encrypted: bool = False
+    #: Key groups needed to rebuild the data key (Shamir); 1 when there is a single group.
+    threshold: int = 1
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,26 +89,15 @@ def parse_metadata(raw: Any) -> Metadata:
         if raw.get(key):
             raise SopsFormatError(f"sops files using {key} are not supported by kagiya; decrypt with sops")
     groups_raw = raw.get("key_groups")
-    if groups_raw:
-        if not isinstance(groups_raw, list):
-            raise SopsFormatError("sops key_groups is not a list")
-        if len(groups_raw) > 1:
-            raise SopsFormatError("sops files with several key groups (Shamir secret sharing) are not supported; "
-                                  "decrypt with sops")
-        sources = groups_raw[0] if isinstance(groups_raw[0], dict) else {}
-    else:
-        sources = raw
-    group: list[tuple[str, str, str]] = []
-    for entry in sources.get("age") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("recipient"), str) and isinstance(entry.get("enc"), str):
-            group.append(("age", entry["recipient"].strip(), entry["enc"]))
-    for entry in sources.get("pgp") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("fp"), str) and isinstance(entry.get("enc"), str):
-            group.append(("pgp", entry["fp"].strip().upper(), entry["enc"]))
-    others = [k for k in ("kms", "gcp_kms", "azure_kv", "hc_vault") if sources.get(k)]
-    if not group:
-        extra = f" (it has only {', '.join(others)} keys, which kagiya does not read in sops files)" if others else ""
-        raise SopsFormatError(f"sops metadata names no age or pgp key{extra}")
+    if groups_raw is not None and not isinstance(groups_raw, list):
+        raise SopsFormatError("sops key_groups is not a list")
+    sources_list = [g if isinstance(g, dict) else {} for g in groups_raw] if groups_raw else [raw]
+    if len(sources_list) > MAX_GROUPS:
+        raise SopsFormatError(f"sops file has more than {MAX_GROUPS} key groups")
+    groups = [_group(sources) for sources in sources_list]
+    threshold = raw.get("shamir_threshold") or len(groups)
+    if len(groups) > 1 and (not isinstance(threshold, int) or not 2 <= threshold <= len(groups)):
+        raise SopsFormatError("sops shamir_threshold must be between 2 and the number of key groups")
     lastmodified, mac = raw.get("lastmodified"), raw.get("mac")
     if not isinstance(lastmodified, str) or not isinstance(mac, str) or not mac:
         raise SopsFormatError("sops metadata has no lastmodified/mac (truncated file?)")
@@ -123,34 +116,70 @@ def parse_metadata(raw: Any) -> Metadata:
             re.compile(pattern)
         except re.error:
             raise SopsFormatError(f"sops metadata {key} is not a valid regular expression") from None
-    return Metadata(lastmodified, mac, [group], text("unencrypted_suffix"), text("encrypted_suffix"),
-                    text("unencrypted_regex"), text("encrypted_regex"), raw.get("mac_only_encrypted") is True, raw)
+    return Metadata(lastmodified, mac, groups, text("unencrypted_suffix"), text("encrypted_suffix"),
+                    text("unencrypted_regex"), text("encrypted_regex"), raw.get("mac_only_encrypted") is True,
+                    threshold if len(groups) > 1 else 1, raw)
+
+
+def _group(sources: dict[str, Any]) -> list[tuple[str, str, str]]:
+    group: list[tuple[str, str, str]] = []
+    for entry in sources.get("age") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("recipient"), str) and isinstance(entry.get("enc"), str):
+            group.append(("age", entry["recipient"].strip(), entry["enc"]))
+    for entry in sources.get("pgp") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("fp"), str) and isinstance(entry.get("enc"), str):
+            group.append(("pgp", entry["fp"].strip().upper(), entry["enc"]))
+    others = [k for k in ("kms", "gcp_kms", "azure_kv", "hc_vault") if sources.get(k)]
+    if not group:
+        extra = f" (it has only {', '.join(others)} keys, which kagiya does not read in sops files)" if others else ""
+        raise SopsFormatError(f"sops metadata names no age or pgp key{extra}")
+    return group
 
 
 def unwrap_data_key(meta: Metadata, settings: object) -> tuple[bytes, str]:
-    """The data key from the first age, then pgp key that opens it (sops' default decryption order)."""
-    reasons, upstream = [], False
-    entries = sorted(meta.groups[0], key=lambda e: 0 if e[0] == "age" else 1)
-    for scheme, key_id, enc in entries:
-        try:
-            dek = _unwrap_age(key_id, enc, settings) if scheme == "age" else _unwrap_pgp(key_id, enc, settings)
-        except KagiyaError as exc:
-            reasons.append(f"{scheme}:{key_id}: {exc.message}")
-            upstream = upstream or isinstance(exc, KeyUpstreamUnavailable)
-            continue
-        return dek, f"{scheme}:{key_id}"
+    """The data key: from the first age, then pgp key that opens it (sops' default decryption order) in each key
+    group; with several groups, `threshold` groups' Shamir parts combined."""
+    reasons: list[str] = []
+    upstream = False
+    parts: list[bytes] = []
+    used: list[str] = []
+    size = DEK_BYTES if len(meta.groups) == 1 else DEK_BYTES + 1
+    for group in meta.groups:
+        for scheme, key_id, enc in sorted(group, key=lambda e: 0 if e[0] == "age" else 1):
+            try:
+                part = (_unwrap_age(key_id, enc, settings, size) if scheme == "age"
+                        else _unwrap_pgp(key_id, enc, settings, size))
+            except KagiyaError as exc:
+                reasons.append(f"{scheme}:{key_id}: {exc.message}")
+                upstream = upstream or isinstance(exc, KeyUpstreamUnavailable)
+                continue
+            parts.append(part)
+            used.append(f"{scheme}:{key_id}")
+            break
+        if len(parts) == meta.threshold:
+            break
+    if len(parts) >= meta.threshold:
+        if len(meta.groups) == 1:
+            return parts[0], used[0]
+        from kagiya.secrets.formats import shamir
+
+        return shamir.combine(parts), ",".join(used)
     names = ", ".join(meta.recipients)
     error = KeyUpstreamUnavailable if upstream else CryptoError
+    if len(meta.groups) > 1:
+        raise error(f"not enough of this sops file's keys are usable here: {meta.threshold} of its "
+                    f"{len(meta.groups)} key groups are needed, {len(parts)} opened; it is encrypted for {names} "
+                    f"({'; '.join(reasons)})")
     raise error(f"none of this sops file's keys is usable here; it is encrypted for {names} ({'; '.join(reasons)})")
 
 
-def _unwrap_age(recipient: str, enc: str, settings: object) -> bytes:
+def _unwrap_age(recipient: str, enc: str, settings: object, size: int) -> bytes:
     from kagiya.secrets.keys import age
 
-    return age.open_key(recipient, settings).unwrap(enc.encode("ascii", "replace"))
+    return age.open_key(recipient, settings).unwrap(enc.encode("ascii", "replace"), size)
 
 
-def _unwrap_pgp(fingerprint: str, enc: str, settings: object) -> bytes:
+def _unwrap_pgp(fingerprint: str, enc: str, settings: object, size: int) -> bytes:
     """sops' PGP data keys are encrypted, not signed: gpg must decrypt them with a secret key it holds."""
     from kagiya.secrets.keys.pgp import run_gpg
     from kagiya.secrets.settings import SecretsSettings
@@ -163,8 +192,8 @@ def _unwrap_pgp(fingerprint: str, enc: str, settings: object) -> bytes:
         if result.has("NO_SECKEY"):
             raise KeyUnavailable(f"the GnuPG keyring holds no secret key for pgp:{fingerprint}")
         raise CryptoError(f"wrapped data key for pgp:{fingerprint} is damaged or not a GnuPG message")
-    if len(result.stdout) != DEK_BYTES:
-        raise CryptoError(f"wrapped data key for pgp:{fingerprint} does not hold a 32-byte data key")
+    if len(result.stdout) != size:
+        raise CryptoError(f"wrapped data key for pgp:{fingerprint} does not hold a {size}-byte data key")
     return result.stdout
 
 

@@ -116,7 +116,8 @@ class AgeKey:
         where = ", ".join(str(p) for p in key_files(self.settings))
         raise KeyUnavailable(f"no age identity for age:{self.id} here (looked in {where}, SOPS_AGE_KEY)")
 
-    def unwrap(self, blob: bytes) -> bytes:
+    def unwrap(self, blob: bytes, size: int = DEK_BYTES) -> bytes:
+        """The data key (`size` bytes: sops' Shamir parts are one byte longer). Raises KeyUnavailable/CryptoError."""
         pyrage = _pyrage()
         identity = self.identity()
         if not blob or len(blob) > MAX_BLOB:
@@ -125,7 +126,7 @@ class AgeKey:
             dek = bytes(pyrage.decrypt(blob, [identity]))
         except pyrage.DecryptError:
             raise CryptoError(f"age:{self.id} cannot unwrap the data key (damaged, or made for another key)") from None
-        if len(dek) != DEK_BYTES:
+        if len(dek) != size:
             raise CryptoError(f"age:{self.id} unwrapped data key has the wrong length")
         return dek
 
