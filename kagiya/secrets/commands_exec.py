@@ -60,7 +60,7 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
             if not ENV_NAME.match(key):
                 notes.append(f"{key}: not a valid environment variable name, skipped")
                 continue
-            text = "" if value is None else str(value)
+            text = "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
             if encoded:
                 try:
                     text = base64.b64decode(text, validate=False).decode("utf-8")

@@ -196,3 +196,20 @@ def test_introspect_json_verify_plaintext(env: dict[str, str], tmp_path: Path) -
     res = _kagiya(env, "secrets", "introspect", "--json", "--verify", str(plain))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["encrypted"] is False
+
+
+def test_exec_env_with_a_sops_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """A non-Secret sops file gives its top-level values, as `sops exec-env` does."""
+    from tests.secrets_sops.conftest import SOPS, make_age_identity, run_sops
+
+    if SOPS is None:
+        pytest.skip("sops binary not installed")
+    ident = make_age_identity(tmp_path / "age")
+    path = tmp_path / "app.env.yaml"
+    path.write_text("DATABASE_URL: postgres://u:sops-pw@db/app\nRETRIES: 3\nnested: {a: b}\n")
+    run_sops(SOPS, "encrypt", "-i", "--age", ident.recipient, str(path), cwd=tmp_path)
+    env["SOPS_AGE_KEY_FILE"] = str(ident.key_file)
+    script = "import os; print(os.environ['DATABASE_URL'], os.environ['RETRIES'], 'nested' in os.environ)"
+    res = _kagiya(env, "secrets", "exec-env", str(path), "--", sys.executable, "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["postgres://u:sops-pw@db/app", "3", "False"]
