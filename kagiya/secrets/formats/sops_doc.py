@@ -245,7 +245,10 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
                     end = value.end_mark.index
                     edits.append((start, end, ""))
     sops.check_mac(aead, meta, walk.mac.hexdigest())
-    edits.extend(_comment_edits(text, aead, meta, containers))
+    # a value or the sops block may hold text that looks like an encrypted comment: only real comments count
+    taken = sorted((s, e) for doc in docs for s, e in _scalar_spans(doc)) + [(s, e) for s, e, r in edits if r == ""]
+    edits.extend(c for c in _comment_edits(text, aead, meta, containers)
+                 if not any(s <= c[0] < e for s, e in taken))
     out = text
     for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
         out = out[:start] + replacement + out[end:]
