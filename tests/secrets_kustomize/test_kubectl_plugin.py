@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.secrets_kustomize.conftest import DECRYPTOR, KUBESEC, Tree, secret_yaml
+from tests.secrets_kustomize.conftest import DECRYPTOR, KUBECTLS, KUBESEC, Tree, secret_yaml
 from tests.support.gpg import TEST_KEY_A_FPR
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,8 @@ def _base(tree: Tree, **values: str) -> None:
     tree.write("base/kustomization.yaml", "generators: [secrets.yaml]\n")
 
 
-def test_overlay_patches_the_decrypted_secret(tree: Tree) -> None:
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+def test_overlay_patches_the_decrypted_secret(tree: Tree, kubectl: str) -> None:
     _base(tree, password="hunter2-plaintext")
     tree.write("prod/kustomization.yaml", """resources: [../base]
 namePrefix: prod-
@@ -42,7 +43,7 @@ patches:
     stringData:
       user: admin
 """)
-    res = tree.build("prod")
+    res = tree.build("prod", kubectl)
     assert res.returncode == 0, res.stderr
     secret = _secrets(res.stdout)["prod-db"]
     assert secret["stringData"] == {"password": "hunter2-plaintext", "user": "admin"}
