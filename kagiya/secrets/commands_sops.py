@@ -31,11 +31,6 @@ def decrypt_other_format(src: Any, settings: object, in_place: bool, output: str
     return True
 
 
-def sops_recipient_uri(uri: str) -> str:
-    """sops' age/pgp keys are kagiya's `age:` / `pgp:` URIs unchanged."""
-    return uri
-
-
 @click.command()
 @click.argument("file")
 @click.option("--from", "source", type=click.Choice(["sops", "kubesec"]), default=None,
@@ -73,7 +68,7 @@ def convert(file: str, source: str | None, target: str | None, keys: tuple[str, 
         recipients = list(keys) or [u for u in plain.recipients if u.startswith(("age:", "pgp:"))]
         text = sops_write.encrypt_yaml(plain.text, recipients, settings)
     else:
-        recipients = list(keys) or [sops_recipient_uri(u) for u in plain.recipients]
+        recipients = list(keys) or plain.recipients  # sops' age/pgp keys are kagiya's age:/pgp: URIs as they are
         text = ops.encrypt(ops.Source(plain.text, src.path), settings, recipients)
     ops.write_result(text, src, in_place, output)
 

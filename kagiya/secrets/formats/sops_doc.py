@@ -208,13 +208,13 @@ def _render_yaml(value: Any) -> str:
     return manifest.double_quoted(text)
 
 
-def _load_metadata(docs: list[Node]) -> tuple[Metadata, tuple[int, int]]:
+def _load_metadata(docs: list[Node]) -> Metadata:
     for doc in docs:
         if isinstance(doc, MappingNode):
             for key, value in doc.value:
                 if isinstance(key, ScalarNode) and key.value == "sops":
                     raw = yaml.safe_load(yaml.serialize(value))
-                    return sops.parse_metadata(raw), (key.start_mark.index, value.end_mark.index)
+                    return sops.parse_metadata(raw)
     raise SopsFormatError("not a sops file: no top-level sops: metadata")
 
 
@@ -225,7 +225,7 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
         raise SopsFormatError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
     for doc in docs:
         refuse_aliases(doc)
-    meta, _ = _load_metadata(docs)
+    meta = _load_metadata(docs)
     dek, used = sops.unwrap_data_key(meta, settings)
     aead = AESGCM(dek)
     walk = _Walk(meta, aead)
@@ -323,7 +323,7 @@ def plaintext_findings(text: str, name: str) -> list[str]:
             visit(doc, ())
         else:
             docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
-            meta, _ = _load_metadata(docs)
+            meta = _load_metadata(docs)
             leaves = [(path, yaml12(node)) for d in docs for path, node in scan_yaml(d)]  # type: ignore[arg-type]
     except (ValueError, yaml.YAMLError):
         return [f"{name}: not a readable sops file"]

@@ -53,7 +53,7 @@ def _wrap(uri: str, dek: bytes, settings: object) -> tuple[str, dict[str, str]]:
 
         from kagiya.secrets.keys import age
 
-        recipient = age.open_key(key_id, settings)._recipient()
+        recipient = age.open_key(key_id, settings).recipient()
         return "age", {"recipient": key_id, "enc": bytes(pyrage.encrypt(dek, [recipient], armored=True)).decode()}
     if scheme == "pgp":
         from kagiya.secrets.keys.pgp import run_gpg

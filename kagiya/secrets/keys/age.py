@@ -93,7 +93,8 @@ class AgeKey:
     def uri(self) -> str:
         return f"age:{self.id}"
 
-    def _recipient(self) -> Any:
+    def recipient(self) -> Any:
+        """The pyrage recipient; raises KeyUnavailable for a malformed one."""
         pyrage = _pyrage()
         try:
             return pyrage.x25519.Recipient.from_str(self.id)
@@ -103,13 +104,13 @@ class AgeKey:
     def wrap(self, dek: bytes) -> bytes:
         pyrage = _pyrage()
         try:
-            return bytes(pyrage.encrypt(dek, [self._recipient()]))
+            return bytes(pyrage.encrypt(dek, [self.recipient()]))
         except pyrage.EncryptError:
             raise KeyUnavailable(f"age:{self.id}: cannot wrap the data key") from None
 
     def identity(self) -> Any:
         """The identity held here whose public key is this recipient; raises KeyUnavailable if none is."""
-        self._recipient()
+        self.recipient()
         for identity in load_identities(self.settings):
             if str(identity.to_public()) == self.id:
                 return identity
