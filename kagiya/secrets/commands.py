@@ -98,6 +98,8 @@ def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_
         return
     settings = _secrets_settings()
     src = ops.read_source(file, settings)
+    if _sops.decrypt_other_format(src, settings, in_place, output):  # a sops file (commands_sops.py)
+        return
     text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
     ops.write_result(text, src, in_place, output)
 
@@ -163,9 +165,14 @@ def keygen(name: str) -> None:
 @click.argument("file", default="-")
 @click.option("--verify", is_flag=True,
               help="Try every recipient held here: ok / unusable here / damaged (exit 7 if any is damaged).")
-def introspect(file: str, verify: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts (format, recipients, keys).")
+def introspect(file: str, verify: bool, as_json: bool) -> None:
     """Show FILE's format version, recipients and value names without decrypting."""
     from kagiya.secrets import envelope, manifest, ops
+
+    if as_json:  # commands_sops.py
+        _sops.introspect_json(file, verify)
+        return
 
     settings = _secrets_settings()
     src = ops.read_source(file, settings)
@@ -209,3 +216,7 @@ def check(files: tuple[str, ...], fix: bool) -> None:
 from kagiya.secrets import commands_edit as _edit  # noqa: E402  (registers edit, patch, create)
 
 _edit.register(group)
+
+from kagiya.secrets import commands_sops as _sops  # noqa: E402  (convert, updatekeys, exec-*, kustomize plugin)
+
+_sops.register(group)

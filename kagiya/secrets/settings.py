@@ -12,6 +12,8 @@ class SecretsSettings:
     #: GnuPG home for pgp keys; empty means gpg's own default (`$GNUPGHOME` or `~/.gnupg`).
     gnupg_home: str = ""
     gpg_binary: str = "gpg"
+    #: age identity file read first for `age:` keys; SOPS_AGE_KEY_FILE and sops' usual path are read after it.
+    age_key_file: str = field(default="", metadata={"env": "KAGIYA_AGE_KEY_FILE"})
     #: Cloud KMS API endpoint (`http://127.0.0.1:PORT` for a stand-in); empty means Google's default.
     gcp_kms_endpoint: str = ""
     #: AWS KMS endpoint URL (moto_server in tests); empty means the region's default.

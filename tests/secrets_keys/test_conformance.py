@@ -1,4 +1,4 @@
-"""One conformance suite for every recipient-key backend (STYLE.md habit 9): local, pgp, gcp, aws.
+"""One conformance suite for every recipient-key backend (STYLE.md habit 9): local, pgp, gcp, aws, age.
 
 Each backend runs against its real part (a keyring file, gpg, the Cloud KMS stand-in through google-cloud-kms,
 moto_server through boto3) and must behave the same way through the `RecipientKey` seam:
@@ -116,7 +116,17 @@ def _aws(request: pytest.FixtureRequest) -> Backend:
     )
 
 
-@pytest.fixture(scope="module", params=["local", "pgp", "gcp", "aws"])
+def _age(request: pytest.FixtureRequest) -> Backend:
+    pyrage = pytest.importorskip("pyrage")
+    mine, other = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
+    key_file = request.getfixturevalue("tmp_path_factory").mktemp("age") / "keys.txt"
+    key_file.write_text(f"{mine}\n{other}\n")
+    key_file.chmod(0o600)
+    return Backend("age", f"age:{mine.to_public()}", f"age:{other.to_public()}",
+                   SecretsSettings(age_key_file=str(key_file)), down=None, hanging=None)
+
+
+@pytest.fixture(scope="module", params=["local", "pgp", "gcp", "aws", "age"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     factory: Callable[[pytest.FixtureRequest], Backend] = globals()[f"_{request.param}"]
     return factory(request)

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "pgp": "kagiya.secrets.keys.pgp:open_key",
     "gcp": "kagiya.secrets.keys.gcpkms:open_key",
     "aws": "kagiya.secrets.keys.awskms:open_key",
+    "age": "kagiya.secrets.keys.age:open_key",
 }
 
 #: Schemes kubesec 0.9.2 itself understands; files using only other schemes cannot be opened by kubesec.
