@@ -28,6 +28,8 @@ SAFE_LAST_WORDS = frozenset({
 #: Whole key names that are safe although their last word is secret-looking.
 SAFE_KEYS = frozenset({"keys", "used_key", "key_names"})
 DIGEST_WORDS = frozenset({"fingerprint", "fingerprints", "hash", "sha256", "digest"})
+#: Last words of key names that hold random identifiers (`requestId`, `event_uid`): hex runs there are ids.
+ID_WORDS = frozenset({"id", "ids", "uid", "uuid"})
 SECRET_SHAPES = [
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT / JWS compact
     re.compile(r"-----BEGIN [A-Z ]*-----"),  # PEM
@@ -120,6 +122,17 @@ def redact(value: Any, key: str = "", inherited: bool = False) -> Any:
         return value
     text = str(value)
     words = _words(key)
-    if _looks_secret(text, digest_ok=bool(words) and words[-1] in DIGEST_WORDS):
+    if _looks_secret(text, digest_ok=bool(words) and words[-1] in DIGEST_WORDS | ID_WORDS):
         return _redacted(text)
     return text
+
+
+def redact_id(value: str) -> str:
+    """A request id as it is, unless it has a credential's shape (a client may send any `X-Request-Id`).
+
+    Ids are random on purpose (kagiya's own are 32 hex digits, others send UUIDs), so the entropy checks that
+    `redact()` applies to free text would hide every one of them; an id is not a secret. The credential shapes
+    (JWT, PEM, cloud and forge tokens, `Bearer …`) and mixed-case high-entropy runs are still redacted.
+    """
+    text = str(value)
+    return _redacted(text) if _looks_secret(text, digest_ok=True) else text

@@ -22,7 +22,9 @@ PEM = "-----BEGIN " + "PRIVATE KEY-----\nMIIB...\n-----END " + "PRIVATE KEY-----
 def all_rows(app: Any) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    with app.extensions["kagiya.store"].connect() as conn:
+    store = app.extensions["kagiya.store"]
+    assert audit.flush(store)  # queued events reach the store in the background
+    with store.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(audit.audit_events)).mappings()]
 
 
