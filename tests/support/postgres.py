@@ -37,6 +37,13 @@ def _run_as() -> list[str]:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh database `kagiya` on a private server; stop and delete it after."""
+    with postgres_server_process() as (url, _server):
+        yield url
+
+
+@contextmanager
+def postgres_server_process() -> Iterator[tuple[str, ServerProcess]]:
+    """Like postgres_server, also yielding the server process so a test can stop() and start() it (an outage)."""
     bindir = pg_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed: run scripts/install-system-deps.sh")
@@ -64,7 +71,7 @@ def postgres_server() -> Iterator[str]:
             [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "kagiya", "kagiya"],
             check=True, capture_output=True, env=env,
         )
-        yield f"postgresql+psycopg://kagiya@127.0.0.1:{port}/kagiya"
+        yield f"postgresql+psycopg://kagiya@127.0.0.1:{port}/kagiya", server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
