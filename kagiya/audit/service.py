@@ -11,6 +11,7 @@ Metrics (/metrics):
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,15 @@ class _Collector:
                                 value=writer.spill_bytes())
         yield GaugeMetricFamily("kagiya_audit_store_failing", "1 while audit writes to the store fail.",
                                 value=1 if writer.failing else 0)
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_LIVE):
+        if not writer.closed:
+            writer.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

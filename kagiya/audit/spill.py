@@ -190,7 +190,7 @@ class SpillFile:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     offset = 0
     while True:
         chunk = os.pread(fd, READ_CHUNK_BYTES, offset)

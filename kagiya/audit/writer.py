@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -145,9 +146,27 @@ class AuditWriter:
             self._closed = True
             self._cond.notify_all()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child (gunicorn's preloaded workers): the parent's thread did not come along, its queue
+        is the parent's to write, and its spill file stays locked by the parent. Start afresh with our own."""
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._inflight, self._inflight_spilled = None, False
+        os.close(self.spill.fd)  # our copy only: the parent's flock stays (it belongs to the shared description)
+        self.spill.fd = -1
+        self.spill = SpillFile(self.spill.directory)
+        self._backlog = self.spill.pending
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="kagiya-audit-writer", daemon=True)
+        self._thread.start()
+
     @property
     def failing(self) -> bool:
         return self._failing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def queue_depth(self) -> int:
         return len(self._queue)

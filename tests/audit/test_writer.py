@@ -126,3 +126,26 @@ def test_shutdown_drains_the_queue_into_the_store(uncached_settings: Any, data_d
         assert [r["request_id"] for r in audit_rows(fresh, "test.drain")] == [f"d{i:02d}" for i in range(50)]
     finally:
         fresh.dispose()
+
+
+def test_a_forked_worker_writes_its_own_events(uncached_settings: Any, data_dir: Path) -> None:
+    """gunicorn preloads the app and forks workers: each child gets a live writer and its own spill file."""
+    with kagiya_app(uncached_settings) as app:
+        store = app.extensions["kagiya.store"]
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                store.engine.dispose(close=False)
+                resp, _ = review(app.test_client(), "dev-token-0002", "from-child")
+                writer = app.extensions["kagiya.audit_writer"]
+                own_spill = writer.spill.path.name != "audit-spill.jsonl"  # the parent holds that one
+                ok = resp.status_code == 200 and audit.flush(store, 10) and own_spill
+                code = 0 if ok else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        review(app.test_client(), "dev-token-0002", "from-parent")
+        assert audit.flush(store, 10)
+        assert [r["request_id"] for r in audit_rows(store, "authn.tokenreview")] == ["from-child", "from-parent"]
