@@ -34,11 +34,20 @@ def ensure_private_dir(path: Path) -> None:
 
 def private_file(path: Path) -> None:
     """Create `path` empty with mode 0600 if missing; tighten it to 0600 (with a warning) if it is shared."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # a read-only mount or another owner: the database layer reports what matters
+        log.debug("cannot open %s to check its mode: %s", path, exc.strerror)
+        return
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_mode & SHARED_BITS:
-            os.fchmod(fd, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                log.warning("%s is accessible by group or others (mode %o) and cannot be changed (%s); "
+                            "run: chmod 600 %s", path, stat.S_IMODE(st.st_mode), exc.strerror, path)
+                return
             log.warning("%s was accessible by group or others (mode %o); changed to 0600",
                         path, stat.S_IMODE(st.st_mode))
     finally:

@@ -120,6 +120,8 @@ class Store:
         sa.event.listen(self.engine, "handle_error", self._on_engine_error)
 
     def _on_engine_error(self, context: Any) -> None:
+        if getattr(context, "is_pre_ping", False):
+            return  # a pooled connection from before a restart: the pool reconnects, nothing failed
         if context.is_disconnect or is_unavailable(context.sqlalchemy_exception or context.original_exception):
             self.mark_failed(context.original_exception)
 

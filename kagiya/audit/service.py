@@ -21,6 +21,7 @@ from kagiya.audit import WRITERS, audit_events, write_rows
 from kagiya.audit.retention import prune
 from kagiya.audit.settings import AuditSettings
 from kagiya.audit.writer import AuditWriter
+from kagiya.errors import ConfigError
 from kagiya.private_files import ensure_private_dir
 from kagiya.store import Store, is_unavailable
 
@@ -36,8 +37,12 @@ def start_writer(store: Store, spill_dir: Path, settings: AuditSettings) -> Audi
     def prune_now() -> int:
         return prune(store, audit_events, retention_days=settings.retention_days, max_rows=settings.max_rows)
 
-    ensure_private_dir(spill_dir)
-    writer = AuditWriter(insert, spill_dir, settings, is_transient=is_unavailable, prune=prune_now)
+    try:
+        ensure_private_dir(spill_dir)
+        writer = AuditWriter(insert, spill_dir, settings, is_transient=is_unavailable, prune=prune_now)
+    except OSError as exc:
+        raise ConfigError(f"data_dir {spill_dir}: cannot create the audit spill file there ({exc.strerror}); "
+                          "make data_dir a writable directory") from None
     WRITERS[store] = writer
     _LIVE.add(writer)
     store.on_dispose(writer.close)

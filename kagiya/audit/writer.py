@@ -227,7 +227,7 @@ class AuditWriter:
                 size = min(len(self._queue), self.settings.batch_size)
                 batch = [self._queue.popleft() for _ in range(size)]
                 self._inflight, self._inflight_spilled = batch, False
-            self.spill.sync()
+        self.spill.sync()  # outside the lock: a request overflowing the queue never waits on this fsync
         if batch is not None:
             self._write_batch(batch)
         elif self._backlog and self._clock() >= self._retry_at:
@@ -252,9 +252,9 @@ class AuditWriter:
                 self._failed(failed)
                 if not self._inflight_spilled:
                     self._spill_or_drop(batch, "store write failed")
-                    self.spill.sync()
             self._inflight, self._inflight_spilled = None, False
             self._cond.notify_all()
+        self.spill.sync()
 
     def _replay_chunk(self) -> None:
         rows, end = self.spill.read(self.settings.batch_size)
