@@ -34,7 +34,7 @@ SECTIONS: dict[str, str] = {
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
     "kube": "kagiya.kube_settings:KubeSettings",
-    "audit": "kagiya.audit.settings:AuditSettings",
+    "audit": "kagiya.audit_settings:AuditSettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.

@@ -19,8 +19,8 @@ from typing import Any
 
 from kagiya.audit import WRITERS, audit_events, write_rows
 from kagiya.audit.retention import prune
-from kagiya.audit.settings import AuditSettings
 from kagiya.audit.writer import AuditWriter
+from kagiya.audit_settings import AuditSettings
 from kagiya.errors import ConfigError
 from kagiya.private_files import ensure_private_dir
 from kagiya.store import Store, is_unavailable

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kagiya.audit.settings import AuditSettings
 from kagiya.audit.spill import SpillFile
+from kagiya.audit_settings import AuditSettings
 
 log = logging.getLogger("kagiya.audit")
 

@@ -56,7 +56,7 @@ def test_prune_by_row_count_drops_the_oldest(store: Any) -> None:
 
 def test_the_writer_prunes_in_the_background(store: Any, tmp_path: Path) -> None:
     from kagiya.audit.service import start_writer
-    from kagiya.audit.settings import AuditSettings
+    from kagiya.audit_settings import AuditSettings
 
     now = dt.datetime.now(dt.UTC)
     audit.write_rows(store, rows_at([now - dt.timedelta(days=3)] * 5 + [now] * 1200))
@@ -77,3 +77,14 @@ def test_retention_settings_come_from_config(make_settings: Any) -> None:
         make_settings({"audit": {"max_rows": 10}})
     with pytest.raises(ConfigError, match="retention_days"):
         make_settings({"audit": {"retention_days": -1}})
+
+
+def test_building_settings_does_not_import_the_store() -> None:
+    """The audit section is read by every CLI command that loads settings; SQLAlchemy must stay out of that path."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kagiya.config import load_settings; load_settings(env={}); "
+            "print('sqlalchemy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

@@ -50,7 +50,7 @@ def test_uncached_reviews_answer_fast_while_sqlite_is_locked(uncached_settings: 
 
 def test_queue_overflow_spills_in_order_and_replays_exactly_once(tmp_path: Path) -> None:
     from kagiya.audit.service import start_writer
-    from kagiya.audit.settings import AuditSettings
+    from kagiya.audit_settings import AuditSettings
     from kagiya.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'kagiya.db'}")

@@ -1,4 +1,5 @@
-"""Settings section `audit:`: the background writer's queue, its spill file and retention.
+"""Settings section `audit:`: the background writer's queue, its spill file and retention. Kept apart from the
+kagiya.audit package (which imports SQLAlchemy), as kube_settings.py is, so building settings stays light.
 
 `retention_days` and `max_rows` bound the audit table; the writer prunes rows past either bound every
 `prune_interval_seconds` (0 disables that bound). `queue_size` events wait in memory for the writer; beyond it
