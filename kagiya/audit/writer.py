@@ -137,7 +137,10 @@ class AuditWriter:
             self._cond.notify_all()
         self._thread.join(drain + 1.0)
         with self._cond:
+            # a batch still in flight (the drain deadline passed mid-insert) is spilled too; if its insert commits
+            # after all, replay skips it by event_uid
             leftover = list(self._inflight or []) if not self._inflight_spilled else []
+            self._inflight_spilled = True
             leftover.extend(self._queue)
             self._queue.clear()
             if leftover:
