@@ -149,3 +149,32 @@ def test_a_forked_worker_writes_its_own_events(uncached_settings: Any, data_dir:
         review(app.test_client(), "dev-token-0002", "from-parent")
         assert audit.flush(store, 10)
         assert [r["request_id"] for r in audit_rows(store, "authn.tokenreview")] == ["from-child", "from-parent"]
+
+
+def test_secrets_audit_uses_the_same_writer(make_settings: Any, token_file: Path, tmp_path: Path,
+                                            data_dir: Path) -> None:
+    """Encrypt and decrypt answer while the store is locked; their events land once it is free."""
+    from kagiya.secrets.keys import local
+
+    settings = make_settings({
+        "authn": {"token_file": str(token_file)},
+        "secrets": {"keyring": str(tmp_path / "svc-keyring"), "decrypt_groups": ["team-a"],
+                    "default_recipients": ["local:svc"]},
+    })
+    local.generate(settings.section("secrets"), "svc")
+    manifest = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod\nstringData:\n  k: v-1\n"
+    yaml = {"Content-Type": "application/yaml"}
+    with kagiya_app(settings) as app:
+        client = app.test_client()
+        with exclusive_lock(data_dir / "kagiya.db"):
+            start = time.perf_counter()
+            enc = client.post("/v1/secrets/encrypt", data=manifest,
+                              headers={**yaml, "Authorization": "Bearer dev-token-0002", "X-Request-Id": "enc-1"})
+            dec = client.post("/v1/secrets/decrypt", data=enc.text,
+                              headers={**yaml, "Authorization": "Bearer approver-token-0003", "X-Request-Id": "dec-1"})
+            assert enc.status_code == 200 and dec.status_code == 200 and dec.text == manifest
+            assert time.perf_counter() - start < 2.0
+        store = app.extensions["kagiya.store"]
+        assert audit.flush(store, 20)
+        assert [r["request_id"] for r in audit_rows(store, "secrets.encrypt")] == ["enc-1"]
+        assert [r["request_id"] for r in audit_rows(store, "secrets.decrypt")] == ["dec-1"]
