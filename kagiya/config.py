@@ -34,6 +34,7 @@ SECTIONS: dict[str, str] = {
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
     "kube": "kagiya.kube_settings:KubeSettings",
+    "audit": "kagiya.audit_settings:AuditSettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.

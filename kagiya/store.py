@@ -1,5 +1,14 @@
 """The store: SQLAlchemy Core tables, SQLite by default (WAL), any SQLAlchemy URL (PostgreSQL) by setting.
 
+Failures: a store that cannot be reached or written (PostgreSQL down, SQLite locked, full or read-only) raises
+SQLAlchemy's OperationalError & co. deep inside a view. They are translated once, here: `init_app` installs
+the error handler that answers `503` + `Retry-After` with a Kubernetes `Status` body (never 500), and every
+such error (seen by the engine's `handle_error` hook or the handler) marks the store failed. `ping()` (behind
+/readyz) then answers "not ready" until a probe write succeeds, so the replica recovers by itself.
+
+At rest (SQLite): the database's directory is created 0700 and the file 0600 (SQLite gives its -wal and -shm
+files the database's mode); `shared_key()` refuses to read keys from a database others can read.
+
 Schemas are versioned per component. A component (audit, iam, ...) declares its tables on the shared
 `metadata` and a list of migrations in its own module; `SCHEMAS` names those modules and `Store.migrate()`
 applies what each component lacks, in order, inside one transaction per step, recording the version in
@@ -11,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +32,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from kagiya.errors import ConfigError, UpstreamUnavailable
+from kagiya.errors import ConfigError, UpstreamUnavailable, status_body
+from kagiya.private_files import ensure_private_dir, private_file, require_private
+
+log = logging.getLogger("kagiya.store")
 
 metadata = sa.MetaData()
 
@@ -38,6 +52,24 @@ shared_keys = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("key", sa.LargeBinary, nullable=False),
 )
+
+store_probe = sa.Table(
+    "store_probe",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+#: Errors that mean "the store cannot be reached or written right now" (retry later), not a bug.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
+)
+#: Seconds a client is told to wait (Retry-After) when the store is unavailable.
+RETRY_AFTER_SECONDS = 5
+#: The probe write reserves this much space (then deletes it), so a nearly full disk fails the probe too.
+PROBE_BYTES = 64 * 1024
+#: /readyz probes a failed store at most this often.
+PROBE_INTERVAL_SECONDS = 1.0
 
 Migration = Callable[[Connection], None]
 CONNECT_TIMEOUT_SECONDS = 5
@@ -63,7 +95,7 @@ def create_tables(*tables: sa.Table) -> Migration:
 
 
 #: The store's own tables (keys shared by every replica).
-CORE_SCHEMA = Schema("core", [create_tables(shared_keys)])
+CORE_SCHEMA = Schema("core", [create_tables(shared_keys), create_tables(store_probe)])
 
 #: Components with tables, as "module:ATTRIBUTE" naming a `Schema`. Imported when a store is opened.
 SCHEMAS: list[str] = [
@@ -81,6 +113,28 @@ class Store:
         self.engine: Engine = _make_engine(url, echo)
         self._migrated = False
         self._lock = threading.Lock()
+        self._on_dispose: list[Callable[[], None]] = []
+        #: Why the last store operation failed (empty while healthy); cleared only by a successful probe write.
+        self.failure = ""
+        self._next_probe = 0.0
+        sa.event.listen(self.engine, "handle_error", self._on_engine_error)
+
+    def _on_engine_error(self, context: Any) -> None:
+        if getattr(context, "is_pre_ping", False):
+            return  # a pooled connection from before a restart: the pool reconnects, nothing failed
+        if context.is_disconnect or is_unavailable(context.sqlalchemy_exception or context.original_exception):
+            self.mark_failed(context.original_exception)
+
+    def mark_failed(self, exc: BaseException) -> None:
+        if not self.failure:
+            log.warning("store write or read failed: %s; /readyz reports not ready until a write succeeds",
+                        _describe(exc))
+        self.failure = _describe(exc)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        database = self.engine.url.database if self.dialect == "sqlite" else None
+        return Path(database) if database and database != ":memory:" else None
 
     @property
     def dialect(self) -> str:
@@ -118,11 +172,13 @@ class Store:
                     conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
                     conn.commit()
             return
-        database = self.engine.url.database if self.dialect == "sqlite" else None
-        if not database or database == ":memory:":
+        database = self.sqlite_path
+        if database is None:
             yield
             return
-        with open(f"{database}.migrate.lock", "a+b") as lock_file:
+        lock_path = Path(f"{database}.migrate.lock")
+        private_file(lock_path)
+        with open(lock_path, "a+b") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
@@ -157,8 +213,11 @@ class Store:
         """A random secret every replica sharing this store agrees on, made by whichever asks first.
 
         For keys that must match across processes but need no rotation by hand (HMAC keys for fingerprints and
-        session tokens). Kept in the database, so whoever can read the database can read them.
+        session tokens). Kept in the database, so whoever can read the database can read them: a SQLite file
+        that group or others can read is refused (ConfigError), as the keyring refuses its file.
         """
+        if self.sqlite_path is not None:
+            require_private(self.sqlite_path, "the database holding shared keys")
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(shared_keys.c.key).where(shared_keys.c.name == name)).first()
         if row:
@@ -172,16 +231,79 @@ class Store:
             return bytes(conn.execute(sa.select(shared_keys.c.key).where(shared_keys.c.name == name)).scalar_one())
 
     def ping(self) -> None:
-        """Raise UpstreamUnavailable unless the database answers a trivial query (bounded by the connect timeout
-        and, on PostgreSQL, TCP keepalives)."""
+        """Readiness. Raise UpstreamUnavailable unless the database answers a trivial query (bounded by the
+        connect timeout and, on PostgreSQL, TCP keepalives) and, after a failure, a probe write succeeds."""
+        if self.failure:
+            now = time.monotonic()
+            if now < self._next_probe:
+                raise UpstreamUnavailable(f"store unavailable: {self.failure}")
+            self._next_probe = now + PROBE_INTERVAL_SECONDS
+            try:
+                self.probe_write()
+            except sa.exc.SQLAlchemyError as exc:
+                self.mark_failed(exc)
+                raise UpstreamUnavailable(f"store unavailable: {self.failure}") from None
+            log.info("store writes work again (was: %s)", self.failure)
+            self.failure = ""
+            return
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
             raise UpstreamUnavailable(f"store unavailable: {type(exc).__name__}") from None
 
+    def probe_write(self) -> None:
+        """A real write that needs fresh space: insert a row of PROBE_BYTES random bytes, then delete it."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(store_probe).where(store_probe.c.id == 1))
+            conn.execute(store_probe.insert().values(id=1, payload=os.urandom(PROBE_BYTES)))
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(store_probe).where(store_probe.c.id == 1))
+
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (e.g. drain the audit writer) before the engine is disposed."""
+        self._on_dispose.append(callback)
+
     def dispose(self) -> None:
+        callbacks, self._on_dispose = self._on_dispose, []
+        for callback in callbacks:
+            callback()
         self.engine.dispose()
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """True for errors that mean the store is down, locked, full or read-only (retry later), not a bug."""
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description (a PostgreSQL URL or query text never leaves here)."""
+    inner = getattr(exc, "orig", None) or exc
+    first = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    known = ("database or disk is full", "readonly database", "database is locked", "Connection refused",
+             "disk I/O error", "server closed the connection", "terminating connection", "timeout")
+    hint = next((k for k in known if k.lower() in first.lower()), "")
+    return f"{type(inner).__name__}" + (f" ({hint})" if hint else "")
+
+
+def init_app(app: Any) -> None:
+    """Answer store failures as 503 + Retry-After with a Status body, from any route (one place, not per view)."""
+    from flask import jsonify
+
+    def unavailable(exc: BaseException) -> Any:
+        store = app.extensions.get("kagiya.store")
+        if store is not None:
+            store.mark_failed(exc)
+        log.warning("request failed: the store is unavailable: %s", _describe(exc))
+        body = status_body(503, "ServiceUnavailable", "the store is unavailable; retry later",
+                           {"retryAfterSeconds": RETRY_AFTER_SECONDS})
+        response = jsonify(body)
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    for kind in UNAVAILABLE_ERRORS:
+        app.register_error_handler(kind, unavailable)
 
 
 def _load_schema(ref: str) -> Schema:
@@ -198,8 +320,9 @@ def _make_engine(url: str, echo: bool) -> Engine:
     except sa.exc.ArgumentError:
         raise ConfigError(f"database_url {url.split('@')[-1]!r} is not a SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            ensure_private_dir(Path(parsed.database).parent)
+            private_file(Path(parsed.database))
         engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")

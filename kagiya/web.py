@@ -18,9 +18,11 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from kagiya import audit, callers, logs, metrics
+from kagiya.audit import service as audit_service
 from kagiya.config import Settings, load_settings
 from kagiya.errors import Forbidden, KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
+from kagiya.store import init_app as store_errors_init_app
 from kagiya.tls.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
 
 log = logging.getLogger("kagiya.web")
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     audit.use_fingerprint_key(store.shared_key("audit-fingerprint"))
 
     metrics.init_app(app)
+    store_errors_init_app(app)
+    audit_service.init_app(app, settings, store)
     callers.init_app(app, settings)
     _install_request_hooks(app, settings)
     _install_error_handlers(app)

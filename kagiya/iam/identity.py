@@ -333,11 +333,14 @@ SESSION_KEY_NAME = "iam-imds-session"
 def session_keys(path: str, store: Any) -> list[bytes]:
     """The session-token keys: lines of `path` (first signs, all verify), else one random key shared via the store.
 
-    Raises ConfigError when the file cannot be read or holds no key of at least 32 characters.
+    Raises ConfigError when the file cannot be read, holds no key of at least 32 characters, or is accessible
+    by group or others.
     """
     from kagiya.errors import ConfigError
 
     if path:
+        from kagiya.private_files import require_private
+
         try:
             with open(path, encoding="utf-8") as fh:
                 lines = [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
@@ -345,6 +348,7 @@ def session_keys(path: str, store: Any) -> list[bytes]:
             raise ConfigError(f"credentials.session_key_file: cannot read {path}: {exc.strerror}") from None
         if not lines or any(len(line) < 32 for line in lines):
             raise ConfigError("credentials.session_key_file: one key per line, each at least 32 characters")
+        require_private(path, "credentials.session_key_file")  # a readable key would let anyone forge sessions
         return [line.encode() for line in lines]
     return [store.shared_key(SESSION_KEY_NAME)]
 

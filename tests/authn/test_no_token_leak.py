@@ -37,6 +37,7 @@ def test_reviews_leave_fingerprints_not_tokens(issuer: OidcIssuer, make_app: Any
     assert resp.status_code == 503
     tokens += [late] + [f"guess-token-{i}-abcdef" for i in range(5)]
 
+    assert audit.flush(app.extensions["kagiya.store"])  # review events are written in the background
     with app.extensions["kagiya.store"].begin() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(audit.audit_events))]
     assert {r["outcome"] for r in rows} >= {"success", "denied", "error"}

@@ -22,7 +22,9 @@ PEM = "-----BEGIN " + "PRIVATE KEY-----\nMIIB...\n-----END " + "PRIVATE KEY-----
 def all_rows(app: Any) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    with app.extensions["kagiya.store"].connect() as conn:
+    store = app.extensions["kagiya.store"]
+    assert audit.flush(store)  # queued events reach the store in the background
+    with store.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(audit.audit_events)).mappings()]
 
 
@@ -153,3 +155,30 @@ def _leaves(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value] if not isinstance(value, str) or len(value) > 6 else []
+
+
+def _review_audit(app: Any, caplog: Any, request_id: str | None) -> tuple[str, dict[str, Any], str]:
+    """One review through the app; the request id as answered, as stored and as printed in the audit log line."""
+    caplog.set_level(logging.INFO, logger="kagiya.audit")
+    caplog.clear()
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    resp = app.test_client().post("/authn/tokenreviews", headers=headers, json={
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "dev-token-0002"}})
+    assert resp.status_code == 200
+    logged = [r.__dict__["audit"] for r in caplog.records if "audit" in r.__dict__][-1]
+    return resp.headers["X-Request-Id"], all_rows(app)[-1], logged["requestId"]
+
+
+@pytest.mark.parametrize("offered", [None, "0f5e7d1c-9a4b-4c3e-8f2a-6b1d0e9c8a7f", "3f" * 16])
+def test_request_ids_stay_readable_in_rows_and_log_lines(app: Any, caplog: Any, offered: str | None) -> None:
+    answered, row, logged = _review_audit(app, caplog, offered)
+    assert len(answered) >= 32 and (offered is None or answered == offered)  # kagiya's own ids are 32 hex digits
+    assert row["request_id"] == answered
+    assert logged == answered
+
+
+@pytest.mark.parametrize("offered", [GITHUB_TOKEN, "glpat-" + "Zx9-Yw8_Vu7-Ts6_Rq5P"])
+def test_a_credential_sent_as_request_id_is_still_redacted(app: Any, caplog: Any, offered: str) -> None:
+    _, row, logged = _review_audit(app, caplog, offered)
+    assert offered not in row["request_id"] and offered not in logged
+    assert row["request_id"] == logged == f"[redacted {audit.fingerprint(offered)}]"

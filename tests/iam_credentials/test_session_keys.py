@@ -82,6 +82,7 @@ def test_session_key_file_is_shared_and_rotates(replicas: Any, tmp_path: Path) -
     old_key, new_key = "o" * 40, "n" * 40
     keys = tmp_path / "session-keys"
     keys.write_text(old_key + "\n")
+    keys.chmod(0o600)  # key files readable by others are refused
     one, _ = replicas(session_key_file=str(keys))
     issued_with_old = _put(one)
     # Rotation: the new key first (signs), the old one still listed (verifies) until old tokens have expired.

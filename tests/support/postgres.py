@@ -12,6 +12,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,13 @@ def _run_as() -> list[str]:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh database `kagiya` on a private server; stop and delete it after."""
+    with postgres_server_process() as (url, _server):
+        yield url
+
+
+@contextmanager
+def postgres_server_process() -> Iterator[tuple[str, ServerProcess]]:
+    """Like postgres_server, also yielding the server process so a test can stop() and start() it (an outage)."""
     bindir = pg_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed: run scripts/install-system-deps.sh")
@@ -60,11 +68,28 @@ def postgres_server() -> Iterator[str]:
     )
     server.start()
     try:
-        subprocess.run(
-            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "kagiya", "kagiya"],
-            check=True, capture_output=True, env=env,
-        )
-        yield f"postgresql+psycopg://kagiya@127.0.0.1:{port}/kagiya"
+        for attempt in range(20):  # the port may open before the server accepts sessions ("starting up")
+            done = subprocess.run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "kagiya", "kagiya"],
+                capture_output=True, env=env,
+            )
+            if done.returncode == 0:
+                break
+            if attempt == 19:
+                done.check_returncode()
+            time.sleep(0.1)
+        yield f"postgresql+psycopg://kagiya@127.0.0.1:{port}/kagiya", server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_postgres(server: ServerProcess) -> None:
+    """Stop the server for real (fast shutdown: sessions are cut, as in an outage) and wait until it is gone;
+    `server.start()` brings it back on the same port and data."""
+    bindir = pg_bindir()
+    assert bindir is not None
+    data = server.argv[server.argv.index("-D") + 1]
+    subprocess.run([*_run_as(), str(bindir / "pg_ctl"), "stop", "-D", data, "-m", "fast", "-w"],
+                   check=True, capture_output=True)
+    server.stop()

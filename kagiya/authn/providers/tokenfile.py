@@ -18,6 +18,7 @@ from pathlib import Path
 from kagiya.authn.providers.base import Rejected, User
 from kagiya.authn.shapes import TokenShape
 from kagiya.errors import ConfigError
+from kagiya.private_files import warn_if_shared
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -76,6 +77,7 @@ class TokenFileProvider:
         except OSError as exc:
             raise ConfigError(f"token file {self.path}: {exc.strerror}") from None
         users = parse_token_csv(text, str(self.path))
+        warn_if_shared(self.path, "token file")  # bearer tokens: should be 0600 (hashed lookups, still credentials)
         self._users, self._stamp = users, stamp
 
     def lookup(self, token: str) -> User | None:

@@ -1,27 +1,38 @@
 """Append-only audit events: who did what to which target, with what outcome, under which request id.
 
-Events go to the store (table `audit_events`) and to the log as one JSON line each. They must never carry a
-secret value or a raw token: `redact()` runs over every string before it is written, replacing values under
-secret-looking keys and anything shaped like a credential (JWT, PEM block, cloud or forge token, long
-high-entropy run) with `[redacted hmac:<prefix>]`. Callers that want to name a token use `fingerprint()`.
+Events go to the store (table `audit_events`) and to the log as one JSON line each. They never carry a secret
+value or a raw token: `redact()` (kagiya/audit/redact.py) runs over every string before it is written.
+
+Which path an event takes (the rule every `record()` call site follows):
+- **Transactional** — the event records a state change and must commit or roll back with it (a binding request
+  created or decided, a binding made or revoked, a policy saved or deleted): pass `conn=` (the change's
+  transaction). It is written synchronously in that transaction; a store failure fails the change too.
+- **Queued** — everything else: decisions that change no stored state (TokenReviews, SubjectAccessReview
+  denials, credential issuance, secrets encrypt/decrypt, refusals of unauthorised callers). Call without
+  `conn`: the event goes to the process's background writer (kagiya/audit/writer.py) and the request never
+  waits on the store; while the store is away it is spilled to `<data_dir>/audit-spill.jsonl` and replayed.
+Without a writer for the store (the CLI, a bare `Store`), a queued event is written synchronously.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
+from kagiya.audit.redact import fingerprint as fingerprint
+from kagiya.audit.redact import redact as redact
+from kagiya.audit.redact import redact_id
+from kagiya.audit.redact import use_fingerprint_key as use_fingerprint_key
+from kagiya.audit.writer import AuditWriter
 from kagiya.errors import BadRequest
 from kagiya.store import Schema, Store, create_tables, metadata
 
@@ -38,122 +49,25 @@ audit_events = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("details", sa.Text, nullable=False),
+    #: Random per event: the store ignores a uid it already holds, so replaying the spill file is exactly once.
+    sa.Column("event_uid", sa.String(32), nullable=True, unique=True),
 )
 
-SCHEMA = Schema("audit", [create_tables(audit_events)])
+
+def _add_event_uid(conn: Any) -> None:
+    """Schema step 2: tables made by step 1 before `event_uid` existed get the column and its unique index."""
+    inspector = sa.inspect(conn)
+    if "event_uid" not in {c["name"] for c in inspector.get_columns("audit_events")}:
+        conn.execute(sa.text("ALTER TABLE audit_events ADD COLUMN event_uid VARCHAR(32)"))
+        conn.execute(sa.text("CREATE UNIQUE INDEX uq_audit_events_event_uid ON audit_events (event_uid)"))
+
+
+SCHEMA = Schema("audit", [create_tables(audit_events), _add_event_uid])
 
 OUTCOMES = frozenset({"success", "failure", "denied", "allowed", "approved", "pending", "error"})
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-#: Words that make a key name secret (`accessToken`, `client_secret`, `api-key`, `X-Auth-Token` ...).
-SECRET_WORDS = frozenset({
-    "token", "tokens", "password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials",
-    "plaintext", "dek", "key", "apikey", "authorization", "cookie", "value", "values", "otp", "pin",
-})
-#: Last words of key names that hold safe, derived data (`token_fingerprint`, `key_ids`, `secret_name` ...).
-SAFE_LAST_WORDS = frozenset({
-    "fingerprint", "fingerprints", "hash", "sha256", "digest", "id", "ids", "count", "name", "names", "uri",
-    "uris", "type", "kind", "length", "expiry", "expires", "ttl", "source", "reason",
-})
-#: Whole key names that are safe although their last word is secret-looking.
-SAFE_KEYS = frozenset({"keys", "used_key", "key_names"})
-DIGEST_WORDS = frozenset({"fingerprint", "fingerprints", "hash", "sha256", "digest"})
-SECRET_SHAPES = [
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT / JWS compact
-    re.compile(r"-----BEGIN [A-Z ]*-----"),  # PEM
-    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
-    re.compile(r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"),
-    re.compile(r"\bya29\.[A-Za-z0-9_-]{10,}"),  # Google OAuth access token
-    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),  # Kubernetes bootstrap token
-    re.compile(r"(?i)\b(bearer|basic)\s+\S{8,}"),  # an Authorization header value
-]
-LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
-HEX_RUN = re.compile(r"\b[0-9a-fA-F]{32,}\b")
 MAX_DETAIL_BYTES = 8192
 AUDIT_ORDER_LOCK_KEY = 0x6B6167697962
-
-
-#: HMAC key for fingerprints. A random one per process until `use_fingerprint_key` installs the key every
-#: replica shares (create_app does, from the store), so equal tokens get equal fingerprints across replicas.
-_fingerprint_key: bytes = os.urandom(32)
-
-
-def use_fingerprint_key(key: bytes) -> None:
-    global _fingerprint_key
-    _fingerprint_key = key
-
-
-def fingerprint(secret: str | bytes) -> str:
-    """A short, non-reversible name for a token or secret: safe for logs and audit rows.
-
-    Keyed (HMAC-SHA256), not a bare hash: many tokens are guessable (LDAP's base64 `user:password`, short static
-    tokens), and a plain hash prefix in a readable audit log would let anyone test guesses offline.
-    """
-    raw = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
-    return "hmac:" + hmac.new(_fingerprint_key, raw, hashlib.sha256).hexdigest()[:16]
-
-
-def _redacted(value: str) -> str:
-    return f"[redacted {fingerprint(value)}]"
-
-
-def _words(key: str) -> list[str]:
-    """`secretAccessKey` -> [secret, access, key]; `api_key`, `X-Auth-Token` likewise."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key)
-    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
-
-
-def _key_is_secret(key: str) -> bool:
-    if not key or key in SAFE_KEYS:
-        return False
-    words = _words(key)
-    if not words or words[-1] in SAFE_LAST_WORDS:
-        return False
-    return any(w in SECRET_WORDS for w in words) or "apikey" in key.lower().replace("_", "").replace("-", "")
-
-
-def _looks_secret(text: str, digest_ok: bool = False) -> bool:
-    if any(p.search(text) for p in SECRET_SHAPES):
-        return True
-    if not digest_ok and HEX_RUN.search(text):
-        return True
-    for run in LONG_RUN.findall(text):
-        if digest_ok and HEX_RUN.fullmatch(run):
-            continue
-        if re.search(r"[a-z]", run) and re.search(r"[A-Z]", run) and re.search(r"[0-9]", run):
-            return True
-    return False
-
-
-def redact(value: Any, key: str = "", inherited: bool = False) -> Any:
-    """Return `value` with every secret-looking part replaced; structure (dicts, lists) is kept.
-
-    Everything under a secret-named key is redacted, whatever its type or depth; elsewhere strings are checked
-    for credential shapes (JWT, PEM, cloud and forge tokens, long hex or high-entropy runs, `Bearer …`).
-    """
-    secret = inherited or _key_is_secret(key)
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            name = str(k)
-            shown = _redacted(name) if _looks_secret(name) else name
-            out[shown] = redact(v, name, secret)
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [redact(v, key, secret) for v in value]
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, bytes):
-        return _redacted(base64.b64encode(value).decode())
-    if secret:
-        return _redacted(str(value))
-    if isinstance(value, (int, float)):
-        return value
-    text = str(value)
-    words = _words(key)
-    if _looks_secret(text, digest_ok=bool(words) and words[-1] in DIGEST_WORDS):
-        return _redacted(text)
-    return text
 
 
 @dataclass(frozen=True)
@@ -192,7 +106,8 @@ def record(
     details: Mapping[str, Any] | None = None,
     conn: Any = None,
 ) -> AuditEvent:
-    """Append one event (inside `conn`'s transaction when given, so it commits with the change it records)."""
+    """Append one event: inside `conn`'s transaction when given (it commits with the change it records), else
+    through the store's background writer (see the module docstring for which to use)."""
     if not ACTION_RE.match(action):
         raise ValueError(f"audit action {action!r} is not a lower-case dotted name")
     if outcome not in OUTCOMES:
@@ -203,11 +118,11 @@ def record(
         clean_details = {"truncated": True, "size": len(encoded)}
         encoded = json.dumps(clean_details)
     event = AuditEvent(
-        actor=redact(actor or "anonymous")[:256],
+        actor=_no_nul(redact(actor or "anonymous"))[:256],
         action=action,
-        target=redact(target)[:512],
+        target=_no_nul(redact(target))[:512],
         outcome=outcome,
-        request_id=redact(request_id)[:64],
+        request_id=_no_nul(redact_id(request_id))[:64],
         details=clean_details,
     )
     row = {
@@ -218,22 +133,59 @@ def record(
         "outcome": event.outcome,
         "request_id": event.request_id,
         "details": encoded,
+        "event_uid": os.urandom(16).hex(),
     }
+    writer = WRITERS.get(store) if conn is None else None
     if conn is not None:
-        _insert(store, conn, row)
+        insert_rows(store, conn, [row])
+    elif writer is not None:
+        writer.submit(row)
     else:
         with store.begin() as c:
-            _insert(store, c, row)
+            insert_rows(store, c, [row])
     log.info("audit", extra={"audit": event.as_dict()})
     return event
 
 
-def _insert(store: Store, conn: Any, row: dict[str, Any]) -> None:
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a row it refuses must not exist in the first place
+    return text.replace("\x00", "\ufffd")
+
+
+def insert_rows(store: Store, conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert event rows in `conn`'s transaction; a row whose `event_uid` is already stored is skipped."""
     if store.dialect == "postgresql":
         # Ids must become visible in id order, or a reader paging with `continue=<last id>` skips an event whose
         # transaction committed after a later id's. Holding this lock until commit makes id order commit order.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_ORDER_LOCK_KEY})
-    conn.execute(audit_events.insert().values(**row))
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(audit_events).on_conflict_do_nothing(index_elements=["event_uid"]), list(rows))
+    elif store.dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(audit_events).on_conflict_do_nothing(index_elements=["event_uid"]), list(rows))
+    else:
+        conn.execute(audit_events.insert(), list(rows))
+
+
+def write_rows(store: Store, rows: Sequence[dict[str, Any]]) -> None:
+    """One transaction of `insert_rows` (the background writer's store write)."""
+    with store.begin() as conn:
+        insert_rows(store, conn, rows)
+
+
+#: The background writer serving each store (set by kagiya.audit.service.init_app); weak, so a disposed
+#: store and its writer can go.
+WRITERS: weakref.WeakKeyDictionary[Store, AuditWriter] = weakref.WeakKeyDictionary()
+#: How long a read of the audit log waits for this replica's queued events to reach the store.
+READ_YOUR_WRITES_SECONDS = 2.0
+
+
+def flush(store: Store, timeout: float = 10.0) -> bool:
+    """Wait until events queued for `store` in this process are in it; False on timeout (store away)."""
+    writer = WRITERS.get(store)
+    return True if writer is None else writer.flush(timeout)
 
 
 @dataclass(frozen=True)
@@ -253,7 +205,10 @@ MAX_PAGE = 500
 
 
 def query(store: Store, q: AuditQuery) -> tuple[list[dict[str, Any]], int | None]:
-    """Events matching `q`, oldest first; returns (items, id to continue after or None)."""
+    """Events matching `q`, oldest first; returns (items, id to continue after or None).
+
+    Waits briefly for this replica's queued events first, so a caller reads what it just caused."""
+    flush(store, READ_YOUR_WRITES_SECONDS)
     t = audit_events
     stmt = sa.select(t).where(t.c.id > q.after_id).order_by(t.c.id).limit(min(q.limit, MAX_PAGE) + 1)
     if q.actor:
