@@ -34,6 +34,8 @@ SECTIONS: dict[str, str] = {
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
     "kube": "kagiya.kube_settings:KubeSettings",
+    "console": "kagiya.console.settings:ConsoleSettings",
+    "notify": "kagiya.notify:NotifySettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.

@@ -34,6 +34,7 @@ CAPABILITIES = [
     "kagiya.authn.authz_api",
     "kagiya.iam.api",
     "kagiya.iam.metadata.api",
+    "kagiya.console",
 ]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
