@@ -43,6 +43,8 @@ class Console:
     mode: str
     oidc: dict[str, Any]
     secure_default: bool
+    #: The OIDC client (kagiya.authn.login_oidc.Client), built on first sign-in.
+    client: Any = None
 
     @property
     def section(self) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Response, current_app, g, redirect, request, url_for
+from werkzeug.wrappers import Response as ResponseBase
 
 from kagiya import audit
 from kagiya.callers import require_admin
@@ -23,6 +24,8 @@ from kagiya.iam.context import IamContext, iam_context
 from kagiya.iam.policy import approver_groups, policy_for
 
 MAX_COMMENT = 2000
+#: Pending requests shown (oldest first); each costs a policy check and an explain on every refresh.
+MAX_SHOWN = 100
 NOTICES = {
     "approved": "Request {id} approved.",
     "denied": "Request {id} denied.",
@@ -83,9 +86,10 @@ def explain_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _pending(ctx: IamContext) -> list[dict[str, Any]]:
-    items, _ = bindings.list_requests(ctx, {"state": "pending"}, 0, bindings.MAX_PAGE)
-    return [{**item, "verdict": _verdict(ctx, item)} for item in items]
+def _pending(ctx: IamContext) -> tuple[list[dict[str, Any]], bool]:
+    """The oldest pending requests (at most MAX_SHOWN), each with its verdict; and whether more are waiting."""
+    items, next_id = bindings.list_requests(ctx, {"state": "pending"}, 0, MAX_SHOWN)
+    return [{**item, "verdict": _verdict(ctx, item)} for item in items], next_id is not None
 
 
 # ---- requests ----------------------------------------------------------------------------------------------------
@@ -95,9 +99,9 @@ def _pending(ctx: IamContext) -> list[dict[str, Any]]:
 def requests_page() -> Any:
     session = signed_in()
     ctx = _ctx()
-    pending = _pending(ctx)
+    pending, more = _pending(ctx)
     recent, _ = bindings.list_requests(ctx, {"requester": session.user.username}, 0, bindings.MAX_PAGE)
-    return page("requests.html", title="Pending requests", pending=pending, mine=recent[-10:][::-1],
+    return page("requests.html", title="Pending requests", pending=pending, more=more, mine=recent[-10:][::-1],
                 notice=_notice(), poll_ms=int(console().section.poll_seconds * 1000))
 
 
@@ -105,14 +109,14 @@ def requests_page() -> Any:
 def pending_fragment() -> Any:
     """The queue's list alone, for the page's polling script (no reload, no inline code)."""
     signed_in()
-    pending = _pending(_ctx())
-    body, status = page("pending.html", pending=pending)
+    pending, more = _pending(_ctx())
+    body, status = page("pending.html", pending=pending, more=more)
     response = Response(body, status=status, content_type="text/html; charset=utf-8")
     response.headers["X-Pending-Count"] = str(len(pending))
     return response
 
 
-def _decide(rid: str, verdict: str) -> Response:
+def _decide(rid: str, verdict: str) -> ResponseBase:
     session = signed_in()
     comment = _comment("comment", required=verdict == "denied")
     bindings.decide(_ctx(), session.user, _id(rid), verdict, comment, g.request_id)
@@ -120,12 +124,12 @@ def _decide(rid: str, verdict: str) -> Response:
 
 
 @bp.post("/requests/<rid>/approve")
-def approve(rid: str) -> Response:
+def approve(rid: str) -> ResponseBase:
     return _decide(rid, "approved")
 
 
 @bp.post("/requests/<rid>/deny")
-def deny(rid: str) -> Response:
+def deny(rid: str) -> ResponseBase:
     return _decide(rid, "denied")
 
 
@@ -148,7 +152,7 @@ def bindings_page() -> Any:
 
 
 @bp.post("/bindings/<bid>/revoke")
-def revoke(bid: str) -> Response:
+def revoke(bid: str) -> ResponseBase:
     session = signed_in()
     reason = _comment("reason", required=True)
     bindings.revoke(_ctx(), session.user, _id(bid), reason, g.request_id)

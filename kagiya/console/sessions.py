@@ -88,12 +88,13 @@ class SessionStore:
     def create(self, user: User, mode: str) -> tuple[str, Session]:
         """A new session for `user`; returns (the cookie value, the session). Expired rows are swept here."""
         sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), self.clock()
+        expires = now + self.absolute
         row = {"id_hash": _hash(sid), "username": user.username, "uid": user.uid, "groups": json.dumps(user.groups),
-               "mode": mode, "csrf": csrf, "created_at": now, "last_seen_at": now, "expires_at": now + self.absolute}
+               "mode": mode, "csrf": csrf, "created_at": now, "last_seen_at": now, "expires_at": expires}
         with self.store.begin() as conn:
             conn.execute(sessions.delete().where(sessions.c.expires_at < now))
             conn.execute(sessions.insert().values(**row))
-        return sid, Session(user, mode, csrf, now, row["expires_at"])
+        return sid, Session(user, mode, csrf, now, expires)
 
     def get(self, sid: str) -> Session | None:
         """The live session for a cookie value, or None (unknown, idle too long, or past its absolute expiry)."""

@@ -16,7 +16,8 @@ import hmac
 import urllib.parse
 from typing import Any
 
-from flask import Response, current_app, g, make_response, redirect, request, url_for
+from flask import current_app, g, make_response, redirect, request, url_for
+from werkzeug.wrappers import Response as ResponseBase
 
 from kagiya.authn.login_oidc import Client, GrantRejected
 from kagiya.callers import resolver_of
@@ -36,17 +37,15 @@ from kagiya.console.blueprint import (
 )
 from kagiya.errors import BadRequest, Unauthorized
 
-_clients: dict[tuple[str, str], Client] = {}
-
 
 def _client() -> Client:
-    """One OIDC client per issuer (its discovery document is cached inside)."""
-    cfg = console().oidc
-    key = (cfg["issuer"], cfg["client_id"])
-    if key not in _clients:
-        _clients[key] = Client(cfg["issuer"], cfg["client_id"], cfg["client_secret"], scopes=cfg["scopes"],
-                               ca_file=cfg["ca_file"])
-    return _clients[key]
+    """The app's OIDC client, built on first use (its discovery document is cached inside)."""
+    state = console()
+    if state.client is None:
+        cfg = state.oidc
+        state.client = Client(cfg["issuer"], cfg["client_id"], cfg["client_secret"], scopes=cfg["scopes"],
+                              ca_file=cfg["ca_file"])
+    return state.client
 
 
 def _redirect_uri() -> str:
@@ -54,7 +53,7 @@ def _redirect_uri() -> str:
     return base + url_for("console.oidc_callback")
 
 
-def _start_session(user: Any, mode: str) -> Response:
+def _start_session(user: Any, mode: str) -> ResponseBase:
     sid, session = console().sessions.create(user, mode)
     g.console_session = session
     audit_action("console.signin", "success", details={"mode": mode, "uid": user.uid})
@@ -66,7 +65,7 @@ def _start_session(user: Any, mode: str) -> Response:
 
 
 @bp.get("/")
-def home() -> Response:
+def home() -> ResponseBase:
     return redirect(url_for("console.requests_page" if current_session() else "console.signin_page"))
 
 
@@ -101,7 +100,7 @@ def signin_static() -> Any:
 
 
 @bp.get("/signin/oidc")
-def oidc_start() -> Response:
+def oidc_start() -> ResponseBase:
     if console().mode != "oidc":
         raise BadRequest("no OIDC issuer is configured for the console")
     client = _client()
@@ -149,7 +148,7 @@ def _failed(why: str) -> Any:
 
 
 @bp.post("/signout")
-def signout() -> Response:
+def signout() -> ResponseBase:
     session = signed_in()
     audit_action("console.signout", "success", details={"mode": session.mode})
     console().sessions.delete(request.cookies.get(cookie_name(), ""))
