@@ -18,7 +18,7 @@ def init_app(app: Any, settings: Any) -> None:
     notify.init_app(app, settings)
     if not settings.section("console").enabled:
         return
-    from kagiya.console import pages, signin  # noqa: F401 - their routes join the blueprint
+    from kagiya.console import encrypt, pages, signin  # noqa: F401 - their routes join the blueprint
     from kagiya.console.blueprint import bp, install
 
     install(app, settings)

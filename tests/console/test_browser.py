@@ -54,8 +54,14 @@ def _serve(tmp: Path, overrides: dict[str, Any]) -> Iterator[tuple[Any, str]]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    """The embedded default: no issuer, static-token sign-in (local mode)."""
-    yield from _serve(tmp_path_factory.mktemp("console-static"), {})
+    """The embedded default: no issuer, static-token sign-in (local mode); a local key for the encrypt page."""
+    from kagiya.config import load_settings
+    from kagiya.secrets.keys import local
+
+    tmp = tmp_path_factory.mktemp("console-static")
+    secrets = {"keyring": str(tmp / "keyring"), "default_recipients": ["local:team-a"]}
+    local.generate(load_settings(env={}, overrides={"secrets": secrets}).section("secrets"), "team-a")
+    yield from _serve(tmp, {"secrets": secrets})
 
 
 @pytest.fixture
@@ -220,6 +226,35 @@ def test_forged_posts_are_refused_by_csrf_and_csp(b: Browser, site: tuple[Any, s
         assert b.driver.current_url.startswith(url)
     finally:
         attacker.stop()
+
+
+def test_encrypt_page(b: Browser, site: tuple[Any, str]) -> None:
+    _, url = site
+    sign_in(b, url, "dev-token-0002")
+    b.go(url + "/ui/encrypt")
+    b.find("#s-name").send_keys("db")
+    b.find("#s-namespace").send_keys("team-a")
+    b.find("#s-values").send_keys("password=Typed-In-Browser-77")
+    assert b.find("#r-1").is_selected()
+    b.find("form.stack button[type=submit]").click()
+    result = b.wait_for("#result").get_attribute("value")
+    assert "# kubesec:local:team-a:" in result and "Typed-In-Browser-77" not in b.driver.page_source
+    b.screenshot("console-encrypt")
+
+
+def test_queue_fits_a_phone_screen(b: Browser, site: tuple[Any, str]) -> None:
+    app, url = site
+    rid = file_request(app.test_client(), sa="phone", reason="a long reason " * 6)
+    sign_in(b, url, "approver-token-0003")
+    b.driver.set_window_size(390, 844)
+    try:
+        b.go(url + "/ui/requests")
+        b.wait_for(f"#request-{rid}")
+        overflow = b.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
+        assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
+        b.screenshot("console-phone")
+    finally:
+        b.driver.set_window_size(1100, 800)
 
 
 @pytest.fixture(scope="module")
