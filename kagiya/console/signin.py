@@ -77,7 +77,8 @@ def signin_page() -> Any:
     token = pre_token(cookies)
     issuer = console().oidc.get("issuer", "")
     body, status = page("signin.html", title="Sign in", csrf_token=token, issuer=issuer,
-                        error=request.args.get("error", "")[:200])
+                        error=request.args.get("error", "")[:200],
+                        no_users=not console().settings.section("authn").token_file)
     response = make_response(body, status)
     for name, value in cookies.items():
         set_cookie(response, name, value, 600)

@@ -72,10 +72,13 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def wait(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _d: condition(),
-                                                                              message=f"timed out waiting: {what}")
+        # A page that is navigating away leaves stale elements behind: ask again rather than fail.
+        ignored = (StaleElementReferenceException, NoSuchElementException)
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
+            lambda _d: condition(), message=f"timed out waiting: {what}")
 
     def wait_for(self, css: str, timeout: float = 10.0) -> Any:
         return self.wait(lambda: (self.find_all(css) or [None])[0], timeout, css)

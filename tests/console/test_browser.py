@@ -108,6 +108,9 @@ def test_pending_request_appears_without_reload_and_is_approved(b: Browser, site
     assert "service account team-a/web" in b.find(f"#request-{rid} pre.explain").text
     b.screenshot("console-requests")
     b.find(f"#comment-{rid}").send_keys("ok for Q3")
+    later = file_request(app.test_client(), sa="later")
+    time.sleep(1.5)  # three refresh periods: the list waits while a comment is being written
+    assert not b.find_all(f"#request-{later}") and b.find(f"#comment-{rid}").get_attribute("value") == "ok for Q3"
     b.find(f"#request-{rid} button.approve").click()
     b.wait(lambda: f"Request {rid} approved." in b.text(), what="approval notice")
     got = state_of(app, rid)
