@@ -31,6 +31,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PRE_COOKIE = "kagiya-console-pre"
 LOGIN_COOKIE = "kagiya-console-login"
+#: Requests a page makes by itself; they do not count as activity for the idle expiry.
+BACKGROUND_ENDPOINTS = frozenset({"console.pending_fragment"})
 
 
 @dataclass
@@ -144,7 +146,8 @@ def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
 def _load_session() -> None:
     if request.endpoint == "console.static":
         return
-    session = console().sessions.get(request.cookies.get(cookie_name(), ""))
+    session = console().sessions.get(request.cookies.get(cookie_name(), ""),
+                                     touch=request.endpoint not in BACKGROUND_ENDPOINTS)
     g.console_session = session
     # The one authorization path: the API's own checks (callers.require_admin, bindings.decide) see this person.
     g.kagiya_caller = session.user if session else None
@@ -153,6 +156,8 @@ def _load_session() -> None:
 
 
 def _check_post(session: Session | None) -> None:
+    if session is None and request.endpoint != "console.signin_static":
+        raise Unauthorized("your session has ended: sign in again")
     origin = request.headers.get("Origin")
     if origin and origin != "null":
         here = urlsplit(request.host_url)

@@ -96,8 +96,11 @@ class SessionStore:
             conn.execute(sessions.insert().values(**row))
         return sid, Session(user, mode, csrf, now, expires)
 
-    def get(self, sid: str) -> Session | None:
-        """The live session for a cookie value, or None (unknown, idle too long, or past its absolute expiry)."""
+    def get(self, sid: str, touch: bool = True) -> Session | None:
+        """The live session for a cookie value, or None (unknown, idle too long, or past its absolute expiry).
+
+        `touch=False` for requests a page makes by itself (the queue's polling): an unattended open tab must
+        still reach its idle expiry."""
         if not sid or len(sid) > 128:
             return None
         key, now = _hash(sid), self.clock()
@@ -109,7 +112,7 @@ class SessionStore:
         if now >= expires or now - last_seen >= self.idle:
             self.delete(sid)
             return None
-        if now - last_seen >= TOUCH_EVERY:
+        if touch and now - last_seen >= TOUCH_EVERY:
             with self.store.begin() as conn:
                 conn.execute(sessions.update().where(sessions.c.id_hash == key).values(last_seen_at=now))
         user = User(username=row["username"], uid=row["uid"], groups=tuple(json.loads(row["groups"])))

@@ -133,10 +133,27 @@ def test_sessions_end_when_idle_too_long_or_past_their_absolute_age(console_app:
     now[0] += dt.timedelta(seconds=sessions.idle.total_seconds() + 1)
     assert client.get("/ui/requests").status_code == 302  # idle
     sign_in(client, "approver-token-0003")
+    for _ in range(3):  # an open tab polling the queue is not activity: it still reaches the idle expiry
+        now[0] += sessions.idle / 2
+        client.get("/ui/requests/pending.frag")
+    assert client.get("/ui/requests/pending.frag").status_code == 401
+    assert client.get("/ui/requests").status_code == 302
+    sign_in(client, "approver-token-0003")
     for _ in range(int(sessions.absolute / sessions.idle) + 1):  # busy all day: still ends at the absolute age
         now[0] += sessions.idle - dt.timedelta(seconds=10)
         client.get("/ui/requests")
     assert client.get("/ui/requests").status_code == 302
+
+
+def test_a_post_after_the_session_ended_asks_to_sign_in_again(console_app: Any) -> None:
+    client = console_app.test_client()
+    rid = file_request(client)
+    csrf = sign_in(client, "approver-token-0003")
+    client.delete_cookie("kagiya-console", path="/ui/")
+    resp = client.post(f"/ui/requests/{rid}/approve", data={"csrf_token": csrf})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/ui/signin")
+    assert client.get(f"/v1/iam/binding-requests/{rid}", headers=bearer("dev-token-0002")).get_json()["state"] \
+        == "pending"
 
 
 def test_sign_out_ends_the_session_everywhere(console_app: Any) -> None:
