@@ -61,6 +61,9 @@ def test_every_post_route_refuses_a_2mb_body_with_413(app: Any, client: Any) -> 
     for rule in post_rules:
         path = rule.replace("<", "").replace(">", "").replace("int:", "")
         resp = client.post(path, data=big, content_type="application/json")
+        if path.startswith("/ui/"):  # the web console answers people with an HTML page
+            assert resp.status_code == 413
+            continue
         assert_status(resp, 413, "RequestEntityTooLarge")
 
 
