@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, g, redirect, render_t
 
 from kagiya import audit
 from kagiya.config import Settings
+from kagiya.console.limits import FailureLimiter
 from kagiya.console.sessions import Session, SessionStore
 from kagiya.errors import Forbidden, KagiyaError, Unauthorized
 
@@ -45,6 +46,7 @@ class Console:
     mode: str
     oidc: dict[str, Any]
     secure_default: bool
+    limiter: FailureLimiter
     #: The OIDC client (kagiya.authn.login_oidc.Client), built on first sign-in.
     client: Any = None
 
@@ -62,6 +64,7 @@ def install(app: Flask, settings: Settings) -> None:
                               section.session_absolute_seconds),
         mode="oidc" if oidc else "static", oidc=oidc,
         secure_default=bool(settings.tls_cert) or section.public_url.startswith("https://"),
+        limiter=FailureLimiter(section.signin_failures_per_minute),
     )
 
 

@@ -25,6 +25,8 @@ class ConsoleSettings:
     #: A session ends after this long without a request, and in any case this long after sign-in.
     session_idle_seconds: int = 30 * 60
     session_absolute_seconds: int = 8 * 3600
+    #: Failed static-token sign-ins allowed per client address per minute (per replica); past it, 429.
+    signin_failures_per_minute: int = 10
     #: How often the pending-request queue asks for new requests.
     poll_seconds: float = 5.0
 
@@ -37,6 +39,8 @@ class ConsoleSettings:
             raise ValueError("session_idle_seconds must be from 60 to 86400")
         if not self.session_idle_seconds <= self.session_absolute_seconds <= 7 * 24 * 3600:
             raise ValueError("session_absolute_seconds must be from session_idle_seconds to 604800")
+        if not 1 <= self.signin_failures_per_minute <= 1000:
+            raise ValueError("signin_failures_per_minute must be from 1 to 1000")
         if not 0.5 <= self.poll_seconds <= 300:
             raise ValueError("poll_seconds must be from 0.5 to 300")
         if "openid" not in self.oidc_scopes:

@@ -35,7 +35,7 @@ from kagiya.console.blueprint import (
     set_cookie,
     signed_in,
 )
-from kagiya.errors import BadRequest, Unauthorized
+from kagiya.errors import BadRequest, TooManyRequests, Unauthorized
 
 
 def _client() -> Client:
@@ -90,10 +90,14 @@ def signin_static() -> Any:
     """Local mode only: a token-file token, checked by the same resolver as the API's bearer tokens."""
     if console().mode != "static":
         raise BadRequest("this console signs in through the OIDC issuer, not with a token")
+    limiter, address = console().limiter, request.remote_addr or "-"
+    if limiter.blocked(address):
+        raise TooManyRequests("too many failed sign-ins from your address: wait a minute and try again")
     token = request.form.get("token", "").strip()
     try:
         user = resolver_of(current_app).resolve(token)
     except Unauthorized:
+        limiter.failed(address)
         audit_action("console.signin", "denied", actor="anonymous", details={"mode": "static"})
         return page("signin.html", 401, title="Sign in", csrf_token=request.cookies.get(PRE_COOKIE, ""),
                     issuer="", error="That token was not accepted.")

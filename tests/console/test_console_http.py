@@ -57,6 +57,20 @@ def test_wrong_token_is_refused_and_audited(console_app: Any) -> None:
     assert _audit(client, action="console.signin")[0]["outcome"] == "denied"
 
 
+def test_guessing_static_tokens_is_limited_per_address(console_app: Any) -> None:
+    client = console_app.test_client()
+    csrf = csrf_of(client.get("/ui/signin").get_data(as_text=True))
+    limit = console_app.extensions["kagiya.settings"].section("console").signin_failures_per_minute
+    for i in range(limit):
+        assert client.post("/ui/signin", data={"token": f"guess-{i}", "csrf_token": csrf}).status_code == 401
+    resp = client.post("/ui/signin", data={"token": "approver-token-0003", "csrf_token": csrf})
+    assert resp.status_code == 429 and "too many failed sign-ins" in resp.get_data(as_text=True)
+    other = console_app.test_client()  # another address is not affected
+    other.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+    sign_in(other, "approver-token-0003")
+    assert "carol" in other.get("/ui/requests").text
+
+
 def test_post_without_or_with_a_wrong_csrf_token_changes_nothing(console_app: Any) -> None:
     client = console_app.test_client()
     rid = file_request(client)
