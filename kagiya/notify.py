@@ -76,21 +76,27 @@ def sign(secret: bytes, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
+def slack_escape(value: Any) -> str:
+    """Slack's control characters escaped, so a requester's words cannot ping `<!channel>` or forge a link."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def event_body(event: str, request: Mapping[str, Any], link: str) -> dict[str, Any]:
     """The JSON posted for one event; `text` is what Slack (and most chat webhooks) display."""
     fields = {k: request.get(k) for k in PUBLIC_FIELDS}
-    who = f"{fields['namespace']}/{fields['serviceAccount']}"
+    shown = {k: slack_escape(v) if isinstance(v, str) else v for k, v in fields.items()}
+    who = f"{shown['namespace']}/{shown['serviceAccount']}"
     if event == "request.filed":
-        text = (f"Binding request #{fields['id']} by {fields['requester']}: {who} wants {fields['cloud']} "
-                f"{fields['identity']} ({fields['state']})")
-        if fields["reason"]:
-            text += f". Reason: {fields['reason']}"
+        text = (f"Binding request #{shown['id']} by {shown['requester']}: {who} wants {shown['cloud']} "
+                f"{shown['identity']} ({shown['state']})")
+        if shown["reason"]:
+            text += f". Reason: {shown['reason']}"
     else:
-        text = f"Binding request #{fields['id']} for {who} ({fields['identity']}) {fields['state']}"
-        if fields["decidedBy"]:
-            text += f" by {fields['decidedBy']}"
-        if fields["decisionReason"]:
-            text += f": {fields['decisionReason']}"
+        text = f"Binding request #{shown['id']} for {who} ({shown['identity']}) {shown['state']}"
+        if shown["decidedBy"]:
+            text += f" by {shown['decidedBy']}"
+        if shown["decisionReason"]:
+            text += f": {shown['decisionReason']}"
     if link:
         text += f" <{link}>"
     return {"event": f"binding_{event}", "text": text, "link": link or None, "request": fields}

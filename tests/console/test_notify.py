@@ -101,6 +101,16 @@ def test_filed_and_decided_events_are_signed_and_link_to_the_page(notify_app: An
     _verify(*receiver.posts[1])
 
 
+def test_a_reason_cannot_ping_a_channel_or_forge_a_link(notify_app: Any, receiver: Receiver) -> None:
+    file_request(notify_app.test_client(), reason="<!channel> urgent <https://evil.example|the console>")
+    receiver.wait_for(1)
+    event = json.loads(receiver.posts[0][1])
+    assert "<!channel>" not in event["text"] and "<https://evil" not in event["text"]
+    assert "&lt;!channel&gt; urgent &lt;https://evil.example|the console&gt;" in event["text"]
+    assert event["request"]["reason"].startswith("<!channel>")  # the structured field keeps the words as given
+    assert event["text"].endswith(f"<{event['link']}>")
+
+
 def test_failed_posts_are_retried_with_backoff(notify_app: Any, receiver: Receiver) -> None:
     receiver.fail_first = 2
     file_request(notify_app.test_client())
