@@ -72,11 +72,11 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def wait(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        # A page that is navigating away leaves stale elements behind: ask again rather than fail.
-        ignored = (StaleElementReferenceException, NoSuchElementException)
+        # A page that is navigating away leaves stale elements and nodes behind: ask again rather than fail.
+        ignored = (WebDriverException,)
         return WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
             lambda _d: condition(), message=f"timed out waiting: {what}")
 
@@ -84,7 +84,14 @@ class Browser:
         return self.wait(lambda: (self.find_all(css) or [None])[0], timeout, css)
 
     def text(self) -> str:
-        return str(self.find("body").text)
+        return str(self.driver.execute_script("return document.body ? document.body.innerText : '';"))
+
+    def submit(self, css: str, url_part: str) -> None:
+        """Click a form's button and wait until the next page (its URL containing `url_part`) has loaded."""
+        self.find(css).click()
+        self.wait(lambda: url_part in self.driver.current_url
+                  and self.driver.execute_script("return document.readyState;") == "complete",
+                  what=f"a page at {url_part}")
 
     def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
