@@ -35,6 +35,8 @@ SECTIONS: dict[str, str] = {
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
     "kube": "kagiya.kube_settings:KubeSettings",
     "audit": "kagiya.audit_settings:AuditSettings",
+    "console": "kagiya.console.settings:ConsoleSettings",
+    "notify": "kagiya.notify:NotifySettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.

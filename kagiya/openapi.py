@@ -56,8 +56,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("console."):
+            continue  # the web console's HTML pages (docs/console.md) are not part of the API
         view = app.view_functions[rule.endpoint]
         meta: dict[str, Any] = getattr(view, "_openapi", {})
         path = CONVERTER.sub(lambda m: "{" + m.group("name") + "}", rule.rule)

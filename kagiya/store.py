@@ -102,6 +102,7 @@ SCHEMAS: list[str] = [
     "kagiya.store:CORE_SCHEMA",
     "kagiya.audit:SCHEMA",
     "kagiya.iam.schema:SCHEMA",
+    "kagiya.console.sessions:SCHEMA",
 ]
 
 

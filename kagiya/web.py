@@ -36,6 +36,7 @@ CAPABILITIES = [
     "kagiya.authz.api",
     "kagiya.iam.api",
     "kagiya.iam.metadata.api",
+    "kagiya.console",
 ]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

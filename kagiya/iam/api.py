@@ -194,11 +194,14 @@ def explain() -> Response:
     unknown = sorted(set(args) - {"namespace", "pod", "serviceAccount", "cloud"})
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}")
-    namespace = args.get("namespace", "")
-    pod_name, sa_name = args.get("pod", ""), args.get("serviceAccount", "")
+    return jsonify(explanation(_ctx(), args.get("namespace", ""), args.get("pod", ""), args.get("serviceAccount", ""),
+                               args.get("cloud", "")))
+
+
+def explanation(ctx: IamContext, namespace: str, pod_name: str, sa_name: str, cloud: str = "") -> dict[str, Any]:
+    """What `GET /v1/iam/explain` answers (the web console shows the same); raises BadRequest, NotFound."""
     if not namespace or bool(pod_name) == bool(sa_name):
         raise BadRequest("give namespace and exactly one of pod or serviceAccount")
-    ctx = _ctx()
     pod = None
     if pod_name:
         pod = ctx.kube_index().pod(namespace, pod_name)
@@ -206,17 +209,16 @@ def explain() -> Response:
             raise NotFound(f"pod {namespace}/{pod_name} not found in the Kubernetes index")
         sa_name = pod.service_account
     results = resolve_all(ctx, namespace, sa_name, pod)
-    cloud = args.get("cloud")
     if cloud:
         if cloud not in results:
             raise BadRequest("cloud must be one of aws, gcp, azure")
         results = {cloud: results[cloud]}
-    return jsonify({
+    return {
         "kind": "IamExplanation", "apiVersion": API_VERSION, "namespace": namespace, "serviceAccount": sa_name,
         "pod": pod.name if pod else None, "podUid": pod.uid if pod else None,
         "policy": policy.policy_for(ctx, namespace).as_dict(),
         "results": [r.as_dict() for r in results.values()],
-    })
+    }
 
 
 def init_app(app: Flask, settings: Settings) -> None:

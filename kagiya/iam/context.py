@@ -8,7 +8,8 @@ tests) builds one with `IamContext.build(settings, store, kube_index=...)`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ from kagiya.kube import KubeIndex, KubeWatcher
 from kagiya.store import Store
 
 EXTENSION = "kagiya.iam"
+log = logging.getLogger("kagiya.iam")
+#: Called after a binding-request change commits: (event name, the request as the API shows it).
+Listener = Callable[[str, Mapping[str, Any]], None]
 
 
 def utcnow() -> dt.datetime:
@@ -33,6 +37,8 @@ class IamContext:
     kube: KubeIndex | None = None
     watcher: KubeWatcher | None = None
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    #: Notified of `request.filed` and `request.decided` (kagiya.notify); must return quickly and not raise.
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def iam(self) -> IamSettings:
@@ -51,6 +57,14 @@ class IamContext:
             watcher = KubeWatcher(kube_settings)
             kube_index = watcher.index
         return cls(settings=settings, store=store, kube=kube_index, watcher=watcher)
+
+    def emit(self, event: str, request: Mapping[str, Any]) -> None:
+        """Tell the listeners; a failing listener is logged, never the caller's problem (the change is made)."""
+        for listener in self.listeners:
+            try:
+                listener(event, request)
+            except Exception:  # noqa: BLE001 - a notification must never undo or fail a committed decision
+                log.warning("iam listener failed for %s", event, exc_info=True)
 
     def kube_index(self) -> KubeIndex:
         """The index (its watch threads started in this process); raises UpstreamUnavailable when kube is off."""

@@ -101,10 +101,16 @@ def _identities(text: str) -> list[str]:
           responses={"400": "bad manifest or recipients", "401": "no bearer token", "413": "manifest too large",
                      "503": "a recipient's KMS or gpg timed out or is unreachable (retryable)"})
 def encrypt() -> Response:
-    from kagiya.secrets import kubesec, ops
-
     caller = caller_from_request()
     text, recipients, wrapped, raw = _read()
+    return _reply(encrypt_for(caller, text, recipients, raw), wrapped)
+
+
+def encrypt_for(caller: Any, text: str, recipients: list[str], raw: bytes) -> str:
+    """Encrypt `text` for `recipients` (or the default recipients) and audit it as `caller`: the one encrypt path
+    of `POST /v1/secrets/encrypt` and the web console. Raises BadRequest and the key backends' errors."""
+    from kagiya.secrets import kubesec, ops
+
     if kubesec.find_trailer(text) >= 0:
         raise BadRequest("the manifest is already encrypted; re-encrypt it where its keys are held")
     sset = _secrets_settings()
@@ -115,7 +121,7 @@ def encrypt() -> Response:
     audit.record(store_of(current_app), actor=caller.username, action="secrets.encrypt",
                  target=", ".join(_identities(text)) or "-", outcome="success", request_id=g.get("request_id", ""),
                  details={"input_sha256": hashlib.sha256(raw).hexdigest(), "key_ids": recipients})
-    return _reply(result, wrapped)
+    return result
 
 
 @bp.post("/decrypt")

@@ -61,6 +61,9 @@ def test_every_post_route_refuses_a_2mb_body_with_413(app: Any, client: Any) -> 
     for rule in post_rules:
         path = rule.replace("<", "").replace(">", "").replace("int:", "")
         resp = client.post(path, data=big, content_type="application/json")
+        if path.startswith("/ui/"):  # the web console answers people with an HTML page
+            assert resp.status_code == 413
+            continue
         assert_status(resp, 413, "RequestEntityTooLarge")
 
 
@@ -111,7 +114,8 @@ def test_openapi_validates_and_lists_every_route(app: Any, client: Any) -> None:
 
     spec = client.get("/openapi.json").get_json()
     validate(spec)
-    rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"
+             and not r.endpoint.startswith("console.")}  # the web console's HTML pages are not API
     documented = set(spec["paths"])
     for rule in rules:
         path = rule
