@@ -19,7 +19,6 @@ from typing import Any
 from flask import current_app, g, make_response, redirect, request, url_for
 from werkzeug.wrappers import Response as ResponseBase
 
-from kagiya.login.oidc import Client, GrantRejected
 from kagiya.callers import resolver_of
 from kagiya.console.blueprint import (
     LOGIN_COOKIE,
@@ -36,6 +35,7 @@ from kagiya.console.blueprint import (
     signed_in,
 )
 from kagiya.errors import BadRequest, TooManyRequests, Unauthorized
+from kagiya.login.oidc import Client, GrantRejected
 
 
 def _client() -> Client:
