@@ -196,3 +196,22 @@ def test_an_ldap_credential_only_ever_goes_to_ldap(offline_route: Route, usernam
     router hands Guard's `base64(user:password)` to the directory and never to a third-party forge."""
     chosen = claimants(offline_route, shapes.inspect(ldap_token(username, password)))
     assert [e.key for e in chosen] == ["ldap/corp"]
+
+
+def b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("token", [
+    b64url('{"alg":"RS256"}') + "." + b64url("[" * 5000) + ".sig",  # 6.7 KiB: under every size limit
+    b64url('{"a":' * 2000 + "1" + "}" * 2000) + "." + b64url('{"iss":"x"}') + ".sig",
+], ids=["nested-payload", "nested-header"])
+def test_deeply_nested_jwt_segments_are_refused_not_a_500(make_app: Any, gitlab: GitLabStandIn, issuer: OidcIssuer,
+                                                          token: str) -> None:
+    """A JWT-shaped token whose segments nest deeper than the json module recurses is "not a JWT", judged
+    locally: a rejection on the webhook and a 401 on the HTTP API, never an internal error."""
+    client = make_app([gitlab_entry(gitlab), oidc_entry(issuer)]).test_client()
+    assert not shapes.inspect(token).is_jwt
+    assert status(client, token) == {"authenticated": False, "error": UNCLAIMED}
+    assert client.get("/v1/audit", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert sum(gitlab.hits.values()) == 0

@@ -124,7 +124,7 @@ class OidcProvider:
         try:
             header = _b64json(header_b64)
             unverified_claims = _b64json(payload_b64)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return Rejected("malformed JWT")
         if not self.issuer_ok(unverified_claims.get("iss")):
             return Rejected("token issuer not accepted")
