@@ -79,7 +79,10 @@ class KeyStore:
         key = self._find(kid, alg)
         if key is not None:
             if self.clock() - self._fetched_at >= self.opts.jwks_ttl_seconds:
-                self._refresh_if_allowed(wait=False)  # stale: refresh unless another thread is; serve the known key
+                # Stale: refresh unless another thread is. Keys that just arrived are the truth (a key the issuer
+                # no longer publishes is revoked); when no fetch happened, the known key keeps serving.
+                if self._refresh_if_allowed(wait=False):
+                    return self._find(kid, alg)
                 return self._find(kid, alg) or key
             return key
         fetched_now = self._refresh_if_allowed(wait=True)
