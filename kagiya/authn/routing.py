@@ -28,6 +28,7 @@ from kagiya.authn.providers.base import Provider, Rejected, User
 from kagiya.authn.settings import AuthnSettings
 from kagiya.authn.shapes import TokenShape
 from kagiya.errors import ConfigError, NotFound, TooManyRequests, UpstreamUnavailable
+from kagiya.tls.mtls import AGENT_ORGANIZATION
 
 log = logging.getLogger("kagiya.authn")
 EXTENSION = "kagiya.authn"
@@ -35,9 +36,6 @@ TOKEN_FILE = "token-auth"  # noqa: S105 - a provider type name, not a secret
 #: Keys of a provider mapping that routing consumes; the rest go to the provider's own `from_config`.
 ROUTING_KEYS = ("type", "name", "allow_system_names")
 RESERVED_PREFIX = "system:"
-#: Client-certificate `O=` of node agents (`kagiya authn init client --provider agent`): such a certificate opens
-#: the mTLS gate of `/iam/agent/` and must not ask for token reviews (the webhook has no failed-review limit).
-AGENT_ORGANIZATION = "agent"
 
 
 @dataclass(frozen=True)
