@@ -6,8 +6,9 @@ denied as a cacheable `authenticated: false`. The rules now:
   `jwks_min_refresh_seconds` (default 5) per issuer, so forged random-`kid` tokens cannot hammer the issuer;
 - a failed fetch is retried after a short capped exponential backoff (0.25 s, 0.5 s, 1 s, then every 2 s),
   not after the refresh interval; one thread fetches at a time (single flight) and the others reuse its result;
-- a known key keeps verifying while the issuer is down (stale keys), and a refresh in progress never blocks a
-  review whose key is known;
+- a known key keeps verifying while the issuer is down (stale keys); a refresh in progress never blocks another
+  review whose key is known (only the review that starts a TTL refresh waits for it), and a key the refreshed set
+  no longer publishes is refused;
 - an unknown `kid` is a definitive "unknown key" only when keys were fetched after the token was issued (or just
   now); while a refetch is impossible (rate limited, failing) the answer is `UpstreamUnavailable` (503: the
   apiserver does not cache it), never a cacheable denial.
