@@ -196,9 +196,9 @@ def apiserver_timeout(value: str) -> float | None:
 def _route(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> routing.Route:
     """The verified client certificate decides first; a URL path may only repeat what the certificate names."""
     subject = mtls.peer_subject(request.environ)
-    cert_route = providers.cert_route(*routing.subject_fields(subject)) if subject is not None else None
-    if cert_route is not None and cert_route.label == routing.AGENT_ORGANIZATION:
+    if mtls.is_agent_certificate(subject):
         raise Forbidden("a node agent certificate may not ask for token reviews")
+    cert_route = providers.cert_route(*routing.subject_fields(subject)) if subject is not None else None
     if path_route is not None:
         if cert_route is not None and not routing.path_matches_cert(cert_route, *path_route):
             raise Forbidden(f"this client certificate is for provider {cert_route.label}; "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from kagiya.authn.providers.base import Provider, Rejected, User
 from kagiya.authn.settings import AuthnSettings
 from kagiya.authn.shapes import TokenShape
 from kagiya.errors import ConfigError, NotFound, TooManyRequests, UpstreamUnavailable
+from kagiya.tls.mtls import AGENT_ORGANIZATION
 
 log = logging.getLogger("kagiya.authn")
 EXTENSION = "kagiya.authn"
@@ -35,9 +36,6 @@ TOKEN_FILE = "token-auth"  # noqa: S105 - a provider type name, not a secret
 #: Keys of a provider mapping that routing consumes; the rest go to the provider's own `from_config`.
 ROUTING_KEYS = ("type", "name", "allow_system_names")
 RESERVED_PREFIX = "system:"
-#: Client-certificate `O=` of node agents (`kagiya authn init client --provider agent`): such a certificate opens
-#: the mTLS gate of `/iam/agent/` and must not ask for token reviews (the webhook has no failed-review limit).
-AGENT_ORGANIZATION = "agent"
 
 
 @dataclass(frozen=True)
@@ -276,7 +274,8 @@ def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
     apiserver when the IdP could not answer). A rejection names the provider that judged the token: the first
     candidate that rejected it, or, when no provider claims the token, the route's only provider (a certificate
     or path route) or the route itself."""
-    candidates = claimants(route, shapes.inspect(token))
+    shape = shapes.inspect(token)
+    candidates = claimants(route, shape)
     unavailable = False
     rejection: Decision | None = None
     for entry in candidates:
@@ -299,20 +298,40 @@ def run_chain(route: Route, token: str, audiences: Sequence[str]) -> Decision:
         return rejection
     if route.unknown_reason:
         return Decision(Rejected(route.unknown_reason), route.label)
+    if len(upstreams(claimed_by_third_parties(route, shape))) > 1:
+        return Decision(Rejected(AMBIGUOUS_REASON), route.label)
     return unclaimed(route)
+
+
+#: The rejection of a token that third-party providers at different services claim alike (nothing was sent).
+AMBIGUOUS_REASON = ("tokens of this kind are issued by more than one configured service; "
+                    "name the provider by URL path or client certificate")
 
 
 def claimants(route: Route, shape: TokenShape) -> list[ProviderEntry]:
     """The route's providers that may see this token: those that claim its shape, and no third-party provider
     (one that sends the token to an outside service) when a configured provider that is not third-party, in the
-    route or not, claims it too."""
+    route or not, claims it too, nor when third-party providers of the route at different services (github.com
+    and a GitHub Enterprise Server: both issue `ghp_` tokens) claim it alike: asking each in turn would hand one
+    service's token to the other."""
     claimed = [e for e in route.entries if e.provider.claims(shape)]
     if not any(e.provider.third_party for e in claimed):
         return claimed
     local = [e for e in claimed if not e.provider.third_party]
     if local or any(e.provider.claims(shape) for e in route.first_party if e not in route.entries):
         return local
+    if len(upstreams(e for e in claimed if e.provider.third_party)) > 1:
+        return []
     return claimed
+
+
+def claimed_by_third_parties(route: Route, shape: TokenShape) -> list[ProviderEntry]:
+    return [e for e in route.entries if e.provider.third_party and e.provider.claims(shape)]
+
+
+def upstreams(entries: Iterable[ProviderEntry]) -> set[str]:
+    """The outside services these providers send tokens to (a provider that does not say counts as its own)."""
+    return {getattr(e.provider, "upstream", None) or e.key for e in entries}
 
 
 def unclaimed(route: Route) -> Decision:

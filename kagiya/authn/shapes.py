@@ -70,7 +70,8 @@ def _unverified_issuer(token: str) -> str | None:
         return None
     try:
         header, claims = _b64url_json(header_b64), _b64url_json(payload_b64)
-    except (ValueError, UnicodeError, binascii.Error):
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
+        # RecursionError: a few KiB of `[[[[...` nest deeper than the json module recurses (not a ValueError).
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None

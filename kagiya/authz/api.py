@@ -2,7 +2,8 @@
 
 `POST /authz/subjectaccessreviews` (and Guard's path `/subjectaccessreviews`) takes an `authorization.k8s.io/v1`
 or `v1beta1` SubjectAccessReview and answers in the same version: allowed, denied, or no opinion. Malformed
-bodies get a 400 Status (the apiserver then treats the answer as no opinion). Every decision is counted in
+bodies get a 400 Status (the apiserver then treats the answer as no opinion). A node agent's client certificate
+(`O=agent`) gets a 403 Status, as on the TokenReview webhook: only the apiserver asks. Every decision is counted in
 `kagiya_authz_decisions_total{decision,version}`; denials are audited as `authz.review` / `denied`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import Counter
 
 from kagiya import audit
@@ -21,9 +22,11 @@ from kagiya.authz.settings import AuthzSettings
 from kagiya.authz.source import PolicySource
 from kagiya.config import Settings
 from kagiya.core_api import add_readiness_check
+from kagiya.errors import Forbidden
 from kagiya.httpjson import json_body
 from kagiya.metrics import metric
 from kagiya.openapi import describe
+from kagiya.tls import mtls
 from kagiya.web import store_of
 
 log = logging.getLogger("kagiya.authz")
@@ -80,6 +83,9 @@ def state_of(app: Any) -> AuthzState:
 
 
 def _review() -> tuple[Response, int]:
+    if mtls.is_agent_certificate(mtls.peer_subject(request.environ)):
+        # The agent's key lives on every node: it must not learn who may do what (nor fill the audit log).
+        raise Forbidden("a node agent certificate may not ask for access reviews")
     state = state_of(current_app)
     version, attrs = parse_review(json_body())
     decision = evaluate(state.policy(), attrs)
@@ -92,7 +98,8 @@ def _review() -> tuple[Response, int]:
 @bp.post("/authz/subjectaccessreviews")
 @describe("SubjectAccessReview webhook: allowed, denied, or no opinion, in the request's version.",
           tags=["authz"], request_schema=SAR_SCHEMA, response_schema=SAR_REPLY_SCHEMA,
-          responses={"400": "Not a SubjectAccessReview (Status body)"})
+          responses={"400": "Not a SubjectAccessReview (Status body)",
+                     "403": "The client certificate is a node agent's (Status body)"})
 def subject_access_review() -> tuple[Response, int]:
     """SubjectAccessReview webhook for kube-apiserver's --authorization-webhook-config-file."""
     return _review()
@@ -100,7 +107,9 @@ def subject_access_review() -> tuple[Response, int]:
 
 @bp.post("/subjectaccessreviews")
 @describe("Guard-compatible path of the SubjectAccessReview webhook.", tags=["authz"],
-          request_schema=SAR_SCHEMA, response_schema=SAR_REPLY_SCHEMA)
+          request_schema=SAR_SCHEMA, response_schema=SAR_REPLY_SCHEMA,
+          responses={"400": "Not a SubjectAccessReview (Status body)",
+                     "403": "The client certificate is a node agent's (Status body)"})
 def subject_access_review_guard_path() -> tuple[Response, int]:
     """SubjectAccessReview webhook on Guard's path."""
     return _review()

@@ -187,8 +187,10 @@ class Client:
         status, body = self._post(self.endpoint("device_authorization_endpoint"), {"scope": " ".join(self.scopes)})
         if status != 200 or not body.get("device_code") or not body.get("user_code"):
             raise GrantRejected(f"the issuer refused the device authorization: {body.get('error') or status}")
-        device_code, interval = str(body["device_code"]), float(body.get("interval") or 5)
-        expires_in = float(body.get("expires_in") or 600)
+        # RFC 8628 defaults for a missing value; an unusable one (negative, not a number) counts as missing rather
+        # than crash the plugin (a negative sleep raises) or poll without pause.
+        device_code, interval = str(body["device_code"]), _seconds(body.get("interval"), 5.0)
+        expires_in = _seconds(body.get("expires_in"), 600.0)
         deadline = started + min(expires_in, timeout)
         where = body.get("verification_uri_complete") or body.get("verification_uri", "")
         say(f"kagiya login: on any device, open {where}\n  and enter the code {body['user_code']}")
@@ -209,6 +211,17 @@ class Client:
             raise GrantRejected(f"device login timed out after {timeout:g}s (--login-timeout): the code was not "
                                 "approved in time")
         raise GrantRejected("device login timed out: the code was not approved in time")
+
+
+def _seconds(value: Any, default: float) -> float:
+    """A positive, finite number of seconds from an issuer's JSON answer (a number or numeric string), else default."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        return default
+    return seconds if 0 < seconds < 86400 * 366 else default
 
 
 def claims_unverified(jwt: str) -> dict[str, Any]:

@@ -22,6 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 ENVIRON_KEY = "SSL_CLIENT_CERT"
+#: Client-certificate `O=` of node agents (`kagiya authn init client --provider agent`): kept on every node, such a
+#: certificate opens the mutual-TLS gate of `/iam/agent/` only; the apiserver's webhooks (TokenReview and
+#: SubjectAccessReview) refuse it, so a node's key cannot become a token or policy oracle.
+AGENT_ORGANIZATION = "agent"
 
 
 def _stamp(paths: Iterable[str]) -> tuple[tuple[int, int], ...]:
@@ -95,3 +99,8 @@ def peer_subject(environ: Mapping[str, Any]) -> dict[str, list[str]] | None:
         while len(_SUBJECTS) > 256:
             _SUBJECTS.popitem(last=False)
     return subject
+
+
+def is_agent_certificate(subject: Mapping[str, Iterable[str]] | None) -> bool:
+    """Whether a verified client certificate's subject (`peer_subject`) is a node agent's (`O=agent`)."""
+    return subject is not None and AGENT_ORGANIZATION in subject.get("O", ())

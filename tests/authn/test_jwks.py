@@ -152,3 +152,41 @@ def test_forged_kid_is_a_denial_once_the_keys_are_newer_than_the_token(issuer: O
         assert resp.get_json()["status"] == {"authenticated": False,
                                              "error": "oidc/corp: token signed by an unknown key"}
     assert issuer.hits["jwks"] == 1
+
+
+def test_a_key_the_refreshed_jwks_no_longer_publishes_is_refused_at_once(issuer: OidcIssuer, store: KeyStore,
+                                                                          clock: FakeClock) -> None:
+    """Stale keys serve only while the issuer cannot be asked: the review whose TTL refresh brings a key set
+    without the token's kid must not verify with the removed (revoked) key."""
+    old_kid = issuer.signing_key.kid
+    assert store.key_for(old_kid, "RS256") is not None
+    issuer.rotate(drop_old=True)
+    clock.advance(store.opts.jwks_ttl_seconds + 1)
+    assert store.key_for(old_kid, "RS256") is None
+    assert issuer.hits["jwks"] == 2
+    # And while the issuer is down, a known key keeps verifying past its TTL.
+    clock.advance(store.opts.jwks_ttl_seconds + 1)
+    issuer.fail_status = 500
+    assert store.key_for(issuer.signing_key.kid, "RS256") is not None
+
+
+def test_a_token_without_kid_verifies_against_each_key_of_its_algorithm(issuer: OidcIssuer, make_app: Any) -> None:
+    """An issuer that omits `kid` publishes two keys while it rotates: kube-apiserver (go-oidc) tries each key, so
+    tokens signed by the old and by the new key both verify; a stranger's kid-less token is still refused."""
+    from joserfc import jwt
+
+    def kidless(key: RSAKey, sub: str) -> str:
+        now = int(time.time())
+        return jwt.encode({"alg": "RS256"}, {"iss": issuer.url, "aud": "kube", "sub": sub, "iat": now, "nbf": now,
+                                             "exp": now + 300}, key)
+
+    old = issuer.signing_key
+    issuer.rotate()  # both keys published
+    client = make_app([oidc_provider(issuer)]).test_client()
+    for key, sub in ((old, "old"), (issuer.signing_key, "new")):
+        status = post_review(client, kidless(key, sub)).get_json()["status"]
+        assert status.get("user", {}).get("username") == sub, status
+    stranger = RSAKey.generate_key(2048, parameters={"alg": "RS256"})
+    assert post_review(client, kidless(stranger, "x")).get_json()["status"] == {
+        "authenticated": False, "error": "oidc/corp: invalid token signature"}
+    assert issuer.hits["jwks"] == 1

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kagiya.authn import shapes
+from kagiya.authn import routing, shapes
 from kagiya.authn.providers import ldap as ldap_provider
 from kagiya.authn.providers.github import GitHubOptions, GitHubProvider
 from kagiya.authn.providers.gitlab import GitLabOptions, GitLabProvider
@@ -196,3 +196,41 @@ def test_an_ldap_credential_only_ever_goes_to_ldap(offline_route: Route, usernam
     router hands Guard's `base64(user:password)` to the directory and never to a third-party forge."""
     chosen = claimants(offline_route, shapes.inspect(ldap_token(username, password)))
     assert [e.key for e in chosen] == ["ldap/corp"]
+
+
+def b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("token", [
+    b64url('{"alg":"RS256"}') + "." + b64url("[" * 5000) + ".sig",  # 6.7 KiB: under every size limit
+    b64url('{"a":' * 2000 + "1" + "}" * 2000) + "." + b64url('{"iss":"x"}') + ".sig",
+], ids=["nested-payload", "nested-header"])
+def test_deeply_nested_jwt_segments_are_refused_not_a_500(make_app: Any, gitlab: GitLabStandIn, issuer: OidcIssuer,
+                                                          token: str) -> None:
+    """A JWT-shaped token whose segments nest deeper than the json module recurses is "not a JWT", judged
+    locally: a rejection on the webhook and a 401 on the HTTP API, never an internal error."""
+    client = make_app([gitlab_entry(gitlab), oidc_entry(issuer)]).test_client()
+    assert not shapes.inspect(token).is_jwt
+    assert status(client, token) == {"authenticated": False, "error": UNCLAIMED}
+    assert client.get("/v1/audit", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert sum(gitlab.hits.values()) == 0
+
+
+def test_a_forge_token_is_not_handed_from_one_forge_service_to_another(make_app: Any, github: GitHubStandIn) -> None:
+    """github.com and a GitHub Enterprise Server both issue `ghp_` tokens: in the default chain neither is asked
+    (asking each in turn would send one service's token to the other); naming the provider by path works. Two
+    organizations on one service are both asked, as before."""
+    with GitHubStandIn() as ghes:
+        ghes.add_user("erin", 201, "ghp_erin" + "E" * 33)
+        ghes.add_member("erin", "internal")
+        erin = "ghp_erin" + "E" * 33
+        client = make_app([github_entry(github), {**github_entry(ghes), "name": "internal"}]).test_client()
+        assert status(client, erin) == {"authenticated": False, "error": routing.AMBIGUOUS_REASON}
+        assert status(client, GITHUB_TOKEN_ALICE) == {"authenticated": False, "error": routing.AMBIGUOUS_REASON}
+        assert sum(github.hits.values()) == 0 and sum(ghes.hits.values()) == 0
+        assert status(client, erin, "/authn/github/internal/tokenreviews")["user"]["username"] == "erin"
+        assert sum(github.hits.values()) == 0
+    github.add_member("alice", "beta")
+    two_orgs = make_app([github_entry(github, name="beta"), github_entry(github)]).test_client()
+    assert status(two_orgs, GITHUB_TOKEN_ALICE)["user"]["username"] == "alice"

@@ -261,3 +261,28 @@ def test_a_wildcard_resource_name_edit_keeps_the_old_policy(authz_client: Any, p
     assert post(authz_client, body).get_json()["status"]["denied"] is True
     detail = authz_client.get("/readyz").get_json()["details"]["checks"]["authz-policy"]
     assert f"{policy_file} line 7: rules[0].resourceNames[0]: 'prod-*' has a '*'" in detail
+
+
+def test_a_node_agent_certificate_may_not_ask_for_access_reviews(authz_app: Any, authz_client: Any,
+                                                                 tmp_path: Path) -> None:
+    """As on the TokenReview webhook: the agent's certificate (kept on every node) opens /iam/agent/ only, so a
+    node's key can neither learn who may do what nor fill the audit log with denials. The apiserver's own
+    certificate (any other O=) is answered."""
+    import json
+
+    from kagiya import audit
+    from kagiya.tls import pki
+    from kagiya.web import store_of
+
+    root = tmp_path / "pki"
+    pki.init_ca(root)
+    agent = pki.init_client(root, "node", provider="agent", org="node-agent").cert.read_text()
+    apiserver = pki.init_client(root, "apiserver", provider="oidc", org="corp").cert.read_text()
+    denied = json.dumps(sar(V1, ["contractors"], resource={"namespace": "dev", "resource": "secrets"}))
+    for path in ("/authz/subjectaccessreviews", "/subjectaccessreviews"):
+        resp = authz_client.post(path, data=denied, environ_base={"SSL_CLIENT_CERT": agent})
+        assert resp.status_code == 403, path
+        assert resp.get_json()["kind"] == "Status" and "node agent" in resp.get_json()["message"]
+    assert audit.query(store_of(authz_app), audit.AuditQuery(action="authz"))[0] == []
+    resp = authz_client.post("/authz/subjectaccessreviews", data=denied, environ_base={"SSL_CLIENT_CERT": apiserver})
+    assert resp.status_code == 200 and resp.get_json()["status"]["denied"] is True

@@ -106,3 +106,34 @@ def test_device_grant_honours_the_login_timeout(issuer: LoginIssuer) -> None:
     with pytest.raises(GrantRejected, match=r"timed out after 3s \(--login-timeout\)"):
         Client(issuer.url, "kagiya").device_login(say=lambda t: None, timeout=3, sleep=sleep, clock=lambda: now[0])
     assert sum(slept) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("odd", [{"interval": -1}, {"interval": "soon", "expires_in": "later"},
+                                 {"interval": float("nan")}, {"expires_in": -5}])
+def test_device_grant_survives_odd_interval_and_expiry_values(issuer: LoginIssuer, odd: dict[str, Any]) -> None:
+    """An issuer's unusable `interval` / `expires_in` means the RFC 8628 defaults (5 s, 600 s): the sign-in still
+    works and still ends at the login timeout, instead of the plugin failing on a negative sleep."""
+    import json
+
+    from flask import Response
+
+    @issuer.app.after_request
+    def _odd_device_answer(resp: Response) -> Response:
+        if resp.is_json and "device_code" in (resp.get_json(silent=True) or {}):
+            resp.set_data(json.dumps({**resp.get_json(), **odd}))
+        return resp
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        assert seconds >= 0
+        slept.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(GrantRejected, match="timed out"):
+        Client(issuer.url, "kagiya").device_login(say=lambda t: None, timeout=12, sleep=sleep, clock=lambda: now[0])
+    assert slept[0] == (5.0 if "interval" in odd else 1.0) and sum(slept) == pytest.approx(12.0)
+    said: list[str] = []
+    entry = Client(issuer.url, "kagiya").device_login(say=approve_when_asked(issuer, said), sleep=lambda s: None)
+    assert entry["id_token"]

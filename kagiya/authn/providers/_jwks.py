@@ -6,8 +6,9 @@ denied as a cacheable `authenticated: false`. The rules now:
   `jwks_min_refresh_seconds` (default 5) per issuer, so forged random-`kid` tokens cannot hammer the issuer;
 - a failed fetch is retried after a short capped exponential backoff (0.25 s, 0.5 s, 1 s, then every 2 s),
   not after the refresh interval; one thread fetches at a time (single flight) and the others reuse its result;
-- a known key keeps verifying while the issuer is down (stale keys), and a refresh in progress never blocks a
-  review whose key is known;
+- a known key keeps verifying while the issuer is down (stale keys); a refresh in progress never blocks another
+  review whose key is known (only the review that starts a TTL refresh waits for it), and a key the refreshed set
+  no longer publishes is refused;
 - an unknown `kid` is a definitive "unknown key" only when keys were fetched after the token was issued (or just
   now); while a refetch is impossible (rate limited, failing) the answer is `UpstreamUnavailable` (503: the
   apiserver does not cache it), never a cacheable denial.
@@ -33,6 +34,8 @@ MAX_DOC_BYTES = 512 * 1024
 #: Backoff after the first failed fetch; doubles per consecutive failure up to RETRY_MAX.
 RETRY_FIRST = 0.25
 RETRY_MAX = 2.0
+#: A token without a `kid` is tried against at most this many of the issuer's keys for its algorithm.
+MAX_KIDLESS_CANDIDATES = 8
 
 
 def retry_delay(failures: int) -> float:
@@ -71,34 +74,44 @@ class KeyStore:
         return self._failures
 
     def key_for(self, kid: str | None, alg: str, issued_at: float | None = None) -> Any | None:
-        """The key for `kid` (or the only key matching `alg` when the token has no kid); None when the issuer
-        certainly does not publish it. `issued_at` is the token's (unverified) `iat`.
+        """The one key `keys_for` would try first, or None (for callers that verify with one key)."""
+        keys = self.keys_for(kid, alg, issued_at)
+        return keys[0] if keys else None
+
+    def keys_for(self, kid: str | None, alg: str, issued_at: float | None = None) -> list[Any]:
+        """The keys that may have signed the token: the key for `kid`, or, for a token without a kid, every key
+        for `alg` (at most MAX_KIDLESS_CANDIDATES; kube-apiserver, like go-oidc, tries them all, and an issuer
+        that omits kids publishes two keys while it rotates). Empty when the issuer certainly does not publish
+        it; `issued_at` is the token's (unverified) `iat`.
 
         Raises UpstreamUnavailable when the answer depends on keys that cannot be fetched right now.
         """
-        key = self._find(kid, alg)
-        if key is not None:
+        found = self._find(kid, alg)
+        if found:
             if self.clock() - self._fetched_at >= self.opts.jwks_ttl_seconds:
-                self._refresh_if_allowed(wait=False)  # stale: refresh unless another thread is; serve the known key
-                return self._find(kid, alg) or key
-            return key
+                # Stale: refresh unless another thread is. Keys that just arrived are the truth (a key the issuer
+                # no longer publishes is revoked); when no fetch happened, the known keys keep serving.
+                if self._refresh_if_allowed(wait=False):
+                    return self._find(kid, alg)
+                return self._find(kid, alg) or found
+            return found
         fetched_now = self._refresh_if_allowed(wait=True)
-        key = self._find(kid, alg)
-        if key is not None or fetched_now:
-            return key
+        found = self._find(kid, alg)
+        if found or fetched_now:
+            return found
         if self._last_error:
             raise UpstreamUnavailable(self._last_error)
         newer = isinstance(issued_at, (int, float)) and self._fetched_wall >= issued_at + self.opts.leeway_seconds
         if newer:
-            return None  # keys fetched after the token was made do not include its key
+            return []  # keys fetched after the token was made do not include its key
         raise UpstreamUnavailable("token signed by a key not fetched yet; refetch rate-limited, retry shortly")
 
-    def _find(self, kid: str | None, alg: str) -> Any | None:
+    def _find(self, kid: str | None, alg: str) -> list[Any]:
         keys = self._keys
         if kid:
-            return keys.get(kid)
-        matching = [k for k in keys.values() if (k.alg or alg) == alg]
-        return matching[0] if len(matching) == 1 else None
+            key = keys.get(kid)
+            return [key] if key is not None else []
+        return [k for k in keys.values() if (k.alg or alg) == alg][:MAX_KIDLESS_CANDIDATES]
 
     def _refresh_if_allowed(self, *, wait: bool) -> bool:
         """Fetch unless rate limited or backing off; True when fresh keys arrived during this call (fetched by

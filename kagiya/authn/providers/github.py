@@ -86,6 +86,11 @@ class GitHubProvider:
         """Close pooled connections (the service builds a provider once and closes it at exit)."""
         self.client.close()
 
+    @property
+    def upstream(self) -> str:
+        """The service the token is sent to (routing never asks two services for one token)."""
+        return self.client.base_url
+
     def claims(self, shape: TokenShape) -> bool:
         """GitHub's prefixed token formats; 40-hex legacy tokens only with `legacy_tokens`."""
         if not plausible_token(shape.token):

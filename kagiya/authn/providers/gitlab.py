@@ -89,6 +89,11 @@ class GitLabProvider:
         """Close pooled connections (the service builds a provider once and closes it at exit)."""
         self.client.close()
 
+    @property
+    def upstream(self) -> str:
+        """The service the token is sent to (routing never asks two services for one token)."""
+        return self.client.base_url
+
     def claims(self, shape: TokenShape) -> bool:
         """`token_prefixes`; prefix-less legacy tokens only with `legacy_tokens`."""
         if not plausible_token(shape.token):

@@ -124,7 +124,7 @@ class OidcProvider:
         try:
             header = _b64json(header_b64)
             unverified_claims = _b64json(payload_b64)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return Rejected("malformed JWT")
         if not self.issuer_ok(unverified_claims.get("iss")):
             return Rejected("token issuer not accepted")
@@ -133,16 +133,21 @@ class OidcProvider:
             return Rejected("token signing algorithm not allowed")
         kid = header.get("kid")
         iat = unverified_claims.get("iat")
-        key = self.keys.key_for(kid if isinstance(kid, str) else None, alg,
-                                iat if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None)
-        if key is None:
+        keys = self.keys.keys_for(kid if isinstance(kid, str) else None, alg,
+                                  iat if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None)
+        if not keys:
             return Rejected("token signed by an unknown key")
         from joserfc import jwt
         from joserfc.errors import JoseError
 
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg]).claims
-        except (JoseError, ValueError):
+        claims: dict[str, Any] | None = None
+        for key in keys:  # one key for a token with a kid; a kid-less token may match any key of its alg
+            try:
+                claims = jwt.decode(token, key, algorithms=[alg]).claims
+                break
+            except (JoseError, ValueError):
+                continue
+        if claims is None:
             return Rejected("invalid token signature")
         if not self.issuer_ok(claims.get("iss")):
             return Rejected("token issuer not accepted")
