@@ -33,7 +33,7 @@ SECTIONS: dict[str, str] = {
     "secrets": "kagiya.secrets.settings:SecretsSettings",
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
-    "kube": "kagiya.kube_settings:KubeSettings",
+    "kube": "kagiya.kube.settings:KubeSettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.

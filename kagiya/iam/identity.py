@@ -124,7 +124,7 @@ def _field(obj: Any, *names: str) -> Any:
 
 
 class PodDirectory(Protocol):
-    """The watch-fed pod index, as identification needs it (adapted from kagiya/kube.py)."""
+    """The watch-fed pod index, as identification needs it (kagiya/kube/index.py)."""
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]: ...
 

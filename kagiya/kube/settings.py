@@ -1,4 +1,4 @@
-"""Settings section `kube:`: how kagiya reaches the Kubernetes API (kept apart from kube.py, which is heavy).
+"""Settings section `kube:`: how kagiya reaches the Kubernetes API (light: no kubernetes import).
 
 `mode: url` takes `host` (`https://...`, or `http://127.0.0.1:PORT` for a local stand-in), an optional bearer
 `token_file` and `ca_file`. `watch_seconds` bounds each watch request (the server ends it, the indexer resumes from
