@@ -11,15 +11,13 @@ Facts: ../shared/specs/cloud-identity.md ("how peers identify the calling pod, a
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kagiya.errors import UpstreamUnavailable
+from kagiya.kube.freshness import WatchFreshness
 
 log = logging.getLogger("kagiya.kube")
 
@@ -121,6 +119,8 @@ class KubeIndex:
         self._listeners: list[PodListener] = []
         self._synced: set[str] = set()
         self._synced_event = threading.Event()
+        #: Set by the watch that feeds this index; None for an index filled by hand (never stale).
+        self.freshness: WatchFreshness | None = None
 
     # ---- lookups -------------------------------------------------------------------------------------------
     def namespace(self, name: str) -> NamespaceInfo | None:
@@ -165,6 +165,11 @@ class KubeIndex:
         self._synced.add(kind)
         if self._synced >= set(self.KINDS):
             self._synced_event.set()
+
+    def check_fresh(self, kinds: Iterable[str] = ("pods",)) -> None:
+        """Raise StaleWatch (503) when a watch feeding `kinds` has shown no life for longer than its bound."""
+        if self.freshness is not None:
+            self.freshness.check(kinds)
 
     # ---- listeners -----------------------------------------------------------------------------------------
     def subscribe(self, listener: PodListener) -> Callable[[], None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from kagiya.errors import UpstreamUnavailable
 from kagiya.kube.client import api_client
+from kagiya.kube.freshness import WatchFreshness
 from kagiya.kube.index import KubeIndex
 
 log = logging.getLogger("kagiya.kube")
@@ -35,6 +36,8 @@ class KubeWatcher:
         self.resource_versions: dict[str, str] = {}
         self.relists: dict[str, int] = dict.fromkeys(KubeIndex.KINDS, 0)
         self.last_error = ""
+        self.freshness = WatchFreshness(settings.watch_stale_after_seconds)
+        self.index.freshness = self.freshness
 
     def ensure_running(self) -> None:
         """Start the reflector threads in this process (again after a fork: threads do not survive one)."""
@@ -59,11 +62,13 @@ class KubeWatcher:
         self._pid = 0
 
     def check_ready(self) -> None:
-        """Readiness check: raises UpstreamUnavailable until every kind has been listed once."""
+        """Readiness check: raises UpstreamUnavailable until every kind has been listed once, and StaleWatch (naming
+        the watch) while a watch has shown no sign of life for longer than `kube.watch_stale_after_seconds`."""
         self.ensure_running()
         if not self.index.synced:
             detail = f": {self.last_error}" if self.last_error else ""
             raise UpstreamUnavailable(f"kubernetes index not synced yet{detail}")
+        self.freshness.check(KubeIndex.KINDS)
 
     def _run(self, core: Any, kind: str) -> None:
         from kubernetes.client.rest import ApiException
@@ -92,7 +97,10 @@ class KubeWatcher:
                 self.last_error = f"{kind}: {type(exc).__name__}"
             log.warning("kube %s watch interrupted (%s); retrying in %.1fs", kind, self.last_error, delay)
             self._stop.wait(delay)
-            delay = min(delay * 2, self.settings.max_retry_seconds)
+            # Back off, but never past the watch period: once the API server is back the index must catch up
+            # (and IP identification reopen) well inside the stale bound.
+            delay = min(delay * 2, self.settings.max_retry_seconds,
+                        max(self.settings.retry_seconds, self.settings.watch_period_seconds))
 
     def _list(self, core: Any, kind: str) -> str:
         import json
@@ -112,6 +120,7 @@ class KubeWatcher:
             if not token:
                 break
         self.index.replace(kind, items)
+        self.freshness.alive(kind)
         rv = str(meta.get("resourceVersion") or "")
         self.resource_versions[kind] = rv
         self.last_error = ""
@@ -129,15 +138,20 @@ class KubeWatcher:
         from kubernetes.client.rest import ApiException
         from kubernetes.watch.watch import iter_resp_lines
 
+        period = self.settings.watch_period_seconds
         resp = _list_func(core, kind)(
-            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=self.settings.watch_seconds,
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=max(1, int(period)),
             _preload_content=False,
-            _request_timeout=(self.settings.timeout_seconds, self.settings.watch_seconds + 30),
+            # Connect bound, then a per-read bound: a connection that goes silent (no RST) raises ReadTimeoutError
+            # after twice the period in which a healthy server sends a bookmark or ends the stream.
+            _request_timeout=(self.settings.timeout_seconds, self.settings.watch_read_timeout_seconds),
         )
         try:
             if not 200 <= resp.status <= 299:
                 raise ApiException(status=resp.status, reason=str(getattr(resp, "reason", "") or ""))
+            self.freshness.alive(kind)
             for line in iter_resp_lines(resp):
+                self.freshness.alive(kind)
                 if self._stop.is_set():
                     break
                 if not line.strip():
@@ -157,6 +171,8 @@ class KubeWatcher:
                 if new_rv:
                     rv = new_rv
                     self.resource_versions[kind] = rv
+            else:
+                self.freshness.alive(kind)  # the server ended the stream on time: alive
         finally:
             resp.close()
             resp.release_conn()
