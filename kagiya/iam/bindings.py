@@ -242,6 +242,8 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
             _make_binding(ctx, conn, rid, values, approved_by=f"policy {decision.rule}", now=now,
                           actor=caller.username, request_id=request_id)
         row = conn.execute(sa.select(binding_requests).where(binding_requests.c.id == rid)).mappings().one()
+    if state == "approved":
+        ctx.grants_changed(spec.namespace, spec.service_account)
     if state == "denied":
         raise Forbidden(f"binding request {rid} denied: {decision.rule}",
                         details={"name": str(rid), "kind": "BindingRequest", "rule": decision.rule})
@@ -316,6 +318,8 @@ def decide(ctx: IamContext, caller: User, rid: int, verdict: str, reason: str = 
             _make_binding(ctx, conn, rid, row, approved_by=caller.username, now=now, actor=caller.username,
                           request_id=request_id)
         fresh = conn.execute(sa.select(binding_requests).where(binding_requests.c.id == rid)).mappings().one()
+    if verdict == "approved":
+        ctx.grants_changed(row["namespace"], row["service_account"])
     return request_dict(fresh)
 
 

@@ -339,6 +339,7 @@ def save_policy(ctx: Any, namespace: str, body: Mapping[str, Any], actor: str, r
         audit.record(ctx.store, actor=actor, action="iam.policy.update", target=f"iam/policies/{namespace}",
                      outcome="success", request_id=request_id, details={"version": version, "policy": canonical},
                      conn=conn)
+    ctx.grants_changed(namespace)
     return canonical
 
 
