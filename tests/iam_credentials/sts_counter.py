@@ -24,6 +24,8 @@ class StsCounter:
         self.moto_url = moto_url.rstrip("/")
         self.failing = False
         self.assume_role: Counter[str] = Counter()
+        #: The session tags (Key -> Value) of each AssumeRole, in order; {} when none were sent.
+        self.tags: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._server = ThreadedServer(self._app, "sts-counter")
         self.url = ""
@@ -50,6 +52,8 @@ class StsCounter:
         if form.get("Action") == ["AssumeRole"]:
             with self._lock:
                 self.assume_role[(form.get("RoleSessionName") or [""])[0]] += 1
+                self.tags.append({form[f"Tags.member.{i}.Key"][0]: form.get(f"Tags.member.{i}.Value", [""])[0]
+                                  for i in range(1, 51) if f"Tags.member.{i}.Key" in form})
         if self.failing:
             start_response("503 Service Unavailable", [("Content-Type", "text/xml")])
             return [STS_UNAVAILABLE]
