@@ -6,6 +6,10 @@ query and the few headers the metadata rules read, including any service-account
 service at `POST /iam/agent/forward`, over mutual TLS and authenticated as a member of `credentials.agent_groups`.
 The agent holds no cloud credentials and makes no decisions: identity, policy and minting stay central.
 A failed forward is a fast 503 (botocore allows IMDS one attempt of 1 s), never a guess.
+
+To add little to a pod's request the agent keeps its connections to the central service alive (a pool sized for
+bursts, so no TLS handshake per request), answers IMDSv2 `PUT /latest/api/token` itself, and reuses a relayed
+credential reply until near its expiry for the pod that holds the same session token (kagiya/iam/agent_cache.py).
 """
 
 from __future__ import annotations
@@ -21,26 +25,40 @@ import click
 
 from kagiya.config import is_loopback
 from kagiya.errors import UsageError
+from kagiya.iam.agent_cache import MAX_TTL, LocalSessions, ReplyCache
 
 log = logging.getLogger("kagiya.agent")
 PATH_PREFIXES = ("/latest/", "/computeMetadata/", "/v1/credentials")
 FORWARDED_HEADERS = ("X-aws-ec2-metadata-token", "X-aws-ec2-metadata-token-ttl-seconds", "Metadata-Flavor",
                      "Authorization", "X-Forwarded-For", "User-Agent")
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
+#: Connections kept alive to the central service: enough for a node's burst of pods asking at once.
+POOL_SIZE = 64
 
 
 class Agent:
     """The agent as a WSGI app: relay one metadata request to the central service."""
 
     def __init__(self, server: str, token: str, *, cert: tuple[str, str] | None = None, ca: str = "",
-                 timeout: float = 0.9, token_file: str = "") -> None:
+                 timeout: float = 0.9, token_file: str = "", local_sessions: bool = True,
+                 cache_margin: float = 300.0) -> None:
         import requests
+        from requests.adapters import HTTPAdapter
 
+        self.sessions = LocalSessions() if local_sessions else None
+        self.cache = ReplyCache(cache_margin)
         self.token_file = token_file
         self._token_mtime = Path(token_file).stat().st_mtime_ns if token_file else 0
         self.forward_url = server.rstrip("/") + "/iam/agent/forward"
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # never route pod evidence through an environment proxy
+        # Keep-alive connections, as many as a burst needs: a connection beyond the pool would be closed after one
+        # request, and the next one would pay a new TCP + TLS handshake.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.session.headers["Authorization"] = f"Bearer {token}"
         if cert:
             self.session.cert = cert
@@ -58,20 +76,58 @@ class Agent:
                             headers={"Metadata-Flavor": "Google"})(environ, start_response)
         if req.method not in ("GET", "PUT") or not req.path.startswith(PATH_PREFIXES):
             return Response("not found\n", status=404, mimetype="text/plain")(environ, start_response)
-        envelope = {
-            "sourceIp": req.remote_addr or "",
+        source = req.remote_addr or ""
+        envelope: dict[str, Any] = {
+            "sourceIp": source,
             "method": req.method,
             "path": req.path,
             "query": req.query_string.decode("latin-1"),
             "headers": {k: v for k, v in req.headers.items() if k.lower() in self._wanted},
         }
-        reply = self.forward(envelope)
+        secret = req.headers.get("Authorization", "")
+        if self.sessions is not None and req.path.startswith("/latest/"):
+            local = self._imds_session(req, source, envelope)
+            if isinstance(local, tuple):
+                body, status, extra = local
+                return Response(body, status=status, mimetype="text/plain", headers=extra)(environ, start_response)
+            secret = local or secret
+        elif req.path.startswith("/latest/"):
+            secret = req.headers.get(TOKEN_HEADER, "") or secret  # the central service's pod-bound session token
+        key = self.cache.key(source, req.path, envelope["query"], secret) if req.method == "GET" else None
+        reply = self.cache.get(key)
+        if reply is None:
+            reply = self.forward(envelope)
+            if reply is not None:
+                self.cache.put(key, reply)
         if reply is None:
             headers = {"Metadata-Flavor": "Google"} if req.path.startswith("/computeMetadata/") else {}
             return Response("kagiya agent: the credential service is unavailable; retry\n", status=503,
                             mimetype="text/plain", headers=headers)(environ, start_response)
         response = Response(reply["body"], status=reply["status"], headers=reply.get("headers") or {})
         return response(environ, start_response)
+
+    def _imds_session(self, req: Any, source: str, envelope: dict[str, Any]) -> tuple[str, int, dict[str, str]] | str:
+        """IMDSv2 on the node: answer a token PUT here (same rules as the central service), check a GET's token.
+
+        Returns a local reply (body, status, headers), or the verified session token ("" when the GET carries none,
+        which is relayed as is and refused centrally unless IMDSv1 is on).
+        """
+        if "X-Forwarded-For" in req.headers:
+            return "requests carrying X-Forwarded-For are refused\n", 403, {}
+        if req.method == "PUT" and req.path == "/latest/api/token":
+            value = (req.headers.get(TTL_HEADER) or "").strip()
+            if not (value.isascii() and value.isdigit()) or len(value) > 6 or not 1 <= int(value) <= MAX_TTL:
+                return f"{TTL_HEADER} must be a whole number from 1 to {MAX_TTL}\n", 400, {}
+            assert self.sessions is not None
+            return self.sessions.issue(source, int(value)), 200, {TTL_HEADER: value}
+        token = req.headers.get(TOKEN_HEADER, "")
+        if not token or self.sessions is None:
+            return ""
+        if not self.sessions.valid(token, source):
+            return "invalid or expired IMDS session token\n", 401, {}
+        envelope["headers"] = {k: v for k, v in envelope["headers"].items() if k.lower() != TOKEN_HEADER.lower()}
+        envelope["imdsSession"] = "agent"
+        return token
 
     def forward(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
         """The central service's answer, or None when it cannot be had (logged, without tokens)."""

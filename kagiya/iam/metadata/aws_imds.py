@@ -18,7 +18,14 @@ from flask import Blueprint, Response, jsonify, request
 
 from kagiya.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from kagiya.iam.identity import Caller
-from kagiya.iam.metadata.service import MetadataService, now_rfc3339, rfc3339, service_of
+from kagiya.iam.metadata.service import (
+    AGENT_IMDS_SESSION,
+    AGENT_NODE,
+    MetadataService,
+    now_rfc3339,
+    rfc3339,
+    service_of,
+)
 from kagiya.openapi import describe
 
 bp = Blueprint("aws_imds", __name__)
@@ -42,7 +49,10 @@ def _bearer() -> str:
 
 
 def _session_caller(svc: MetadataService) -> Caller:
-    """The caller of a GET: identified, and holding a session token issued to that same pod."""
+    """The caller of a GET: identified, and holding a session token issued to that same pod (or, relayed by an
+    authenticated agent, one the agent issued to that pod's IP and checked itself)."""
+    if request.environ.get(AGENT_IMDS_SESSION) and request.environ.get(AGENT_NODE) is not None:
+        return svc.caller(ENDPOINT, _bearer())
     token = request.headers.get(TOKEN_HEADER, "")
     if not token and not svc.settings.imds_v1:
         svc.refused(ENDPOINT, "no-session-token", "IMDSv1 request without a session token")

@@ -31,6 +31,8 @@ AGENT_SOURCE_IP = "kagiya.agent.source_ip"
 #: WSGI environ keys naming the forwarding agent's node and username (set only by the forwarding view).
 AGENT_NODE = "kagiya.agent.node"
 AGENT_ACTOR = "kagiya.agent.actor"
+#: WSGI environ key set (only by the forwarding view) when the agent checked the pod's IMDSv2 session token itself.
+AGENT_IMDS_SESSION = "kagiya.agent.imds_session"
 
 
 class MetadataService:
