@@ -169,6 +169,23 @@ class Agent:
             self._token_mtime = mtime
 
 
+def _server_class() -> Any:
+    from werkzeug.serving import ThreadedWSGIServer
+
+    class Server(ThreadedWSGIServer):
+        """A thread per connection, and a listen backlog deep enough for every pod of a node connecting at once:
+        with werkzeug's 128, a burst overflows the SYN queue and the kernel's 1 s SYN retry eats botocore's budget."""
+
+        request_queue_size = 4096
+
+    return Server
+
+
+def AgentServer(host: str, port: int, app: Any) -> Any:  # noqa: N802 - builds a server instance
+    """The agent's HTTP server (werkzeug, threaded, deep backlog)."""
+    return _server_class()(host, port, app)
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -209,8 +226,6 @@ def check_server(url: str, cert: str, key: str) -> None:
 def command(listen: str | None, server: str | None, token_file: str | None, cert: str | None, key: str | None,
             ca: str | None, timeout: float | None) -> None:
     """Node-local metadata agent that forwards pod evidence to kagiya."""
-    from werkzeug.serving import make_server
-
     from kagiya import logs
     from kagiya.cli import get_settings
 
@@ -236,8 +251,8 @@ def command(listen: str | None, server: str | None, token_file: str | None, cert
         raise UsageError(f"--token-file {token_file} is empty")
     logs.configure("INFO")
     agent = Agent(server, token, cert=(cert, key) if cert else None, ca=ca, timeout=timeout, token_file=token_file)
-    httpd = make_server(host, port, agent, threaded=True)
-    httpd.daemon_threads = True  # type: ignore[attr-defined]
+    httpd = AgentServer(host, port, agent)
+    httpd.daemon_threads = True
     log.info("kagiya agent listening on %s:%d, forwarding to %s", host, port, server)
     try:
         httpd.serve_forever()
