@@ -73,6 +73,9 @@ class CredentialSettings:
     token_volume_name: str = "kagiya-token"  # noqa: S105 - a volume name, not a secret
     token_mount_path: str = "/var/run/secrets/kagiya.io/serviceaccount"  # noqa: S105 - a path
     token_expiration_seconds: int = 3600
+    #: Web-identity (IRSA) mode: inject `AWS_STS_REGIONAL_ENDPOINTS=regional` (a service account's
+    #: `eks.amazonaws.com/sts-regional-endpoints` annotation overrides it), as EKS does since 1.22.
+    aws_sts_regional_endpoints: bool = True
     # --- agent -------------------------------------------------------------------------------------------------
     #: Groups whose members may forward pod evidence (`kagiya agent` authenticates as one of them).
     agent_groups: tuple[str, ...] = ("kagiya:agents",)

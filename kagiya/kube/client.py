@@ -37,3 +37,34 @@ def api_client(settings: Any) -> Any:
     except OSError as exc:
         raise ConfigError(f"kube: cannot read {exc.filename}: {exc.strerror}") from None
     return client.ApiClient(cfg)
+
+
+_clients: dict[int, Any] = {}
+
+
+def read_service_account(settings: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """GET one ServiceAccount live (the index may not have seen a just-created one yet); None when it does not exist.
+
+    Raises UpstreamUnavailable when the API server cannot answer within `settings.timeout_seconds`.
+    """
+    import json
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from kagiya.errors import UpstreamUnavailable
+
+    api = _clients.get(id(settings))
+    if api is None:
+        api = _clients[id(settings)] = client.CoreV1Api(api_client(settings))
+    try:
+        resp: Any = api.read_namespaced_service_account(name, namespace, _preload_content=False,
+                                                        _request_timeout=settings.timeout_seconds)
+        body: dict[str, Any] = json.loads(resp.data)
+        return body
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise UpstreamUnavailable(f"cannot read service account {namespace}/{name}: HTTP {exc.status}") from None
+    except Exception as exc:  # noqa: BLE001 - transport errors: the API server is unreachable or slow
+        raise UpstreamUnavailable(f"cannot read service account {namespace}/{name}: {type(exc).__name__}") from None

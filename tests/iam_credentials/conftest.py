@@ -154,7 +154,8 @@ class KubeWorld(World):
 
 
 def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: Any = None,
-               kube_overrides: dict[str, Any] | None = None, **credentials: Any) -> World:
+               kube_overrides: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
+               **credentials: Any) -> World:
     from kagiya.kube import KubeIndex
     from kagiya.web import create_app
 
@@ -166,6 +167,7 @@ def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: An
         "credentials": {"sts_endpoint": moto.url, "iam_credentials_endpoint": gcp.url,
                         "issuer_timeout_seconds": 3, "refresh_interval_seconds": 0.2, **credentials},
     }
+    overrides.update(sections or {})
     if kube is not None:
         overrides["kube"] = {"mode": "url", "host": kube.url, "retry_seconds": 0.1, "watch_seconds": 30,
                              **(kube_overrides or {})}
