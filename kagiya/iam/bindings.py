@@ -231,6 +231,15 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
     if state != "pending":
         values.update(decided_by="policy", decided_at=now, decision_reason=decision.rule)
     with ctx.store.begin() as conn:
+        if state == "approved":
+            try:
+                check_no_conflict(ctx, conn, values)
+            except Conflict as exc:
+                audit.record(ctx.store, actor=caller.username, action="iam.request.create",
+                             target=f"iam/bindings/{exc.details['name']}", outcome="denied", request_id=request_id,
+                             details={"namespace": spec.namespace, "serviceAccount": spec.service_account,
+                                      "cloud": spec.cloud, "identity": spec.identity, "reason": exc.message})
+                raise
         rid = conn.execute(binding_requests.insert().values(**values)).inserted_primary_key[0]
         target = f"iam/binding-requests/{rid}"
         details = {"namespace": spec.namespace, "serviceAccount": spec.service_account, "cloud": spec.cloud,
@@ -265,6 +274,41 @@ def _make_binding(ctx: IamContext, conn: Any, rid: int, req: Mapping[str, Any], 
                  req["service_account"], "cloud": req["cloud"], "identity": req["identity"], "request": rid,
                  "ttlSeconds": ttl}, conn=conn)
     return int(bid)
+
+
+def _overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether both bindings are in the same precedence tier (both without a selector, or both with one) and some pod
+    can match both (no label required with two different values). A binding with a selector beats one without
+    (kagiya/iam/resolve.py), so that pair is never ambiguous."""
+    if bool(a) != bool(b):
+        return False
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def check_no_conflict(ctx: IamContext, conn: Any, req: Mapping[str, Any]) -> None:
+    """Refuse (409 naming it) a binding that would make a running pod's identity ambiguous: an active binding of the
+    same namespace, service account and cloud to a *different* identity, of the same precedence tier, whose pod
+    selector overlaps this one.
+
+    Without this, resolution sees two identities for one pod and refuses both, so the pods lose credentials.
+    Revoke the existing binding first (or use pod selectors that cannot match the same pod).
+    """
+    selector = json.loads(req["pod_selector"] or "{}")
+    now = ctx.clock()
+    t = bindings
+    rows = conn.execute(sa.select(t).where(
+        t.c.namespace == req["namespace"], t.c.service_account == req["service_account"], t.c.cloud == req["cloud"],
+        t.c.state == "active").order_by(t.c.id)).mappings().all()
+    for row in rows:
+        other = Binding.from_row(row, now)
+        if other.state != "active" or (other.identity, other.tenant) == (req["identity"], req["tenant"]):
+            continue
+        if _overlap(selector, other.pod_selector):
+            raise Conflict(
+                f"binding {other.id} already gives {req['namespace']}/{req['service_account']} the {req['cloud']} "
+                f"identity {other.identity!r}; revoke it first (kagiya iam revoke {other.id}) or use pod selectors "
+                "that cannot match the same pod",
+                details={"name": str(other.id), "kind": "Binding"})
 
 
 def get_request(ctx: IamContext, rid: int) -> Mapping[str, Any]:
@@ -304,6 +348,8 @@ def decide(ctx: IamContext, caller: User, rid: int, verdict: str, reason: str = 
         rule = check.rule
     now = ctx.clock()
     with ctx.store.begin() as conn:
+        if verdict == "approved":
+            check_no_conflict(ctx, conn, row)
         result = conn.execute(
             binding_requests.update()
             .where(binding_requests.c.id == rid, binding_requests.c.state == "pending")
