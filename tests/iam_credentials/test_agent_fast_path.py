@@ -34,7 +34,7 @@ class _Handshakes:
     """New connections (TCP + TLS handshakes) the agent's connection pools made to the central service."""
 
     def __init__(self, agent: Any, central: Any) -> None:
-        self.manager = agent.session.get_adapter(central.url).poolmanager
+        self.manager = agent.pool
 
     @property
     def num_connections(self) -> int:
@@ -60,7 +60,7 @@ def test_connections_to_the_central_service_are_kept_alive(world: Any, relay: An
     assert made <= 31
     with ThreadPoolExecutor(max_workers=30) as tp:  # the burst's connections are reused by the next burst
         list(tp.map(lambda p: imds_credentials(server.url, p["status"]["podIP"]), pods))
-    assert pool.num_connections == made
+    assert pool.num_connections - made <= 3  # (a handful may be replaced; 30 new ones would mean no reuse)
 
 
 def test_session_tokens_are_served_on_the_node_and_bound_to_the_ip(world: Any, relay: Any) -> None:
