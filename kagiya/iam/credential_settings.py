@@ -52,6 +52,9 @@ class CredentialSettings:
     refresh_interval_seconds: float = 1.0
     #: Mint credentials as soon as a pod with a binding appears in the pod watch.
     prefetch: bool = True
+    #: How often each replica looks in the store for bindings and policies changed on another replica (then
+    #: prefetches for the running pods they grant). 0 turns the poll off.
+    grant_poll_seconds: float = 5.0
     # --- caller identity ---------------------------------------------------------------------------------------
     #: Audiences a projected service-account token must carry (TokenReview `spec.audiences`).
     token_audiences: tuple[str, ...] = ("kagiya",)

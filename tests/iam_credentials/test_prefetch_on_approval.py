@@ -74,3 +74,44 @@ def test_auto_approval_and_granting_policy_change_prefetch(kube_world: Any) -> N
     _policy(world, "team-c", f"arn:aws:iam::{ACCOUNT}:role/app-*")
     world.wait_prefetched(late["metadata"]["uid"], timeout=5)
     _first_request_is_a_hit(world, "127.0.4.3")
+
+
+@pytest.mark.slow
+def test_an_approval_on_another_replica_prefetches_here(make_settings: Any, tmp_path: Any, moto: Any,
+                                                        gcp_standin: Any) -> None:
+    """Two replicas (one store, one API server): approving on A makes B prefetch too, by its store poll."""
+    from kagiya.iam.context import iam_context
+    from kagiya.iam.metadata.service import service_of
+    from kagiya.web import create_app
+    from tests.iam_credentials.conftest import make_world
+    from tests.standins.kube_apiserver import KubeApiServer
+    from tests.support.threaded import ThreadedServer
+
+    with KubeApiServer() as kube:
+        a = make_world(make_settings, tmp_path, moto, gcp_standin, kube=kube, grant_poll_seconds=0.2)
+        app_b = create_app(a.app.extensions["kagiya.settings"])
+        svc_b = service_of(app_b)
+        ctx_b = iam_context(app_b)
+        server_b = ThreadedServer(app_b).start()
+        try:
+            svc_b.cache.issuer("aws")._sts()
+            assert ctx_b.kube is not None and ctx_b.kube.wait_synced(10)
+            _policy(a, "team-c", f"arn:aws:iam::{ACCOUNT}:role/app-*")
+            pod = a.add_pod("team-c", "multi-1", "multi", "127.0.4.20")
+            uid = pod["metadata"]["uid"]
+            req = _request(a, "team-c", "multi")
+            r = a.app.test_client().post(f"/v1/iam/binding-requests/{req['id']}/approve", headers=ADMIN, json={})
+            assert r.status_code == 200
+            deadline = time.monotonic() + 10
+            while not svc_b.cache.has(uid):
+                assert time.monotonic() < deadline, "replica B never prefetched"
+                time.sleep(0.05)
+            misses = svc_b.cache.stats["miss"]
+            status, _ = imds_credentials(server_b.url, "127.0.4.20")
+            assert status == 200 and svc_b.cache.stats["miss"] == misses  # B's first request: a cache hit
+        finally:
+            server_b.stop()
+            svc_b.stop()
+            if ctx_b.watcher is not None:
+                ctx_b.watcher.stop(timeout=2)
+            a.close()

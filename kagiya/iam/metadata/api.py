@@ -153,6 +153,13 @@ def build_service(app: Flask, settings: Settings) -> MetadataService:
         index.subscribe(events)
         ctx.grant_listeners.append(events.grants_changed)
         subscribed.append(index)
+        if creds.prefetch and creds.grant_poll_seconds > 0:
+            from kagiya.iam.grant_changes import GrantPoller
+
+            poller = GrantPoller(ctx, creds.grant_poll_seconds)
+            poller.poll_once()  # take stock now: only later changes prefetch
+            poller.start()
+            svc.pollers.append(poller)
 
     sessions = SessionTokens(keys=session_keys(creds.session_key_file, app.extensions["kagiya.store"]))
     svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, sessions=sessions,

@@ -53,6 +53,8 @@ class MetadataService:
         self.grant_lookup = grant_lookup
         self.sessions = sessions or SessionTokens()
         self._starters = starters
+        #: Background pollers started with the pod-watch hooks (stopped with the service).
+        self.pollers: list[Any] = []
         self._pid = 0
         self._started: set[int] = set()
         self._start_lock = threading.Lock()
@@ -90,6 +92,8 @@ class MetadataService:
 
     def stop(self) -> None:
         self.cache.stop()
+        for poller in self.pollers:
+            poller.stop()
 
     # --- request helpers -----------------------------------------------------------------------------------------
     @staticmethod
