@@ -192,6 +192,7 @@ def AgentServer(host: str, port: int, agent: Agent) -> Any:  # noqa: N802 - buil
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body are two writes: never wait for a delayed ACK between
+        timeout = 60  # an idle or stuck pod connection frees its thread after a minute
         server_version = "kagiya-agent"
         sys_version = ""
 

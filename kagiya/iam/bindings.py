@@ -232,6 +232,8 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
         values.update(decided_by="policy", decided_at=now, decision_reason=decision.rule)
     with ctx.store.begin() as conn:
         if state == "approved":
+            from kagiya.iam.conflicts import check_no_conflict
+
             try:
                 check_no_conflict(ctx, conn, values)
             except Conflict as exc:
@@ -276,41 +278,6 @@ def _make_binding(ctx: IamContext, conn: Any, rid: int, req: Mapping[str, Any], 
     return int(bid)
 
 
-def _overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    """Whether both bindings are in the same precedence tier (both without a selector, or both with one) and some pod
-    can match both (no label required with two different values). A binding with a selector beats one without
-    (kagiya/iam/resolve.py), so that pair is never ambiguous."""
-    if bool(a) != bool(b):
-        return False
-    return all(a[k] == b[k] for k in a.keys() & b.keys())
-
-
-def check_no_conflict(ctx: IamContext, conn: Any, req: Mapping[str, Any]) -> None:
-    """Refuse (409 naming it) a binding that would make a running pod's identity ambiguous: an active binding of the
-    same namespace, service account and cloud to a *different* identity, of the same precedence tier, whose pod
-    selector overlaps this one.
-
-    Without this, resolution sees two identities for one pod and refuses both, so the pods lose credentials.
-    Revoke the existing binding first (or use pod selectors that cannot match the same pod).
-    """
-    selector = json.loads(req["pod_selector"] or "{}")
-    now = ctx.clock()
-    t = bindings
-    rows = conn.execute(sa.select(t).where(
-        t.c.namespace == req["namespace"], t.c.service_account == req["service_account"], t.c.cloud == req["cloud"],
-        t.c.state == "active").order_by(t.c.id)).mappings().all()
-    for row in rows:
-        other = Binding.from_row(row, now)
-        if other.state != "active" or (other.identity, other.tenant) == (req["identity"], req["tenant"]):
-            continue
-        if _overlap(selector, other.pod_selector):
-            raise Conflict(
-                f"binding {other.id} already gives {req['namespace']}/{req['service_account']} the {req['cloud']} "
-                f"identity {other.identity!r}; revoke it first (kagiya iam revoke {other.id}) or use pod selectors "
-                "that cannot match the same pod",
-                details={"name": str(other.id), "kind": "Binding"})
-
-
 def get_request(ctx: IamContext, rid: int) -> Mapping[str, Any]:
     with ctx.store.connect() as conn:
         row = conn.execute(sa.select(binding_requests).where(binding_requests.c.id == rid)).mappings().first()
@@ -349,6 +316,8 @@ def decide(ctx: IamContext, caller: User, rid: int, verdict: str, reason: str = 
     now = ctx.clock()
     with ctx.store.begin() as conn:
         if verdict == "approved":
+            from kagiya.iam.conflicts import check_no_conflict
+
             check_no_conflict(ctx, conn, row)
         result = conn.execute(
             binding_requests.update()
