@@ -33,7 +33,7 @@ SECTIONS: dict[str, str] = {
     "secrets": "kagiya.secrets.settings:SecretsSettings",
     "iam": "kagiya.iam.settings:IamSettings",
     "credentials": "kagiya.iam.credential_settings:CredentialSettings",
-    "kube": "kagiya.kube_settings:KubeSettings",
+    "kube": "kagiya.kube.settings:KubeSettings",
     "audit": "kagiya.audit_settings:AuditSettings",
     "console": "kagiya.console.settings:ConsoleSettings",
     "notify": "kagiya.notify:NotifySettings",

@@ -6,8 +6,11 @@ A pod that resolves to an AWS identity gets `AWS_CONTAINER_CREDENTIALS_FULL_URI`
 `credentials.token_audiences[0]`), so boto3 and the AWS CLI use the token path; a pod with a Google identity gets
 `GCE_METADATA_HOST` / `GCE_METADATA_IP`. Other pods are untouched (no patch). The patch is idempotent: variables,
 volumes and mounts that already exist (by name) are left as they are, so re-admitting a patched pod is a no-op.
-The webhook never blocks a pod: when resolution fails it answers `allowed` with a warning (failurePolicy stays
-the cluster admin's choice).
+A namespace whose stored policy sets `aws_injection: "web-identity"` gets the IRSA shape of
+amazon-eks-pod-identity-webhook instead (kagiya/iam/irsa.py). The pod's ServiceAccount is looked up live when the
+index has not seen it yet (a pod created right after its ServiceAccount); when it cannot be determined, or the
+API server cannot be asked, the webhook answers 503, so the webhook's `failurePolicy` decides, never a silently
+unpatched pod. Other resolution failures admit the pod with an AdmissionReview warning.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from kagiya.errors import BadRequest, KagiyaError
+from kagiya.errors import BadRequest, KagiyaError, UpstreamUnavailable
 from kagiya.httpjson import json_body
 from kagiya.iam.credential_settings import CredentialSettings
 from kagiya.openapi import describe
@@ -96,28 +99,70 @@ def review_response(review: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(namespace, str) or not namespace:
         raise BadRequest("request.namespace is required for a Pod")
     try:
-        clouds = _bound_clouds(namespace, pod)
+        found = _resolve(namespace, pod)
+    except UpstreamUnavailable:
+        raise  # 503: the API server's failurePolicy decides; never an unpatched pod admitted silently
     except KagiyaError as exc:
         log.warning("admission: cannot resolve pod in %s: %s", namespace, exc.message)
         answer["warnings"] = [f"kagiya: credentials not injected: {exc.message}"]
         return _reply(answer)
+    clouds = {cloud for cloud, res in found.items() if res.allowed and cloud in ("aws", "gcp")}
     settings: CredentialSettings = current_app.extensions["kagiya.settings"].section("credentials")
-    ops = pod_patch(pod, clouds, settings)
+    ops = _patch(namespace, pod, clouds, found, settings)
     if ops:
         answer["patchType"] = "JSONPatch"
         answer["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
     return _reply(answer)
 
 
-def _bound_clouds(namespace: str, pod: dict[str, Any]) -> set[str]:
+def _resolve(namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
     from kagiya.iam.context import iam_context
     from kagiya.iam.resolve import resolve_all
     from kagiya.kube import PodInfo
 
     obj = {**pod, "metadata": {**(pod.get("metadata") or {}), "namespace": namespace}}
     info = PodInfo.from_object(obj)
-    found = resolve_all(iam_context(current_app), namespace, info.service_account, info)
-    return {cloud for cloud, res in found.items() if res.allowed and cloud in ("aws", "gcp")}
+    ctx = iam_context(current_app)
+    _ensure_service_account(ctx, namespace, info.service_account)
+    return dict(resolve_all(ctx, namespace, info.service_account, info))
+
+
+def _ensure_service_account(ctx: Any, namespace: str, name: str) -> None:
+    """On an index miss, read the ServiceAccount live and put it in the index (its annotations decide the role)."""
+    if ctx.kube is None or ctx.watcher is None or ctx.kube.service_account(namespace, name) is not None:
+        return
+    from kagiya.kube.client import read_service_account
+
+    obj = read_service_account(ctx.watcher.settings, namespace, name)
+    if obj is None:
+        return  # it does not exist: the API server's own ServiceAccount admission refuses such a pod
+    ctx.kube.apply("serviceaccounts", "ADDED", obj)
+
+
+def _patch(namespace: str, pod: dict[str, Any], clouds: set[str], found: dict[str, Any],
+           settings: CredentialSettings) -> list[dict[str, Any]]:
+    """The container-credentials patch, or in a web-identity namespace the IRSA patch for AWS (plus GCE env)."""
+    from kagiya.iam.context import iam_context
+    from kagiya.iam.irsa import web_identity_for, web_identity_patch
+    from kagiya.iam.policy import policy_for
+
+    ctx = iam_context(current_app)
+    if "aws" not in clouds or policy_for(ctx, namespace).aws_injection != "web-identity":
+        return pod_patch(pod, clouds, settings)
+    sa_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    sa = ctx.kube.service_account(namespace, sa_name) if ctx.kube is not None else None
+    pod_notes = (pod.get("metadata") or {}).get("annotations") or {}
+    wi = web_identity_for(found["aws"].identity.identity, sa.annotations if sa is not None else {}, pod_notes,
+                          region=settings.aws_region or settings.sts_region,
+                          regional_sts=settings.aws_sts_regional_endpoints)
+    ops = web_identity_patch(pod, wi)
+    if "gcp" not in clouds:
+        return ops
+    after = {**pod, "spec": dict(pod.get("spec") or {})}
+    for op in ops:  # the GCE env goes on top of the containers as the IRSA patch leaves them
+        if op["path"] in ("/spec/containers", "/spec/initContainers"):
+            after["spec"][op["path"].rsplit("/", 1)[1]] = op["value"]
+    return ops + pod_patch(after, {"gcp"}, settings)
 
 
 def _reply(answer: dict[str, Any]) -> dict[str, Any]:

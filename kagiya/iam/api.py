@@ -50,6 +50,8 @@ POLICY_SCHEMA = {
         "requesterGroups": {"type": "array", "items": {"type": "string"}},
         "allowSelfApproval": {"type": "boolean"}, "maxSessionSeconds": {"type": "integer"},
         "trustAnnotations": {"type": "boolean"},
+        "aws_injection": {"type": "string", "enum": ["container-credentials", "web-identity"],
+                          "description": "what the admission webhook injects for an AWS role"},
     },
 }
 LIST_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}},

@@ -231,6 +231,17 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
     if state != "pending":
         values.update(decided_by="policy", decided_at=now, decision_reason=decision.rule)
     with ctx.store.begin() as conn:
+        if state == "approved":
+            from kagiya.iam.conflicts import check_no_conflict
+
+            try:
+                check_no_conflict(ctx, conn, values)
+            except Conflict as exc:
+                audit.record(ctx.store, actor=caller.username, action="iam.request.create",
+                             target=f"iam/bindings/{exc.details['name']}", outcome="denied", request_id=request_id,
+                             details={"namespace": spec.namespace, "serviceAccount": spec.service_account,
+                                      "cloud": spec.cloud, "identity": spec.identity, "reason": exc.message})
+                raise
         rid = conn.execute(binding_requests.insert().values(**values)).inserted_primary_key[0]
         target = f"iam/binding-requests/{rid}"
         details = {"namespace": spec.namespace, "serviceAccount": spec.service_account, "cloud": spec.cloud,
@@ -243,6 +254,8 @@ def create_request(ctx: IamContext, caller: User, spec: RequestSpec, request_id:
                           actor=caller.username, request_id=request_id)
         row = conn.execute(sa.select(binding_requests).where(binding_requests.c.id == rid)).mappings().one()
     ctx.emit("request.filed", request_dict(row))
+    if state == "approved":
+        ctx.grants_changed(spec.namespace, spec.service_account)
     if state == "denied":
         raise Forbidden(f"binding request {rid} denied: {decision.rule}",
                         details={"name": str(rid), "kind": "BindingRequest", "rule": decision.rule})
@@ -303,6 +316,10 @@ def decide(ctx: IamContext, caller: User, rid: int, verdict: str, reason: str = 
         rule = check.rule
     now = ctx.clock()
     with ctx.store.begin() as conn:
+        if verdict == "approved":
+            from kagiya.iam.conflicts import check_no_conflict
+
+            check_no_conflict(ctx, conn, row)
         result = conn.execute(
             binding_requests.update()
             .where(binding_requests.c.id == rid, binding_requests.c.state == "pending")
@@ -318,6 +335,8 @@ def decide(ctx: IamContext, caller: User, rid: int, verdict: str, reason: str = 
                           request_id=request_id)
         fresh = conn.execute(sa.select(binding_requests).where(binding_requests.c.id == rid)).mappings().one()
     ctx.emit("request.decided", request_dict(fresh))
+    if verdict == "approved":
+        ctx.grants_changed(row["namespace"], row["service_account"])
     return request_dict(fresh)
 
 

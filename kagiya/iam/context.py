@@ -39,6 +39,18 @@ class IamContext:
     clock: Callable[[], dt.datetime] = field(default=utcnow)
     #: Notified of `request.filed` and `request.decided` (kagiya.notify); must return quickly and not raise.
     listeners: list[Listener] = field(default_factory=list)
+    #: Called as `listener(namespace, service_account or None)` after a change that may grant identities to running
+    #: pods (a binding approved or auto-approved, a policy stored); the metadata service prefetches for them.
+    grant_listeners: list[Callable[[str, str | None], None]] = field(default_factory=list)
+
+    def grants_changed(self, namespace: str, service_account: str | None = None) -> None:
+        """Tell listeners (after the change committed) that pods of `namespace` (`service_account`) may have gained
+        an identity; a listener's failure is logged, never the caller's."""
+        for listener in list(self.grant_listeners):
+            try:
+                listener(namespace, service_account)
+            except Exception:  # noqa: BLE001 - prefetch is an optimisation; the approval stands
+                logging.getLogger("kagiya.iam").exception("grant listener failed for namespace %s", namespace)
 
     @property
     def iam(self) -> IamSettings:

@@ -19,6 +19,9 @@ class CredentialSettings:
     issuer_timeout_seconds: float = 5.0
     #: Google IAM Credentials endpoint (`http://127.0.0.1:PORT` for a stand-in); empty means the Google default.
     iam_credentials_endpoint: str = ""
+    #: Send STS session tags (kubernetes-namespace, -service-account, -pod) with every AssumeRole. Off by default:
+    #: tags need `sts:TagSession` in each role's trust policy, which kube2iam/kiam roles lack (docs/credentials.md).
+    aws_session_tags: bool = False
     #: Requested session lifetime; the binding's policy maximum caps it (STS allows 900..43200).
     session_seconds: int = 3600
     #: OAuth scopes a GCE-endpoint token gets when the SDK asks for none.
@@ -27,6 +30,19 @@ class CredentialSettings:
     gcp_max_scope_sets_per_pod: int = 8
     #: Answer of `/computeMetadata/v1/project/project-id` (empty: derived from the service account email).
     gcp_project_id: str = ""
+    # --- non-credential metadata, answered from configuration ----------------------------------------------------
+    #: IMDS `placement/region` and the instance-identity document's region (empty: `sts_region`).
+    aws_region: str = ""
+    #: IMDS `placement/availability-zone` (empty: `<region>a`).
+    aws_availability_zone: str = ""
+    #: Account id in the instance-identity document (empty: the account of the pod's bound role).
+    aws_account_id: str = ""
+    #: GCE `instance/zone` is `projects/<gcp_project_number>/zones/<gcp_zone>`.
+    gcp_zone: str = ""
+    #: GCE `project/numeric-project-id`.
+    gcp_project_number: str = ""
+    #: GCE `instance/attributes/cluster-name` (what GKE tools read).
+    cluster_name: str = ""
     # --- cache -------------------------------------------------------------------------------------------------
     #: Credentials with less than this left are never handed out; when a refresh fails past it, 503.
     min_remaining_seconds: int = 120
@@ -36,6 +52,9 @@ class CredentialSettings:
     refresh_interval_seconds: float = 1.0
     #: Mint credentials as soon as a pod with a binding appears in the pod watch.
     prefetch: bool = True
+    #: How often each replica looks in the store for bindings and policies changed on another replica (then
+    #: prefetches for the running pods they grant). 0 turns the poll off.
+    grant_poll_seconds: float = 5.0
     # --- caller identity ---------------------------------------------------------------------------------------
     #: Audiences a projected service-account token must carry (TokenReview `spec.audiences`).
     token_audiences: tuple[str, ...] = ("kagiya",)
@@ -57,6 +76,9 @@ class CredentialSettings:
     token_volume_name: str = "kagiya-token"  # noqa: S105 - a volume name, not a secret
     token_mount_path: str = "/var/run/secrets/kagiya.io/serviceaccount"  # noqa: S105 - a path
     token_expiration_seconds: int = 3600
+    #: Web-identity (IRSA) mode: inject `AWS_STS_REGIONAL_ENDPOINTS=regional` (a service account's
+    #: `eks.amazonaws.com/sts-regional-endpoints` annotation overrides it), as EKS does since 1.22.
+    aws_sts_regional_endpoints: bool = True
     # --- agent -------------------------------------------------------------------------------------------------
     #: Groups whose members may forward pod evidence (`kagiya agent` authenticates as one of them).
     agent_groups: tuple[str, ...] = ("kagiya:agents",)

@@ -174,16 +174,16 @@ class CredentialCache:
             raise
         now = self.clock()
         lifetime = max(creds.expiry.timestamp() - now, 0.0)
-        entry.creds = creds
+        if reason in self.stats:  # counted before the credentials become visible to readers of the cache
+            self.stats[reason] += 1
         entry.failures = 0
         entry.refresh_at = min(now + lifetime * 2 / 3, creds.expiry.timestamp() - self.settings.refresh_before_seconds)
+        entry.creds = creds
         self._audit(caller, grant, reason, "success", {
             "expiry": creds.expiry.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **creds.public,
         })
         if self._issued is not None:
             self._issued.labels(grant.cloud, reason, "success").inc()
-        if reason in self.stats:
-            self.stats[reason] += 1
         return creds
 
     def record(self, caller: Caller, grant: Grant, reason: str, outcome: str, details: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ Spec: ../shared/specs/cloud-identity.md ("How peers identify the calling pod, an
    with a TokenReview (audience checked), and takes the pod name and uid from the token's `extra`
    (`authentication.kubernetes.io/pod-name`, `.../pod-uid`): the credential follows the pod, not its IP.
 2. Source IP (kube2iam / kiam style), looked up in the watch-fed pod index, refusing rather than guessing:
-   hostNetwork pods (they share the node's IP), IPs held by several live pods, pods not Running, and IPs whose
+   hostNetwork pods (they share the node's IP), IPs held by several live pods, pods neither Running nor Pending
+   (Pending pods with an IP are served: their init containers run then), terminating pods, and IPs whose
    owner changed since the last decision (the old owner's cached credentials are dropped, never handed over).
 IMDSv2 session tokens issued here are bound to the pod uid that asked: a new pod that inherits the IP cannot
 use the old pod's session token. Refusals name the reason for *this* caller only, never another pod's data.
@@ -32,6 +33,9 @@ SA_PREFIX = "system:serviceaccount:"
 EXTRA_POD_NAME = "authentication.kubernetes.io/pod-name"
 EXTRA_POD_UID = "authentication.kubernetes.io/pod-uid"
 TERMINAL_PHASES = {"Succeeded", "Failed"}
+#: Phases served on the IP path: Running, and Pending once the pod has an IP (its init containers run then and
+#: may read IMDS / GCE metadata). The IP-reuse rules (terminating, ambiguous, owner change) apply to both.
+SERVED_PHASES = {"Pending", "Running"}
 MAX_TOKEN_BYTES = 16 * 1024
 
 
@@ -124,7 +128,7 @@ def _field(obj: Any, *names: str) -> Any:
 
 
 class PodDirectory(Protocol):
-    """The watch-fed pod index, as identification needs it (adapted from kagiya/kube.py)."""
+    """The watch-fed pod index, as identification needs it (kagiya/kube/index.py)."""
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]: ...
 
@@ -245,8 +249,8 @@ class CallerIdentifier:
         if len(live) > 1:
             raise CallerRefused(f"several live pods report IP {ip}; refusing to guess", "ambiguous-ip")
         pod = live[0]
-        if pod.phase != "Running":
-            raise CallerRefused(f"the pod at {ip} is not running yet ({pod.phase or 'unknown'})", "not-running")
+        if pod.phase not in SERVED_PHASES:
+            raise CallerRefused(f"the pod at {ip} is not running ({pod.phase or 'unknown'} phase)", "not-running")
         with self._lock:
             previous = self._decisions.get(ip)
             self._decisions[ip] = pod.uid

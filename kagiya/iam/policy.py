@@ -133,6 +133,9 @@ class NamespacePolicy:
     allow_self_approval: bool = False
     max_session_seconds: int = DEFAULT_MAX_SESSION
     trust_annotations: bool = True
+    #: How the admission webhook gives pods their AWS role: "container-credentials" (kagiya's endpoint, default) or
+    #: "web-identity" (the IRSA shape of amazon-eks-pod-identity-webhook; the SDK calls STS itself).
+    aws_injection: str = "container-credentials"
     #: True when a platform admin stored a policy for this namespace (not only annotations).
     stored: bool = False
     #: Annotation rules that could not be used (bad JSON, bad regex): shown by explain, never silently allowing.
@@ -167,6 +170,7 @@ class NamespacePolicy:
             "allowSelfApproval": self.allow_self_approval,
             "maxSessionSeconds": self.max_session_seconds,
             "trustAnnotations": self.trust_annotations,
+            "aws_injection": self.aws_injection,
             "stored": self.stored,
             "problems": list(self.problems),
         }
@@ -180,7 +184,8 @@ class Decision:
 
 
 POLICY_FIELDS = {"allow", "autoApprove", "approverGroups", "requesterGroups", "allowSelfApproval", "maxSessionSeconds",
-                 "trustAnnotations"}
+                 "trustAnnotations", "aws_injection"}
+AWS_INJECTION_MODES = ("container-credentials", "web-identity")
 
 
 def parse_policy_body(namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,6 +213,10 @@ def parse_policy_body(namespace: str, body: Mapping[str, Any]) -> dict[str, Any]
     if isinstance(seconds, bool) or not isinstance(seconds, int) or not 900 <= seconds <= 43200:
         raise Invalid("maxSessionSeconds must be a whole number from 900 to 43200 (the STS limits)")
     out["maxSessionSeconds"] = seconds
+    mode = body.get("aws_injection", "container-credentials")
+    if mode not in AWS_INJECTION_MODES:
+        raise Invalid(f"aws_injection must be one of {', '.join(AWS_INJECTION_MODES)}")
+    out["aws_injection"] = mode
     del namespace
     return out
 
@@ -228,6 +237,7 @@ def effective_policy(
             "allow_self_approval": bool(stored.get("allowSelfApproval", False)),
             "max_session_seconds": int(stored.get("maxSessionSeconds", DEFAULT_MAX_SESSION)),
             "trust_annotations": bool(stored.get("trustAnnotations", True)),
+            "aws_injection": str(stored.get("aws_injection", "container-credentials")),
             "stored": True,
         }
     extra, problems = annotation_rules(annotations or {})
@@ -339,6 +349,7 @@ def save_policy(ctx: Any, namespace: str, body: Mapping[str, Any], actor: str, r
         audit.record(ctx.store, actor=actor, action="iam.policy.update", target=f"iam/policies/{namespace}",
                      outcome="success", request_id=request_id, details={"version": version, "policy": canonical},
                      conn=conn)
+    ctx.grants_changed(namespace)
     return canonical
 
 

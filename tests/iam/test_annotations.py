@@ -126,10 +126,13 @@ def test_bindings_beat_annotations_and_selectors_narrow(kube: KubeApiServer, iam
     assert [c["source"] for c in web2["considered"]] == [f"binding:{general}", f"binding:{batch}",
                                                         "pod-annotation:iam.amazonaws.com/role"]
     assert explain(iam_client, "team-a", "web-1")["source"] == f"binding:{general}"  # no tier label
-    # Two bindings of equal precedence naming different roles: refuse rather than guess.
-    bind(arn("app-other"))
-    ambiguous = explain(iam_client, "team-a", "web-1")
-    assert not ambiguous["allowed"] and ambiguous["reason"].startswith("ambiguous")
+    # A second binding of equal precedence naming another role would make the pods' identity ambiguous: refused
+    # at approval with 409 naming the existing binding, and the pods keep their role.
+    rid = iam_client.post("/v1/iam/binding-requests", json={"namespace": "team-a", "serviceAccount": "web",
+                          "cloud": "aws", "identity": arn("app-other")}, headers=DEV).json["id"]
+    refused = iam_client.post(f"/v1/iam/binding-requests/{rid}/approve", headers=APPROVER)
+    assert refused.status_code == 409 and f"binding {general}" in refused.json["message"]
+    assert explain(iam_client, "team-a", "web-1")["source"] == f"binding:{general}"
     # A policy tightened later also stops existing bindings.
     iam_client.put("/v1/iam/policies/team-a", json={"allow": [{"cloud": "aws", "glob": arn("app-batch")}]},
                    headers=ADMIN)

@@ -11,9 +11,9 @@ ADMIN, DEV, APPROVER = bearer("admin-token-0001"), bearer("dev-token-0002"), bea
 AUTO = {"allow": [{"cloud": "aws", "glob": arn("app-*")}], "autoApprove": [{"cloud": "aws", "glob": arn("app-*")}]}
 
 
-def _ask(client: Any, headers: dict[str, str], identity: str = "app-one") -> Any:
+def _ask(client: Any, headers: dict[str, str], identity: str = "app-one", sa: str = "web") -> Any:
     return client.post("/v1/iam/binding-requests", headers=headers, json={
-        "namespace": "team-a", "serviceAccount": "web", "cloud": "aws", "identity": arn(identity)})
+        "namespace": "team-a", "serviceAccount": sa, "cloud": "aws", "identity": arn(identity)})
 
 
 def test_outsider_request_matching_auto_approve_stays_pending(iam_client: Any) -> None:
@@ -25,7 +25,7 @@ def test_outsider_request_matching_auto_approve_stays_pending(iam_client: Any) -
     assert iam_client.get("/v1/iam/bindings?namespace=team-a", headers=ADMIN).json["items"] == []
     insider = _ask(iam_client, APPROVER, "app-two")
     assert insider.status_code == 201 and insider.json["state"] == "approved"
-    admin = _ask(iam_client, ADMIN, "app-three")
+    admin = _ask(iam_client, ADMIN, "app-three", sa="batch")  # another account: web already has app-two
     assert admin.json["state"] == "approved"  # platform admins always count
 
 

@@ -154,6 +154,7 @@ class KubeWorld(World):
 
 
 def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: Any = None,
+               kube_overrides: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
                **credentials: Any) -> World:
     from kagiya.kube import KubeIndex
     from kagiya.web import create_app
@@ -166,8 +167,10 @@ def make_world(make_settings: Any, tmp_path: Path, moto: Any, gcp: Any, kube: An
         "credentials": {"sts_endpoint": moto.url, "iam_credentials_endpoint": gcp.url,
                         "issuer_timeout_seconds": 3, "refresh_interval_seconds": 0.2, **credentials},
     }
+    overrides.update(sections or {})
     if kube is not None:
-        overrides["kube"] = {"mode": "url", "host": kube.url, "retry_seconds": 0.1, "watch_seconds": 30}
+        overrides["kube"] = {"mode": "url", "host": kube.url, "retry_seconds": 0.1, "watch_seconds": 30,
+                             **(kube_overrides or {})}
     app = create_app(make_settings(overrides))
     from kagiya.iam.context import iam_context
 

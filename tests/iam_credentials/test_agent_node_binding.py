@@ -106,4 +106,4 @@ def test_agent_rereads_a_rotated_token_file(tmp_path: Any) -> None:
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the kubelet's atomic swap
     agent._reload_token()
-    assert agent.session.headers["Authorization"] == "Bearer second-token"
+    assert agent.headers["Authorization"] == "Bearer second-token"

@@ -42,6 +42,8 @@ def test_ip_rules() -> None:
         ident.from_ip("10.1.0.2")
     assert info.value.why == "host-network"
     index.apply("pods", "ADDED", pod_json("ns", "p", "sa", "10.1.0.3", phase="Pending"))
+    assert ident.from_ip("10.1.0.3").pod_name == "p"  # init containers run while Pending: served
+    index.apply("pods", "MODIFIED", pod_json("ns", "p", "sa", "10.1.0.3", phase="Unknown", rv="2"))
     with pytest.raises(CallerRefused, match="not running"):
         ident.from_ip("10.1.0.3")
     index.apply("pods", "ADDED", pod_json("ns", "done", "sa", "10.1.0.4", phase="Succeeded"))

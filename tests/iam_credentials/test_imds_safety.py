@@ -77,7 +77,7 @@ def test_host_network_and_not_running_pods_are_refused(world: Any) -> None:
     world.add_pod("team-a", "node-agent", "web", "127.0.0.7", host_network=True)
     status, body = imds_credentials(world.url, "127.0.0.7")
     assert status == 403 and "hostNetwork" in body
-    world.add_pod("team-a", "starting", "web", "127.0.0.8", phase="Pending")
+    world.add_pod("team-a", "lost", "web", "127.0.0.8", phase="Unknown")
     status, body = imds_credentials(world.url, "127.0.0.8")
     assert status == 403 and "not running" in body
     metrics = world.app.test_client().get("/metrics").text

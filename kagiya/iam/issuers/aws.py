@@ -1,7 +1,8 @@
 """AWS issuer: STS `AssumeRole` with boto3 (spec: ../shared/specs/cloud-identity.md, "STS").
 
 The session name comes from the namespace and pod (or the pod's `iam.amazonaws.com/session-name`), session tags
-carry namespace / service account / pod so CloudTrail and IAM conditions can see which workload acted, and the
+(opt-in, `credentials.aws_session_tags`: they need `sts:TagSession` in the trust policy) carry namespace / service
+account / pod so CloudTrail and IAM conditions can see which workload acted, and the
 duration is capped by the namespace policy. kagiya's own AWS credentials come from boto3's usual chain (never
 from the IMDS kagiya itself serves: the service runs with AWS_EC2_METADATA_DISABLED in tests).
 """
@@ -63,12 +64,13 @@ class AwsIssuer:
             "RoleArn": grant.identity,
             "RoleSessionName": session_name(caller.namespace, caller.pod_name, grant.session_name),
             "DurationSeconds": duration_seconds,
-            "Tags": [
+        }
+        if self.settings.aws_session_tags:  # opt-in: the role's trust policy must then allow sts:TagSession
+            params["Tags"] = [
                 {"Key": "kubernetes-namespace", "Value": _tag(caller.namespace)},
                 {"Key": "kubernetes-service-account", "Value": _tag(caller.service_account)},
                 {"Key": "kubernetes-pod", "Value": _tag(caller.pod_name)},
-            ],
-        }
+            ]
         if grant.external_id:
             params["ExternalId"] = grant.external_id
         try:

@@ -43,6 +43,9 @@ class IndexPods:
     """The pod index of the app's IamContext, looked up at call time (it may be attached after start-up).
 
     Until the index has listed every kind once, "no pod has this IP" would be a lie: wait briefly, then 503.
+    Lookups by IP also refuse (StaleWatch, 503) while the pod watch has shown no sign of life for longer than
+    `kube.watch_stale_after_seconds`: a pod deleted during a silent partition could otherwise lend its identity
+    to the next pod given its IP. Lookups by uid (the token path, vouched for by a TokenReview) keep working.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -57,13 +60,17 @@ class IndexPods:
         return index
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]:
-        return self._index().pods_by_ip(ip)
+        index = self._index()
+        index.check_fresh(("pods",))
+        return index.pods_by_ip(ip)
 
     def pod_by_uid(self, uid: str) -> Any | None:
         return self._index().pod_by_uid(uid)
 
     def pods(self) -> Sequence[Any]:
-        return self._index().pods()
+        index = self._index()
+        index.check_fresh(("pods",))
+        return index.pods()
 
 
 def lazy_reviewer(settings: Settings) -> TokenReviewer:
@@ -138,11 +145,21 @@ def build_service(app: Flask, settings: Settings) -> MetadataService:
     def subscribe_pod_events() -> None:
         from kagiya.iam.context import iam_context
 
-        index = iam_context(app).kube_index()
+        ctx = iam_context(app)
+        index = ctx.kube_index()
         if any(seen is index for seen in subscribed):
             return
-        index.subscribe(PodEvents(svc, app, creds))
+        events = PodEvents(svc, app, creds)
+        index.subscribe(events)
+        ctx.grant_listeners.append(events.grants_changed)
         subscribed.append(index)
+        if creds.prefetch and creds.grant_poll_seconds > 0:
+            from kagiya.iam.grant_changes import GrantPoller
+
+            poller = GrantPoller(ctx, creds.grant_poll_seconds)
+            poller.poll_once()  # take stock now: only later changes prefetch
+            poller.start()
+            svc.pollers.append(poller)
 
     sessions = SessionTokens(keys=session_keys(creds.session_key_file, app.extensions["kagiya.store"]))
     svc = MetadataService(creds, identifier, cache, lookup, metrics=metrics, sessions=sessions,
@@ -155,9 +172,12 @@ def _drop(cache: CredentialCache, uid: str) -> None:
 
 
 class PodEvents:
-    """Pod watch listener: prefetch credentials when a pod with a binding appears, drop them when it goes.
+    """Pod watch listener: prefetch credentials when a pod with a binding appears, drop them when it goes; and
+    prefetch for every running pod of a namespace (service account) when a binding is approved or auto-approved
+    or a policy changes, so the first request after an approval is a cache hit.
 
-    Runs on the watch thread, so the work (a store read per pod) is handed to a small pool.
+    Runs on the watch thread (or the approving request's thread), so the work (a store read per pod) is handed to a
+    small pool; the cache mints at most once per pod and grant however often it is asked.
     """
 
     def __init__(self, svc: MetadataService, app: Flask, settings: CredentialSettings) -> None:
@@ -176,6 +196,21 @@ class PodEvents:
             return
         self._seen.add(pod.uid)
         self._pool.submit(self._prefetch_logged, pod)
+
+    def grants_changed(self, namespace: str, service_account: str | None) -> None:
+        if not self.settings.prefetch:
+            return
+        from kagiya.iam.context import iam_context
+
+        index = iam_context(self.app).kube
+        if index is None:
+            return
+        for pod in index.pods():
+            if pod.namespace != namespace or (service_account is not None and pod.service_account != service_account):
+                continue
+            if pod.finished or pod.terminating:
+                continue
+            self._pool.submit(self._prefetch_logged, pod)
 
     def _prefetch_logged(self, pod: Any) -> None:
         try:
@@ -206,14 +241,15 @@ class PodEvents:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    from kagiya.core_api import add_readiness_check
+    from kagiya.core_api import add_after_fork, add_readiness_check
     from kagiya.iam import admission
     from kagiya.iam.metadata import aws_imds, container, forward, gce
 
     svc = build_service(app, settings)
     app.extensions[EXTENSION] = svc
-    # Readiness probes reach every process early: use them to start the refresher and the pod-watch hooks
-    # before the first pod asks (they must run in the serving process, not in a pre-fork master).
+    # Once per process, when the server starts serving (a replica is one process): the refresher and the pod-watch
+    # hook that prefetches; readiness probes and requests retry a step that could not start yet.
+    add_after_fork(app, "credentials", svc.ensure_started)
     add_readiness_check(app, "credentials", svc.ensure_started)
     for bp in (aws_imds.bp, container.bp, gce.bp, admission.bp, forward.bp):
         app.register_blueprint(bp)

@@ -7,6 +7,9 @@ Spec: ../shared/specs/cloud-identity.md ("AWS endpoints the SDKs read"):
   `GET /latest/meta-data/iam/info` -> the pseudo instance profile. GETs need a valid session token unless
   `credentials.imds_v1` is on (401 otherwise).
 - Requests carrying `X-Forwarded-For` are refused (403): a proxy in front of IMDS turns SSRF into credential theft.
+- `placement/region`, `placement/availability-zone` and `/latest/dynamic/instance-identity/document` answer from
+  configuration (`credentials.aws_region`, `aws_availability_zone`, `aws_account_id`), as SDKs read them for the
+  region.
 - Every other path under `/latest/` is 404, except those listed in `credentials.imds_allowed_paths` (empty 200).
 """
 
@@ -18,7 +21,14 @@ from flask import Blueprint, Response, jsonify, request
 
 from kagiya.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from kagiya.iam.identity import Caller
-from kagiya.iam.metadata.service import MetadataService, now_rfc3339, rfc3339, service_of
+from kagiya.iam.metadata.service import (
+    AGENT_IMDS_SESSION,
+    AGENT_NODE,
+    MetadataService,
+    now_rfc3339,
+    rfc3339,
+    service_of,
+)
 from kagiya.openapi import describe
 
 bp = Blueprint("aws_imds", __name__)
@@ -42,7 +52,10 @@ def _bearer() -> str:
 
 
 def _session_caller(svc: MetadataService) -> Caller:
-    """The caller of a GET: identified, and holding a session token issued to that same pod."""
+    """The caller of a GET: identified, and holding a session token issued to that same pod (or, relayed by an
+    authenticated agent, one the agent issued to that pod's IP and checked itself)."""
+    if request.environ.get(AGENT_IMDS_SESSION) and request.environ.get(AGENT_NODE) is not None:
+        return svc.caller(ENDPOINT, _bearer())
     token = request.headers.get(TOKEN_HEADER, "")
     if not token and not svc.settings.imds_v1:
         svc.refused(ENDPOINT, "no-session-token", "IMDSv1 request without a session token")
@@ -120,6 +133,46 @@ def iam_info() -> Response:
         "LastUpdated": now_rfc3339(),
         "InstanceProfileArn": f"arn:aws:iam::{account}:instance-profile/{grant.role_name}",
         "InstanceProfileId": profile_id,
+    })
+
+
+def _region(svc: MetadataService) -> str:
+    return svc.settings.aws_region or svc.settings.sts_region
+
+
+@bp.get("/latest/meta-data/placement/region")
+@describe("IMDS: the region (credentials.aws_region, else credentials.sts_region).", tags=["metadata"])
+def placement_region() -> Response:
+    svc = service_of()
+    _session_caller(svc)
+    return Response(_region(svc), mimetype="text/plain")
+
+
+@bp.get("/latest/meta-data/placement/availability-zone")
+@bp.get("/latest/meta-data/placement/availability-zone/")
+@describe("IMDS: the availability zone (credentials.aws_availability_zone, else the region + 'a').", tags=["metadata"])
+def placement_zone() -> Response:
+    svc = service_of()
+    _session_caller(svc)
+    return Response(svc.settings.aws_availability_zone or _region(svc) + "a", mimetype="text/plain")
+
+
+@bp.get("/latest/dynamic/instance-identity/document")
+@describe("IMDS: an instance-identity document for the calling pod, from configuration.", tags=["metadata"])
+def identity_document() -> Response:
+    svc = service_of()
+    caller = _session_caller(svc)
+    account = svc.settings.aws_account_id
+    if not account:
+        grant = svc.grant_lookup(caller, "aws")
+        account = grant.identity.split(":")[4] if grant is not None and grant.identity.count(":") >= 5 else ""
+    return jsonify({
+        "accountId": account, "architecture": "x86_64",
+        "availabilityZone": svc.settings.aws_availability_zone or _region(svc) + "a",
+        "billingProducts": None, "devpayProductCodes": None, "marketplaceProductCodes": None, "imageId": "",
+        "instanceId": "i-" + hashlib.sha256(caller.pod_uid.encode()).hexdigest()[:17], "instanceType": "",
+        "kernelId": None, "pendingTime": now_rfc3339(), "privateIp": caller.pod_ip, "ramdiskId": None,
+        "region": _region(svc), "version": "2017-09-30",
     })
 
 

@@ -12,7 +12,10 @@ identified by source IP is refused (403, audited) unless the pod at that IP runs
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import threading
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -22,7 +25,7 @@ from kagiya.authn.providers.base import User
 from kagiya.callers import require_groups
 from kagiya.errors import BadRequest, Forbidden, Unauthorized
 from kagiya.httpjson import json_body
-from kagiya.iam.metadata.service import AGENT_ACTOR, AGENT_NODE, AGENT_SOURCE_IP
+from kagiya.iam.metadata.service import AGENT_ACTOR, AGENT_IMDS_SESSION, AGENT_NODE, AGENT_SOURCE_IP
 from kagiya.openapi import describe
 
 bp = Blueprint("metadata_forward", __name__)
@@ -39,6 +42,8 @@ FORWARD_SCHEMA = {
         "sourceIp": {"type": "string"}, "method": {"type": "string", "enum": ["GET", "PUT"]},
         "path": {"type": "string"}, "query": {"type": "string"},
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "imdsSession": {"type": "string", "enum": ["agent"],
+                        "description": "the agent issued and checked the pod's IMDSv2 session token itself"},
     },
 }
 
@@ -62,7 +67,11 @@ def parse_forward(body: dict[str, Any]) -> dict[str, Any]:
     wanted = {h.lower(): h for h in FORWARDED_HEADERS}
     kept = {wanted[k.lower()]: v for k, v in headers.items()
             if isinstance(k, str) and k.lower() in wanted and isinstance(v, str) and len(v) <= 16384}
-    return {"source": source, "method": method, "path": path, "query": query, "headers": kept}
+    session = body.get("imdsSession")
+    if session not in (None, "agent"):
+        raise BadRequest("imdsSession must be \"agent\" when given")
+    return {"source": source, "method": method, "path": path, "query": query, "headers": kept,
+            "agent_session": session == "agent" and method == "GET" and path.startswith("/latest/")}
 
 
 def agent_node(user: User, prefix: str) -> str:
@@ -88,7 +97,7 @@ def agent_from_projected_token(settings: Any) -> User:
     token = bearer_token()
     if reviewer is None or not token:
         raise Unauthorized("invalid bearer token")
-    status = reviewer(token, (settings.agent_token_audience,))
+    status = _reviewed(reviewer, token, settings.agent_token_audience)
     user = status.get("user") or {}
     username = str(user.get("username") or "")
     extra = user.get("extra") or {}
@@ -98,6 +107,28 @@ def agent_from_projected_token(settings: Any) -> User:
         raise Unauthorized("invalid bearer token")
     nodes = tuple(str(n) for n in extra.get(EXTRA_NODE_NAME) or ())
     return User(username=username, extra={EXTRA_NODE_NAME: nodes} if nodes else {})
+
+
+_REVIEWS: dict[str, tuple[float, dict[str, Any]]] = {}
+_REVIEWS_LOCK = threading.Lock()
+#: A positive TokenReview of an agent's token is reused this long: one review per agent, not one per relayed request.
+AGENT_REVIEW_SECONDS = 30.0
+
+
+def _reviewed(reviewer: Any, token: str, audience: str) -> dict[str, Any]:
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    now = time.monotonic()
+    with _REVIEWS_LOCK:
+        cached = _REVIEWS.get(digest)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    status: dict[str, Any] = reviewer(token, (audience,))
+    if status.get("authenticated"):
+        with _REVIEWS_LOCK:
+            if len(_REVIEWS) > 1000:
+                _REVIEWS.clear()
+            _REVIEWS[digest] = (now + AGENT_REVIEW_SECONDS, status)
+    return status
 
 
 @bp.post("/iam/agent/forward")
@@ -124,7 +155,7 @@ def forward() -> Response:
     builder = EnvironBuilder(
         path=fwd["path"], method=fwd["method"], query_string=fwd["query"], headers=fwd["headers"],
         environ_base={"REMOTE_ADDR": fwd["source"], AGENT_SOURCE_IP: fwd["source"], AGENT_NODE: node,
-                      AGENT_ACTOR: user.username},
+                      AGENT_ACTOR: user.username, AGENT_IMDS_SESSION: fwd["agent_session"]},
     )
     try:
         environ = builder.get_environ()

@@ -6,7 +6,9 @@ Spec: ../shared/specs/cloud-identity.md ("Google endpoints the SDKs read"):
 - `instance/service-accounts/{default|EMAIL}/token[?scopes=a,b]` -> `{"access_token","expires_in","token_type"}`,
   `.../email`, `.../scopes` (newline-separated), `.../identity?audience=..&format=full` (a JWT),
   `.../?recursive=true` (`{"aliases","email","scopes"}`), `instance/service-accounts/?recursive=true`,
-  `project/project-id`. Callers are identified by source IP (google-auth sends no token) or by the agent's evidence.
+  `project/project-id`; `instance/zone`, `project/numeric-project-id` and `instance/attributes/cluster-name` from
+  configuration (404 when not configured). Callers are identified by source IP (google-auth sends no token) or by
+  the agent's evidence.
 """
 
 from __future__ import annotations
@@ -141,6 +143,33 @@ def project_id() -> Response:
     if not project:
         raise NotFound("no project id is configured")
     return _text(project)
+
+
+def _configured(value: str, setting: str) -> Response:
+    if not value:
+        raise NotFound(f"not configured (credentials.{setting})")
+    return _text(value)
+
+
+@bp.get(f"{ROOT}/instance/zone")
+@describe("GCE: projects/NUMBER/zones/ZONE from credentials.gcp_project_number and gcp_zone.", tags=["metadata"])
+def zone() -> Response:
+    settings = service_of().settings
+    if not settings.gcp_zone:
+        raise NotFound("not configured (credentials.gcp_zone)")
+    return _text(f"projects/{settings.gcp_project_number or '0'}/zones/{settings.gcp_zone}")
+
+
+@bp.get(f"{ROOT}/project/numeric-project-id")
+@describe("GCE: the numeric project id (credentials.gcp_project_number).", tags=["metadata"])
+def numeric_project_id() -> Response:
+    return _configured(service_of().settings.gcp_project_number, "gcp_project_number")
+
+
+@bp.get(f"{ROOT}/instance/attributes/cluster-name")
+@describe("GCE: the cluster name GKE tools read (credentials.cluster_name).", tags=["metadata"])
+def cluster_name() -> Response:
+    return _configured(service_of().settings.cluster_name, "cluster_name")
 
 
 @bp.route(f"{ROOT}/<path:rest>", methods=["GET", "PUT", "POST", "DELETE"])

@@ -22,6 +22,7 @@ from kagiya.iam.credential_settings import CredentialSettings
 from kagiya.iam.credentials import CredentialCache
 from kagiya.iam.identity import Caller, CallerIdentifier, CallerRefused, SessionTokens
 from kagiya.iam.issuers.base import Credentials, Grant
+from kagiya.kube.freshness import StaleWatch
 
 log = logging.getLogger("kagiya.iam.metadata")
 EXTENSION = "kagiya.iam.metadata"
@@ -30,6 +31,8 @@ AGENT_SOURCE_IP = "kagiya.agent.source_ip"
 #: WSGI environ keys naming the forwarding agent's node and username (set only by the forwarding view).
 AGENT_NODE = "kagiya.agent.node"
 AGENT_ACTOR = "kagiya.agent.actor"
+#: WSGI environ key set (only by the forwarding view) when the agent checked the pod's IMDSv2 session token itself.
+AGENT_IMDS_SESSION = "kagiya.agent.imds_session"
 
 
 class MetadataService:
@@ -50,6 +53,8 @@ class MetadataService:
         self.grant_lookup = grant_lookup
         self.sessions = sessions or SessionTokens()
         self._starters = starters
+        #: Background pollers started with the pod-watch hooks (stopped with the service).
+        self.pollers: list[Any] = []
         self._pid = 0
         self._started: set[int] = set()
         self._start_lock = threading.Lock()
@@ -87,6 +92,8 @@ class MetadataService:
 
     def stop(self) -> None:
         self.cache.stop()
+        for poller in self.pollers:
+            poller.stop()
 
     # --- request helpers -----------------------------------------------------------------------------------------
     @staticmethod
@@ -104,9 +111,28 @@ class MetadataService:
         except CallerRefused as exc:
             self.refused(endpoint, exc.why, exc.message)
             raise
+        except StaleWatch as exc:
+            self.refused(endpoint, "stale-index", exc.message)
+            self._audit_stale(exc)
+            raise
         except KagiyaError as exc:
             self.refused(endpoint, exc.reason.lower(), exc.message)
             raise
+
+    def _audit_stale(self, exc: StaleWatch) -> None:
+        """Every IP identification refused for a stale watch is audited (who asked, how stale, the bound)."""
+        if self.cache.store is None:
+            return
+        from kagiya import audit
+
+        try:
+            audit.record(self.cache.store, actor=f"ip:{self.source_ip()}", action="iam.identify",
+                         target="pods/by-ip", outcome="denied",
+                         details={"reason": "stale-index", "sourceIp": self.source_ip(),
+                                  "via": "agent" if request.environ.get(AGENT_NODE) is not None else "direct",
+                                  **exc.details})
+        except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
+            log.exception("could not write the stale-index audit event")
 
     def _check_agent_node(self, caller: Caller) -> None:
         """A relayed request identified by source IP must come from the agent on that pod's node.

@@ -1,29 +1,23 @@
-"""Kubernetes API access: the official `kubernetes` client and watch-fed indexes of namespaces, service accounts and
-pods (by namespace/name, by pod IP, by UID), exposed as plain lookups.
+"""Watch-fed indexes of namespaces, service accounts and pods (by namespace/name, by pod IP, by UID), exposed as
+plain lookups. The watch that feeds them lives in kagiya/kube/watch.py.
 
 Facts: ../shared/specs/cloud-identity.md ("how peers identify the calling pod, and why that is weak").
-- Each kind is a reflector: list, replace the index, then watch from the list's resourceVersion with bookmarks.
-  A watch that ends (server timeout, dropped connection) resumes from the last resourceVersion seen; a `410 Gone`
-  (an ERROR event carrying a Status with code 410, or an HTTP 410) means that version is compacted: relist.
 - IP lookups refuse to guess: host-network pods and finished pods are not indexed by IP, and an IP held by two
   live pods answers all of them so the caller can refuse the ambiguity (`pods_by_ip`).
 - `subscribe(callback)` tells listeners about pod changes (`added`, `modified`, `deleted`), e.g. to prefetch
   credentials when a pod appears and drop them when it goes. Callbacks run on the watch thread: keep them short.
-- The `kubernetes` package is imported only when a watcher starts (it costs ~0.8 s).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kagiya.errors import UpstreamUnavailable
+from kagiya.kube.freshness import WatchFreshness
 
 log = logging.getLogger("kagiya.kube")
 
@@ -125,6 +119,8 @@ class KubeIndex:
         self._listeners: list[PodListener] = []
         self._synced: set[str] = set()
         self._synced_event = threading.Event()
+        #: Set by the watch that feeds this index; None for an index filled by hand (never stale).
+        self.freshness: WatchFreshness | None = None
 
     # ---- lookups -------------------------------------------------------------------------------------------
     def namespace(self, name: str) -> NamespaceInfo | None:
@@ -169,6 +165,11 @@ class KubeIndex:
         self._synced.add(kind)
         if self._synced >= set(self.KINDS):
             self._synced_event.set()
+
+    def check_fresh(self, kinds: Iterable[str] = ("pods",)) -> None:
+        """Raise StaleWatch (503) when a watch feeding `kinds` has shown no life for longer than its bound."""
+        if self.freshness is not None:
+            self.freshness.check(kinds)
 
     # ---- listeners -----------------------------------------------------------------------------------------
     def subscribe(self, listener: PodListener) -> Callable[[], None]:
@@ -266,192 +267,3 @@ class KubeIndex:
                 holders.pop(pod.uid, None)
                 if not holders:
                     del self._by_ip[ip]
-
-
-def api_client(settings: Any) -> Any:
-    """A `kubernetes.client.ApiClient` from the `kube:` settings section (raises UpstreamUnavailable/ConfigError)."""
-    from kubernetes import client, config
-
-    from kagiya.errors import ConfigError
-
-    mode = settings.mode
-    try:
-        if mode == "incluster":
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-        elif mode == "kubeconfig":
-            cfg = client.Configuration()
-            config.load_kube_config(config_file=settings.kubeconfig or None, context=settings.context or None,
-                                    client_configuration=cfg)
-        elif mode == "url":
-            if not settings.host:
-                raise ConfigError("kube.host is required when kube.mode is url")
-            cfg = client.Configuration(host=settings.host.rstrip("/"))
-            if settings.token_file:
-                with open(settings.token_file, encoding="utf-8") as fh:
-                    cfg.api_key = {"authorization": "Bearer " + fh.read().strip()}
-            if settings.ca_file:
-                cfg.ssl_ca_cert = settings.ca_file
-            cfg.verify_ssl = not settings.insecure_skip_tls_verify
-        else:
-            raise ConfigError("kube.mode is off: no Kubernetes API configured")
-    except config.ConfigException as exc:
-        raise ConfigError(f"kube.mode {mode}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"kube: cannot read {exc.filename}: {exc.strerror}") from None
-    return client.ApiClient(cfg)
-
-
-class KubeWatcher:
-    """Runs one list+watch reflector thread per kind, feeding a `KubeIndex`. Safe across fork (restarts lazily)."""
-
-    def __init__(self, settings: Any, index: KubeIndex | None = None) -> None:
-        self.settings = settings
-        self.index = index or KubeIndex()
-        self._pid = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.resource_versions: dict[str, str] = {}
-        self.relists: dict[str, int] = dict.fromkeys(KubeIndex.KINDS, 0)
-        self.last_error = ""
-
-    def ensure_running(self) -> None:
-        """Start the reflector threads in this process (again after a fork: threads do not survive one)."""
-        if self._pid == os.getpid() and not self._stop.is_set():
-            return
-        with self._lock:
-            if self._pid == os.getpid() and not self._stop.is_set():
-                return
-            core = _core_api(api_client(self.settings))  # may raise ConfigError: then try again next time
-            self._pid = os.getpid()
-            self._stop.clear()
-            self._threads = []
-            for kind in KubeIndex.KINDS:
-                t = threading.Thread(target=self._run, args=(core, kind), name=f"kagiya-kube-{kind}", daemon=True)
-                t.start()
-                self._threads.append(t)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout)
-        self._pid = 0
-
-    def check_ready(self) -> None:
-        """Readiness check: raises UpstreamUnavailable until every kind has been listed once."""
-        self.ensure_running()
-        if not self.index.synced:
-            detail = f": {self.last_error}" if self.last_error else ""
-            raise UpstreamUnavailable(f"kubernetes index not synced yet{detail}")
-
-    def _run(self, core: Any, kind: str) -> None:
-        from kubernetes.client.rest import ApiException
-
-        delay = self.settings.retry_seconds
-        rv = ""
-        while not self._stop.is_set():
-            try:
-                if not rv:
-                    rv = self._list(core, kind)
-                    self.relists[kind] += 1
-                started = time.monotonic()
-                rv = self._watch(core, kind, rv)
-                delay = self.settings.retry_seconds
-                if time.monotonic() - started < 0.05:
-                    # A server that ends watches at once must not turn this loop into a busy spin.
-                    self._stop.wait(delay)
-                continue
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("kube %s watch expired (410 Gone): relisting", kind)
-                    rv = ""
-                    continue
-                self.last_error = f"{kind}: HTTP {exc.status} {exc.reason}"
-            except Exception as exc:  # noqa: BLE001 - any transport failure: back off and resume
-                self.last_error = f"{kind}: {type(exc).__name__}"
-            log.warning("kube %s watch interrupted (%s); retrying in %.1fs", kind, self.last_error, delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, self.settings.max_retry_seconds)
-
-    def _list(self, core: Any, kind: str) -> str:
-        import json
-
-        func = _list_func(core, kind)
-        items: list[Any] = []
-        token = ""
-        while True:  # pages of `list_page_size`, as informers list; an expired continue token is a 410: relist
-            kwargs = {"_continue": token} if token else {}
-            resp = func(limit=self.settings.list_page_size, _preload_content=False,
-                        _request_timeout=(self.settings.timeout_seconds, max(60.0, self.settings.timeout_seconds * 12)),
-                        **kwargs)
-            body = json.loads(resp.data)
-            items.extend(body.get("items") or [])
-            meta = body.get("metadata") or {}
-            token = meta.get("continue") or ""
-            if not token:
-                break
-        self.index.replace(kind, items)
-        rv = str(meta.get("resourceVersion") or "")
-        self.resource_versions[kind] = rv
-        self.last_error = ""
-        return rv
-
-    def _watch(self, core: Any, kind: str, rv: str) -> str:
-        """Stream events from `rv` until the server ends the watch; returns the last resourceVersion seen.
-
-        The client's `Watch` helper is not used: it deserialises every event into pydantic models (slow, and one odd
-        object would wedge the loop), and with `deserialize=False` it fails on ERROR events. The request, auth and
-        line splitting are still the client's own.
-        """
-        import json
-
-        from kubernetes.client.rest import ApiException
-        from kubernetes.watch.watch import iter_resp_lines
-
-        resp = _list_func(core, kind)(
-            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=self.settings.watch_seconds,
-            _preload_content=False,
-            _request_timeout=(self.settings.timeout_seconds, self.settings.watch_seconds + 30),
-        )
-        try:
-            if not 200 <= resp.status <= 299:
-                raise ApiException(status=resp.status, reason=str(getattr(resp, "reason", "") or ""))
-            for line in iter_resp_lines(resp):
-                if self._stop.is_set():
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("kube %s watch: skipped a line that is not JSON", kind)
-                    continue
-                kind_of_event = event.get("type", "")
-                obj = event.get("object") or {}
-                if kind_of_event == "ERROR":
-                    raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("reason") or "Error"))
-                if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
-                    self.index.apply(kind, kind_of_event, obj)
-                new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-                if new_rv:
-                    rv = new_rv
-                    self.resource_versions[kind] = rv
-        finally:
-            resp.close()
-            resp.release_conn()
-        return rv
-
-
-def _core_api(api: Any) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(api)
-
-
-def _list_func(core: Any, kind: str) -> Callable[..., Any]:
-    return {
-        "namespaces": core.list_namespace,
-        "serviceaccounts": core.list_service_account_for_all_namespaces,
-        "pods": core.list_pod_for_all_namespaces,
-    }[kind]

@@ -1,0 +1,96 @@
+"""Issue 12.1: a silently partitioned pod watch fails closed for identification by source IP.
+
+The API server is reached through a TCP proxy that goes silent (accepts, forwards nothing, never resets), so
+kagiya's real watcher (the official `kubernetes` client) sees no error, only silence. Within the bound
+`kube.watch_stale_after_seconds` IP-based answers turn into a 503 Status (audited), /readyz turns 503 naming the
+watch, a pod presenting a projected service-account token is still served, and all of it recovers when the
+watch comes back. The pod that inherits a deleted pod's IP never gets the deleted pod's role past the bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.iam_credentials.conftest import ACCOUNT, imds_credentials, make_world, source_session
+from tests.iam_credentials.stall_proxy import StallProxy
+
+BOUND = 1.5
+
+
+@pytest.fixture
+def stalled_world(make_settings: Any, tmp_path: Path, moto: Any, gcp_standin: Any) -> Iterator[tuple[Any, Any]]:
+    from tests.standins.kube_apiserver import KubeApiServer
+
+    with KubeApiServer() as kube:
+        proxy = StallProxy(kube.port)
+        world = make_world(make_settings, tmp_path, moto, gcp_standin, kube=kube,
+                           kube_overrides={"host": proxy.url, "watch_stale_after_seconds": BOUND,
+                                           "timeout_seconds": 1})
+        try:
+            yield world, proxy
+        finally:
+            proxy.resume()
+            world.close()
+            proxy.close()
+
+
+def _until(cond: Any, timeout: float) -> float:
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("watches_only", [True, False], ids=["dead-watch-connection", "full-partition"])
+def test_silent_partition_fails_closed_then_recovers(stalled_world: tuple[Any, Any], watches_only: bool) -> None:
+    world, proxy = stalled_world
+    ip = "127.0.0.91"
+    a = world.add_pod("team-a", "web-a", "web", ip)
+    status, creds = imds_credentials(world.url, ip)
+    assert status == 200 and creds["Code"] == "Success"
+
+    proxy.stall(watches_only=watches_only)
+    stalled_at = time.monotonic()
+    world.kube.delete("pods", "team-a", "web-a")  # the index cannot hear of it
+    b = world.kube.add_pod("team-b", "batch-b", ip=ip, service_account="batch")
+
+    # Within the bound the IP path refuses; from then on every answer is a 503 Status naming the stale watch.
+    waited = _until(lambda: imds_credentials(world.url, ip)[0] == 503, BOUND + 3.0)
+    assert time.monotonic() - stalled_at <= BOUND + 3.0 and waited <= BOUND + 3.0
+    for _ in range(10):
+        status, body = imds_credentials(world.url, ip)
+        assert status == 503 and "AccessKeyId" not in body
+    refused = source_session(ip).put(f"{world.url}/latest/api/token",
+                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}, timeout=5)
+    assert refused.status_code == 503
+    assert refused.json()["kind"] == "Status" and "pods watch has shown no sign of life" in refused.json()["message"]
+    ready = source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5)
+    assert ready.status_code == 503
+    assert "pods watch" in ready.json()["details"]["checks"]["kube"]
+    events = world.app.test_client().get("/v1/audit?action=iam.identify",
+                                         headers={"Authorization": "Bearer admin-token-0001"}).get_json()
+    denied = [e for e in events["items"] if e["outcome"] == "denied" and e["details"].get("reason") == "stale-index"]
+    assert denied and denied[0]["details"]["sourceIp"] == ip and denied[0]["details"]["watches"] == ["pods"]
+
+    if watches_only:
+        # The API server still answers TokenReviews: a pod presenting its projected token is served its own role.
+        r = source_session("127.0.0.1").get(f"{world.url}/v1/credentials",
+                                            headers={"Authorization": world.pod_token(b)}, timeout=5)
+        assert r.status_code == 200, r.text
+        assert r.json()["AccountId"] == ACCOUNT
+
+    proxy.resume()
+    _until(lambda: imds_credentials(world.url, ip)[0] == 200, 15)
+    status, creds = imds_credentials(world.url, ip)
+    assert status == 200
+    who = world.index.pod_by_ip(ip)
+    assert who is not None and who.name == "batch-b" and world.index.pod_by_uid(a["metadata"]["uid"]) is None
+    _until(lambda: source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).status_code == 200, 15)
