@@ -29,12 +29,19 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """A click group whose subcommands live in a table `name -> ("module:attribute", one-line help)` and are
+    imported only when invoked; `--help` lists them from the table without importing anything."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = LAZY_GROUPS if lazy is None else lazy
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(LAZY_GROUPS))
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
-            module, _, attr = LAZY_GROUPS[cmd_name][0].partition(":")
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attr = self.lazy[cmd_name][0].partition(":")
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
@@ -42,8 +49,8 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
-            if name in LAZY_GROUPS and name not in self.commands:
-                rows.append((name, LAZY_GROUPS[name][1]))
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, self.lazy[name][1]))
                 continue
             cmd = super().get_command(ctx, name)
             if cmd is not None and not cmd.hidden:

@@ -12,31 +12,13 @@ import base64
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import click
 
 from kagiya.errors import KagiyaError, UsageError
+from kagiya.secrets.cli_common import key_options, secrets_settings, unauthenticated_option
 
 KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
-
-
-def _settings() -> object:
-    from kagiya.secrets.commands import _secrets_settings  # not at the top: commands imports this module
-
-    return _secrets_settings()
-
-
-def unauthenticated_option(fn: Any) -> Any:
-    """`--allow-unauthenticated`: read (or re-seal) a kubesec v1/v2 file, which carries no MAC."""
-    return click.option("--allow-unauthenticated", "allow_unauthenticated", is_flag=True,
-                        help="Accept a kubesec v1/v2 file, which has no MAC (its values are not authenticated).")(fn)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(edit)
-    group.add_command(patch)
-    group.add_command(create)
 
 
 def _open_existing(path: Path, settings: object, allow_unauthenticated: bool = False
@@ -67,6 +49,7 @@ def _reseal(text: str, path: Path, opened: object, recipients: list[str], settin
 
 
 @click.command()
+@key_options
 @click.argument("file", type=click.Path(dir_okay=False))
 @unauthenticated_option
 def edit(file: str, allow_unauthenticated: bool) -> None:
@@ -78,7 +61,7 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
 
     from kagiya.atomic import write_atomic
 
-    settings = _settings()
+    settings = secrets_settings()
     path = Path(file)
     opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     tmpdir = tempfile.mkdtemp(prefix="kagiya-edit-")
@@ -214,6 +197,7 @@ def _write(text: str, path: Path | None, output: str | None) -> None:
 
 
 @click.command()
+@key_options
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-d", "--data", "data", multiple=True, metavar="K=V|~K", help="Set data K (base64-encoded for you).")
 @click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V|~K", help="Set stringData K.")
@@ -223,7 +207,7 @@ def _write(text: str, path: Path | None, output: str | None) -> None:
 def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: str | None,
           output: str | None, allow_unauthenticated: bool) -> None:
     """Set or remove keys of an (encrypted) Secret; unchanged values stay byte-identical."""
-    settings = _settings()
+    settings = secrets_settings()
     changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
     if not changes:
         raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
@@ -234,6 +218,7 @@ def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: 
 
 
 @click.command()
+@key_options
 @click.argument("name")
 @click.option("-n", "--namespace", default=None, help="metadata.namespace.")
 @click.option("-d", "--data", "data", multiple=True, metavar="K=V", help="data K (base64-encoded for you).")
@@ -251,7 +236,7 @@ def create(name: str, namespace: str | None, data: tuple[str, ...], string_data:
     for label, value in (("name", name), ("namespace", namespace or "x")):
         if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
             raise UsageError(f"{value!r} is not a valid Kubernetes {label}")
-    settings = _settings()
+    settings = secrets_settings()
     lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {name}"]
     if namespace:
         lines.append(f"  namespace: {namespace}")
