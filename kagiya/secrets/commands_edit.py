@@ -182,7 +182,7 @@ def _insert(text: str, m: object, doc: object, section: str, slots: list, key: s
         if re.search(rf"(?m)^{' ' * doc.column}{section}:\s*(\{{\}})?\s*$", text[:at]):  # type: ignore[attr-defined]
             raise UsageError(f"{section} is empty or in flow style; use edit")
     probe = manifest.Slot(0, section, key, "", 0, 0, "", False, indent + 2)
-    line = f"{' ' * indent}{key}: {manifest.render_plain(probe, value, nl)}{nl}"
+    line = f"{' ' * indent}{manifest.render_key(key)}: {manifest.render_plain(probe, value, nl)}{nl}"
     if not slots:
         line = f"{' ' * (indent - 2)}{section}:{nl}{line}"
     if at > 0 and not text[:at].endswith("\n"):

@@ -278,7 +278,44 @@ def _plain_ok(value: str, flow: bool) -> bool:
         return False
     if flow and any(c in _FLOW_BAD for c in value):
         return False
+    return plain_is_string(value)
+
+
+#: Plain scalars Go's YAML 1.1 reader (gopkg.in/yaml.v2, behind sigs.k8s.io/yaml: kubectl, the apiserver,
+#: kubesec) reads as a bool, null, number or timestamp, beyond what PyYAML's own YAML 1.1 resolver reports.
+_GO_WORDS = frozenset(
+    "y Y yes Yes YES on On ON true True TRUE n N no No NO off Off OFF false False FALSE ~ null Null NULL "
+    ".nan .NaN .NAN .inf .Inf .INF +.inf +.Inf +.INF -.inf -.Inf -.INF <<".split()
+)
+_GO_NUMERIC_SOURCE = (
+    r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)$"  # ParseInt/ParseUint base 0, "0b"
+    r"|^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"  # yamlStyleFloat
+    r"|^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"  # the start of any timestamp form
+)
+_go_numeric: re.Pattern[str] | None = None
+
+
+def plain_is_string(value: str) -> bool:
+    """Whether a plain (unquoted) scalar reads back as this same string in both YAML 1.1 readers that matter:
+    PyYAML (ours) and Go's yaml.v2 (kubectl's). kubectl fails on `stringData: {a: y}` ("cannot unmarshal bool")
+    and would turn `b: 1e3` into a number, so such values are written quoted."""
+    global _go_numeric
+    if value in _GO_WORDS:
+        return False
+    if value[0] in "0123456789+-.":
+        if _go_numeric is None:  # compiled on first use: most runs never get here
+            _go_numeric = re.compile(_GO_NUMERIC_SOURCE)
+        if _go_numeric.search(value.replace("_", "")):
+            return False
     return _resolver.resolve(ScalarNode, value, (True, False)) == STR_TAG
+
+
+def render_key(key: str) -> str:
+    """A mapping key as written by create/patch: plain when every reader takes it as this string, else quoted
+    (`y:` would become the key "true" in kubectl)."""
+    if _plain_ok(key, False) and "'" not in key:
+        return key
+    return double_quoted(key)
 
 
 def _block_ok(value: str) -> bool:
