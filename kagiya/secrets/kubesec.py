@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kagiya.errors import CryptoError, Invalid
 
 PREFIX = "# kubesec:"
+#: Recipient lines of schemes kubesec does not know; kubesec skips comment lines without its own prefix.
+OWN_PREFIX = "# kagiya:"
 VERSION_PREFIX = "# kubesec:v:"
 PAD_BLOCK = 48
 IV_BYTES = 12
@@ -182,13 +184,16 @@ class RecipientLine:
     scheme: str
     id: str
     blob: bytes
+    #: Written as `# kagiya:<scheme>:<id>:<blob>`, a comment kubesec ignores, for schemes kubesec does not know
+    #: (`local:`): kubesec refuses a `# kubesec:local:` line and with it the whole file.
+    own: bool = False
 
     @property
     def uri(self) -> str:
         return f"{self.scheme}:{self.id}"
 
     def render(self) -> str:
-        return f"{PREFIX}{self.scheme}:{self.id}:{_b64(self.blob)}"
+        return f"{OWN_PREFIX if self.own else PREFIX}{self.scheme}:{self.id}:{_b64(self.blob)}"
 
 
 @dataclass
@@ -198,10 +203,22 @@ class Trailer:
     mac: str | None = None
 
     def render(self, newline: str = "\n") -> str:
-        lines = [f"{VERSION_PREFIX}{self.version}"] + [r.render() for r in self.recipients]
+        """kubesec's lines (version, its recipients, mac), then kagiya's own recipient lines."""
+        lines = [f"{VERSION_PREFIX}{self.version}"] + [r.render() for r in self.recipients if not r.own]
         if self.mac is not None:
             lines.append(f"{PREFIX}mac:{self.mac}")
+        lines += [r.render() for r in self.recipients if r.own]
         return "".join(line + newline for line in lines)
+
+    @property
+    def mac_ids(self) -> list[str]:
+        """The recipient ids the MAC covers: those of `# kubesec:` lines, in file order, exactly as kubesec
+        computes it (so kubesec verifies a file that also has `# kagiya:` lines, which it does not see)."""
+        return [r.id for r in self.recipients if not r.own]
+
+    @property
+    def has_own_lines(self) -> bool:
+        return any(r.own for r in self.recipients)
 
 
 def find_trailer(text: str) -> int:
@@ -226,11 +243,14 @@ def parse_trailer(text: str, known_schemes: Iterable[str]) -> Trailer:
         raise FormatError(f"kubesec trailer: version {version} is not supported (this kagiya reads 1-4)")
     trailer = Trailer(version)
     for number, line in enumerate(lines[1:], start=2):
-        if not line.startswith(PREFIX):
+        own = line.startswith(OWN_PREFIX)
+        if not own and not line.startswith(PREFIX):
             raise FormatError(f"kubesec trailer line {number}: unexpected content after the trailer began")
-        if trailer.mac is not None:
-            raise FormatError(f"kubesec trailer line {number}: nothing may follow the mac line")
-        scheme, sep, rest = line[len(PREFIX):].partition(":")
+        if trailer.mac is not None and not own:
+            raise FormatError(f"kubesec trailer line {number}: nothing but '# kagiya:' lines may follow the mac line")
+        scheme, sep, rest = line[len(OWN_PREFIX if own else PREFIX):].partition(":")
+        if own and scheme in ("mac", "v"):
+            raise FormatError(f"kubesec trailer line {number}: '# kagiya:{scheme}:' is not a recipient line")
         if scheme == "mac":
             trailer.mac = rest.strip()
             continue
@@ -242,7 +262,8 @@ def parse_trailer(text: str, known_schemes: Iterable[str]) -> Trailer:
         key_id, sep2, blob = rest.rpartition(":")
         if not sep or not sep2 or not key_id or not blob.strip():
             raise FormatError(f"kubesec trailer line {number}: truncated {scheme} recipient line")
-        trailer.recipients.append(RecipientLine(scheme, key_id, _unb64(blob.strip(), f"{scheme}:{key_id} wrapped key")))
+        trailer.recipients.append(RecipientLine(scheme, key_id, _unb64(blob.strip(), f"{scheme}:{key_id} wrapped key"),
+                                                own))
     if not trailer.recipients:
         raise FormatError("kubesec trailer names no recipients (truncated file?)")
     if version >= 3 and trailer.mac is None:

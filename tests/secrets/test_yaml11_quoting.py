@@ -19,7 +19,8 @@ PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "k8s-ya
 needs_peer = pytest.mark.skipif(not PEER.exists(), reason=f"kubectl YAML decoding peer not found at {PEER}")
 
 TRICKY = ["y", "Y", "n", "N", "yes", "No", "on", "OFF", "true", "~", "null", "1e3", "1E3", "0x1F", "017", "0o17",
-          "0b101", "-0b1", "1_000", "+12", "-1.5", ".5", ".inf", "-.Inf", ".NaN", "2001-12-14", "2001-12-14t21:59:43.10-05:00",
+          "0b101", "-0b1", "1_000", "+12", "-1.5", ".5", ".inf", "-.Inf", ".NaN", "2001-12-14",
+          "2001-12-14t21:59:43.10-05:00",
           "2001-1-2 3:4:5", "1:20", "190:20:30", "<<", "=", "", " lead", "trail ", "a: b", "#x", "x #y", "- a",
           "[a]", "{a}", "'q'", '"d"', "12e", "1.2.3", "0x", "x1e3", "hello", "1abc", "MTIz", "@at", "%p", "!t",
           "&a", "*b", "|", ">", "?", ":", "multi\nline", "tab\there", "crlf\r\n", "é ü", "\u2028", "\x85"]
