@@ -26,7 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "check": ("kagiya.secrets.commands_check:check", "Exit 1 if any FILE holds a plaintext Secret value."),
     "edit": ("kagiya.secrets.commands_edit:edit", "Decrypt FILE into $EDITOR and re-encrypt what you save."),
     "patch": ("kagiya.secrets.commands_edit:patch", "Set or remove keys of an (encrypted) Secret."),
-    "create": ("kagiya.secrets.commands_edit:create", "Write a new encrypted Secret NAME."),
+    "create": ("kagiya.secrets.commands_create:create", "Write a new encrypted Secret NAME."),
 }
 
 

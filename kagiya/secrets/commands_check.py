@@ -15,7 +15,7 @@ def check(files: tuple[str, ...], fix: bool) -> None:
     """Exit 1 if any FILE holds a plaintext Secret value (for pre-commit)."""
     from kagiya.secrets import checker
 
-    findings = checker.run(files, fix, secrets_settings)
+    findings = checker.run(files, fix, secrets_settings, lambda line: click.echo(line, err=True))
     for line in findings:
         click.echo(line, err=True)
     if findings:

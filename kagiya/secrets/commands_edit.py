@@ -101,7 +101,7 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
     shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
+def parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
     """`k=v`, `k=file:PATH`, `~k` -> (section, key, value or None for removal)."""
     out: list[tuple[str, str, str | None]] = []
     for item in items:
@@ -190,7 +190,7 @@ def _insert(text: str, m: object, doc: object, section: str, slots: list, key: s
     return text[:at] + line + text[at:]
 
 
-def _write(text: str, path: Path | None, output: str | None) -> None:
+def write_result(text: str, path: Path | None, output: str | None) -> None:
     from kagiya.secrets import ops
 
     ops.write_result(text, ops.Source("", path), in_place=output is None and path is not None, output=output)
@@ -208,44 +208,10 @@ def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: 
           output: str | None, allow_unauthenticated: bool) -> None:
     """Set or remove keys of an (encrypted) Secret; unchanged values stay byte-identical."""
     settings = secrets_settings()
-    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
+    changes = parse_assignments(data, "data") + parse_assignments(string_data, "stringData")
     if not changes:
         raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
     path = Path(file)
     opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     text = apply_changes(plaintext, changes, name)
-    _write(_reseal(text, path, opened, recipients, settings), path, output)
-
-
-@click.command()
-@key_options
-@click.argument("name")
-@click.option("-n", "--namespace", default=None, help="metadata.namespace.")
-@click.option("-d", "--data", "data", multiple=True, metavar="K=V", help="data K (base64-encoded for you).")
-@click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V", help="stringData K.")
-@click.option("--type", "secret_type", default="Opaque", show_default=True)
-@click.option("-k", "--key", "keys", multiple=True, metavar="URI",
-              help="Recipient (default: rules, else local:default).")
-@click.option("-o", "--output", default=None, metavar="FILE",
-              help="Write to FILE (atomically, 0600) instead of stdout.")
-def create(name: str, namespace: str | None, data: tuple[str, ...], string_data: tuple[str, ...], secret_type: str,
-           keys: tuple[str, ...], output: str | None) -> None:
-    """Write a new encrypted Secret NAME."""
-    from kagiya.secrets import ops
-
-    for label, value in (("name", name), ("namespace", namespace or "x")):
-        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
-            raise UsageError(f"{value!r} is not a valid Kubernetes {label}")
-    settings = secrets_settings()
-    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {name}"]
-    if namespace:
-        lines.append(f"  namespace: {namespace}")
-    lines.append(f"type: {secret_type}")
-    text = "\n".join(lines) + "\n"
-    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
-    if any(v is None for _, _, v in changes):
-        raise UsageError("create takes K=V values only")
-    text = apply_changes(text, changes, None)
-    out_path = Path(output) if output and output != "-" else None
-    encrypted = ops.encrypt(ops.Source(text, out_path), settings, keys)
-    _write(encrypted, None, output or "-")
+    write_result(_reseal(text, path, opened, recipients, settings), path, output)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _ARN = re.compile(
@@ -123,7 +123,7 @@ def open_key(key_id: str, settings: SecretsSettings) -> AwsKmsKey:
     arn = key_id.strip()
     match = _ARN.match(arn)
     if not match:
-        raise KeyUnavailable(
+        raise BadKeyName(
             f"aws key {key_id!r} must be a KMS key or alias ARN: arn:aws:kms:REGION:ACCOUNT:key/ID"
         )
     check_endpoint(settings.aws_kms_endpoint, "secrets.aws_kms_endpoint")

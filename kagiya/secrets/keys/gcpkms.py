@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _NAME = re.compile(
@@ -146,7 +146,7 @@ def open_key(key_id: str, settings: SecretsSettings) -> GcpKmsKey:
     """`gcp:projects/P/locations/L/keyRings/R/cryptoKeys/K` (a CryptoKey, not a CryptoKeyVersion)."""
     name = key_id.strip()
     if not _NAME.match(name):
-        raise KeyUnavailable(
+        raise BadKeyName(
             f"gcp key {key_id!r} must be a Cloud KMS key name: projects/P/locations/L/keyRings/R/cryptoKeys/K"
         )
     check_endpoint(settings.gcp_kms_endpoint, "secrets.gcp_kms_endpoint")

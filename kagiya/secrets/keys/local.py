@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NONCE = 12
@@ -37,7 +37,7 @@ def keyring_path(settings: object) -> Path:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise KeyUnavailable(f"local key name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise BadKeyName(f"local key name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -111,7 +111,7 @@ class LocalKey:
     def _aead(self) -> AESGCM:
         key = read_keyring(self.path).get(self.id)
         if key is None:
-            raise KeyUnavailable(f"local key {self.id!r} is not in keyring {self.path} "
+            raise BadKeyName(f"local key {self.id!r} is not in keyring {self.path} "
                                  f"(create it with: kagiya secrets keygen {self.id})")
         return AESGCM(key)
 

@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable
 from kagiya.secrets.settings import SecretsSettings
 
 #: v4 fingerprints are 40 hex digits, v5 ones 64.
@@ -231,5 +231,5 @@ def open_key(key_id: str, settings: SecretsSettings) -> PgpKey:
     they can match more than one key)."""
     fingerprint = key_id.strip().upper()
     if not _FINGERPRINT.match(fingerprint):
-        raise KeyUnavailable(f"pgp key {key_id!r} must be a full 40-hex-digit fingerprint (gpg --fingerprint)")
+        raise BadKeyName(f"pgp key {key_id!r} must be a full 40-hex-digit fingerprint (gpg --fingerprint)")
     return PgpKey(fingerprint, settings)
