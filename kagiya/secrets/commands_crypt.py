@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from kagiya.errors import UsageError
 from kagiya.secrets.cli_common import check_out, key_options, out_options, secrets_settings, unauthenticated_option
 
 
@@ -38,10 +39,12 @@ def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...]
 @click.argument("file", default="-")
 @out_options
 @click.option("--cleartext", is_flag=True, help="Show data values base64-decoded.")
+@click.option("--template", default=None, metavar="TEXT",
+              help="Print TEXT with Go-template fields filled from the Secret, e.g. 'KEY={{ .data.KEY }}'.")
 @click.option("--for-diff", is_flag=True,
               help="For git textconv: print plaintext when possible, else the file unchanged; never fail.")
 @unauthenticated_option
-def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_diff: bool,
+def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, template: str | None, for_diff: bool,
             allow_unauthenticated: bool) -> None:
     """Decrypt FILE (verifying every value and the MAC)."""
     from kagiya.secrets import ops
@@ -53,7 +56,24 @@ def decrypt(file: str, in_place: bool, output: str | None, cleartext: bool, for_
     settings = secrets_settings()
     src = ops.read_source(file, settings)
     text, _ = ops.decrypt(src, settings, cleartext=cleartext, allow_unauthenticated=allow_unauthenticated)
+    if template is not None:
+        if in_place:
+            raise UsageError("--template prints; it cannot rewrite the input (-i)")
+        text = _templated(template, text)
     ops.write_result(text, src, in_place, output)
+
+
+def _templated(template: str, text: str) -> str:
+    """`template` once per Secret of the decrypted `text` (kubesec files hold one)."""
+    import yaml
+
+    from kagiya.secrets import template as tmpl
+
+    docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    secrets = [d for d in docs if d.get("kind") == "Secret"]
+    secrets += [i for d in docs if str(d.get("kind", "")).endswith("List") for i in d.get("items") or []
+                if isinstance(i, dict) and i.get("kind") == "Secret"]
+    return "".join(tmpl.render(template, d) + "\n" for d in secrets)  # kubesec ends it with a newline
 
 
 def _for_diff(file: str, cleartext: bool, allow_unauthenticated: bool) -> None:

@@ -98,3 +98,25 @@ def test_kubesec_written_lookalikes_decrypt_quoted(ksec: Any, pgp_env: Any, tmp_
         out.write_text(result.stdout)
         check = subprocess.run([str(YAML_CHECK), str(out)], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stdout
+
+
+TEMPLATE = ("#comment\nUSER={{ .data.user }}\n{{- range $k, $v := .stringData }}\n{{ $k }}={{ $v }}{{ end }}\n"
+            "DASH={{ index .stringData \"a-b\" }} NAME={{ .metadata.name }}\n")
+
+
+@pytest.mark.parametrize("cleartext", [True, False])
+def test_decrypt_template_prints_what_kubesec_prints(ksec: Any, pgp_env: Any, tmp_path: Path,
+                                                     cleartext: bool) -> None:
+    path = tmp_path / "k.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: t\ndata:\n  user: YWRtaW4=\n"
+                    "stringData:\n  a-b: dash\n  z: \"y\"\n")
+    assert kubesec(pgp_env, "encrypt", "-k", PGP_A.removeprefix("pgp:"), "-i", str(path)).returncode == 0
+    flags = ["--cleartext"] if cleartext else []
+    theirs = kubesec(pgp_env, "decrypt", *flags, "--template", TEMPLATE, str(path))
+    assert theirs.returncode == 0, theirs.stderr
+    ours = ksec("decrypt", *flags, "--template", TEMPLATE, str(path))
+    assert ours.exit_code == 0, ours.stderr
+    assert ours.stdout == theirs.stdout
+    missing = ksec("decrypt", "--template", "{{ .data.nope }}", str(path))
+    assert missing.exit_code == 2 and "no entry for key 'nope'" in missing.stderr
+    assert kubesec(pgp_env, "decrypt", "--template", "{{ .data.nope }}", str(path)).returncode != 0
