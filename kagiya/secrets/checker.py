@@ -53,6 +53,11 @@ def run(files: Iterable[str], fix: bool, settings_fn: Callable[[], object], note
 
 
 def check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: Note = lambda _: None) -> list[str]:
+    with ops.file_lock(name if fix else None):  # --fix rewrites the file: no concurrent change may be lost
+        return _check_file(name, fix, settings_fn, note)
+
+
+def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: Note) -> list[str]:
     try:
         with open(name, "rb") as fh:
             data = fh.read()

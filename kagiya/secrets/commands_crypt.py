@@ -28,10 +28,11 @@ def encrypt(file: str, in_place: bool, output: str | None, keys: tuple[str, ...]
 
     check_out(in_place, output)
     settings = secrets_settings()
-    src = ops.read_source(file, settings)
-    text = ops.encrypt(src, settings, keys, rotate=rotate, cleartext=cleartext,
-                       allow_unauthenticated=allow_unauthenticated)
-    ops.write_result(text, src, in_place, output)
+    with ops.file_lock(file if in_place else None):
+        src = ops.read_source(file, settings)
+        text = ops.encrypt(src, settings, keys, rotate=rotate, cleartext=cleartext,
+                           allow_unauthenticated=allow_unauthenticated)
+        ops.write_result(text, src, in_place, output)
 
 
 @click.command()
@@ -119,9 +120,10 @@ def rotate(file: str, output: str | None, allow_unauthenticated: bool) -> None:
     from kagiya.secrets import ops
 
     settings = secrets_settings()
-    src = ops.read_source(file, settings)
-    text = ops.encrypt(src, settings, (), rotate=True, allow_unauthenticated=allow_unauthenticated)
-    ops.write_result(text, src, output is None, output)
+    with ops.file_lock(file if output is None else None):
+        src = ops.read_source(file, settings)
+        text = ops.encrypt(src, settings, (), rotate=True, allow_unauthenticated=allow_unauthenticated)
+        ops.write_result(text, src, output is None, output)
 
 
 @click.command()

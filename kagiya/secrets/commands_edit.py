@@ -1,9 +1,11 @@
-"""`kagiya secrets edit | patch | create`: change values of an encrypted manifest without a plaintext file on disk.
+"""`kagiya secrets edit | patch`: change values of an encrypted manifest without a plaintext file on disk.
 
 `edit` decrypts into a private temp file (0600 in a 0700 temp dir), runs `$EDITOR`, and re-encrypts against the
 opened original, so unchanged values keep their ciphertext. On any error nothing is written and the edited temp
 file is kept (its path is printed), so nothing typed is lost. `patch` sets (`-d k=v`, `-s k=v`, `k=file:PATH`)
-or removes (`~k`) keys by editing the plaintext text in place, then re-encrypts the same way.
+or removes (`~k`) keys by editing the plaintext text in place, then re-encrypts the same way. Both rewrite the
+file under its lock (atomic.locked), so concurrent patches of one file never lose an update, and an edit whose
+file changed meanwhile is refused (the edit is kept).
 """
 
 from __future__ import annotations
@@ -48,12 +50,9 @@ def _reseal(text: str, path: Path, opened: object, recipients: list[str], settin
     return envelope.seal(m, envelope.plain_values(m), chosen, settings, previous=opened)  # type: ignore[arg-type]
 
 
-@click.command()
-@key_options
-@click.argument("file", type=click.Path(dir_okay=False))
-@unauthenticated_option
-def edit(file: str, allow_unauthenticated: bool) -> None:
-    """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+def _editor_session(content: bytes, filename: str) -> tuple[bytes | None, Path]:
+    """Write `content` to a private temp file (0600 in a 0700 dir), run $VISUAL/$EDITOR on it and return (the
+    saved bytes, or None when nothing changed and the temp dir is gone; the temp file's path)."""
     import shlex
     import shutil
     import subprocess
@@ -61,12 +60,9 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
 
     from kagiya.atomic import write_atomic
 
-    settings = secrets_settings()
-    path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     tmpdir = tempfile.mkdtemp(prefix="kagiya-edit-")
-    tmp = Path(tmpdir) / (path.name or "secret.yaml")
-    write_atomic(tmp, plaintext.encode("utf-8"), 0o600)
+    tmp = Path(tmpdir) / (filename or "secret.yaml")
+    write_atomic(tmp, content, 0o600)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     try:
         rc = subprocess.call([*shlex.split(editor), str(tmp)])
@@ -74,23 +70,75 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise UsageError(f"cannot run editor {editor!r}: {exc.strerror}") from None
     try:
-        edited = tmp.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        edited: bytes | None = tmp.read_bytes()
+    except OSError:
         edited = None  # unreadable or gone: keep whatever is there, the user may still need it
     if rc != 0:
-        if edited == plaintext:  # nothing typed, so nothing to keep: leave no plaintext copy behind
+        if edited == content:  # nothing typed, so nothing to keep: leave no plaintext copy behind
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise UsageError(f"editor exited with status {rc}; nothing changed, nothing written")
         raise UsageError(f"editor exited with status {rc}; nothing written, your edit is kept at {tmp}")
     if edited is None:
-        raise UsageError(f"cannot read the edited file as UTF-8; nothing written, your edit is kept at {tmp}")
-    if edited == plaintext:
+        raise UsageError(f"cannot read the edited file; nothing written, your edit is kept at {tmp}")
+    if edited == content:
         shutil.rmtree(tmpdir, ignore_errors=True)
+        return None, tmp
+    return edited, tmp
+
+
+def _single_value(plaintext: str, key: str, name: str | None) -> tuple[str, bytes]:
+    """(section, bytes to edit) of one key: a data value decoded (binary is fine), a stringData value as UTF-8."""
+    from kagiya.secrets import manifest
+
+    docs = [d for d in manifest.parse(plaintext).secrets if name is None or d.name == name]
+    if len(docs) != 1:
+        raise UsageError(f"pick one Secret with --name (found: {', '.join(d.identity for d in docs) or 'none'})")
+    slots = [s for s in docs[0].slots if s.key == key]
+    if not slots:
+        raise UsageError(f"Secret {docs[0].identity} has no key {key!r} (add it with patch)")
+    slot = slots[0]
+    if slot.section == "data":
+        return "data", base64.b64decode(slot.value)
+    return "stringData", slot.value.encode("utf-8")
+
+
+@click.command()
+@key_options
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", "only_key", default=None, metavar="KEY",
+              help="Edit just this key's value (a data value decoded, so binary values work).")
+@click.option("--name", default=None, help="With --only: the Secret to change when FILE holds several.")
+@unauthenticated_option
+def edit(file: str, only_key: str | None, name: str | None, allow_unauthenticated: bool) -> None:
+    """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+    import shutil
+
+    from kagiya.atomic import locked, write_atomic
+
+    settings = secrets_settings()
+    path = Path(file)
+    before = _read_bytes(path)
+    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
+    if only_key is not None:
+        section, content = _single_value(plaintext, only_key, name)
+    else:
+        content = plaintext.encode("utf-8")
+    edited, tmp = _editor_session(content, f"{only_key}.value" if only_key else path.name)
+    if edited is None:
         click.echo(f"{file}: no changes", err=True)
         return
     try:
-        text = _reseal(edited, path, opened, recipients, settings)
-        write_atomic(path, text.encode("utf-8"))
+        if only_key is not None:
+            value = (base64.b64encode(edited).decode("ascii") if section == "data"
+                     else _utf8(edited, f"stringData.{only_key}"))
+            text = apply_changes(plaintext, [(section, only_key, value)], name)
+        else:
+            text = _utf8(edited, "the edited file")
+        text = _reseal(text, path, opened, recipients, settings)
+        with locked(path):
+            if _read_bytes(path) != before:
+                raise UsageError(f"{file} changed while you were editing (another edit or patch)")
+            write_atomic(path, text.encode("utf-8"))
     except KagiyaError as exc:
         raise type(exc)(f"{exc.message}; nothing written, your edit is kept at {tmp}") from None
     except OSError as exc:
@@ -98,7 +146,21 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever broke, the user must learn where their edit is
         raise UsageError(f"internal error {type(exc).__name__}: {exc}; nothing written, your edit is kept at {tmp}"
                          ) from exc
-    shutil.rmtree(tmpdir, ignore_errors=True)
+    shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} is not UTF-8 text (binary values belong in data, edited with --only)") from None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
@@ -212,6 +274,10 @@ def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: 
     if not changes:
         raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
     path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
-    text = apply_changes(plaintext, changes, name)
-    write_result(_reseal(text, path, opened, recipients, settings), path, output)
+    from kagiya.secrets import ops
+
+    # read-modify-write under the file's lock: two patches of one file must not lose one update
+    with ops.file_lock(file if output is None else None):
+        opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
+        text = apply_changes(plaintext, changes, name)
+        write_result(_reseal(text, path, opened, recipients, settings), path, output)

@@ -6,6 +6,7 @@ when a file names them (keys/base.py). Format: specs/kubesec-format.md; recipien
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,15 @@ def read_source(arg: str, settings: object) -> Source:
     except OSError as exc:
         raise UsageError(f"{arg}: {exc.strerror}") from None
     return Source(decode(data, arg, limit), path)
+
+
+def file_lock(arg: str | None) -> contextlib.AbstractContextManager[None]:
+    """The lock held around a read-modify-write of file `arg` (none for stdin, or when not rewriting in place)."""
+    if arg is None or arg == "-":
+        return contextlib.nullcontext()
+    from kagiya.atomic import locked
+
+    return locked(arg)
 
 
 def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.atomic import write_atomic
-from kagiya.errors import Conflict, CryptoError
+from kagiya.errors import Conflict, CryptoError, KagiyaError
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -45,12 +45,15 @@ def read_keyring(path: Path) -> dict[str, bytes]:
     """Name -> key. A missing file is an empty keyring; a group/world-readable one is refused."""
     try:
         st = path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyUnavailable(f"keyring {path} is readable by others; run: chmod 600 {path}")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyUnavailable(f"keyring {path} is readable by others; run: chmod 600 {path}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _os_error("read", path, exc) from None
     keys = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         name, _, encoded = line.strip().partition(" ")
@@ -71,14 +74,32 @@ def generate(settings: object, name: str = "default", *, exist_ok: bool = False)
     read-modify-write happens under an exclusive `flock` on `<keyring>.lock`, and the keyring is re-read after
     locking, so a key another process just wrote is never overwritten; the loser uses the winner's key.
     """
-    import fcntl
-
     check_name(name)
     path = keyring_path(settings)
     if name in read_keyring(path):  # the common case needs no lock
         if exist_ok:
             return path, False
         raise Conflict(f"local key {name!r} already exists in {path}")
+    try:
+        return _generate_locked(path, name, exist_ok)
+    except OSError as exc:  # full disk, read-only file system, a file where the directory should be...
+        raise _os_error("write", path, exc) from None
+
+
+def _os_error(verb: str, path: Path, exc: Exception) -> KagiyaError:
+    """One line naming the keyring, the reason and the errno (exit 1), not a traceback."""
+    import errno
+
+    number = getattr(exc, "errno", None)
+    code = f" (errno {number} {errno.errorcode.get(number, '?')})" if number else ""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    tail = "; nothing was changed" if verb == "write" else ""
+    return KagiyaError(f"cannot {verb} the keyring {path}: {reason}{code}{tail}")
+
+
+def _generate_locked(path: Path, name: str, exist_ok: bool) -> tuple[Path, bool]:
+    import fcntl
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                       0o600)
