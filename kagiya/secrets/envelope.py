@@ -1,4 +1,4 @@
-"""Data keys: make, reuse, rotate; wrap and unwrap them through recipient keys (specs/kubesec-format.md).
+"""Data keys: make, reuse, rotate; wrap and unwrap them through recipient keys (docs/format.md).
 
 Stability is the point of this module: re-encrypting keeps the ciphertext of every unchanged value (same IV),
 keeps the MAC line while it still verifies and keeps wrapped-DEK lines unless the DEK rotates. Adding a recipient

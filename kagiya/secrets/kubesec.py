@@ -1,4 +1,4 @@
-"""The kubesec value, trailer and MAC format, byte for byte (specs/kubesec-format.md, kubesec 0.9.2).
+"""The kubesec value, trailer and MAC format, byte for byte (docs/format.md, kubesec 0.9.2).
 
 Values: AES-256-GCM under the file's data key (DEK) with the bare key name as associated data; the plaintext is
 NUL-padded to a multiple of 48 bytes (an empty value gets no padding) and written as

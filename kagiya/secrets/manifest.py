@@ -2,7 +2,7 @@
 
 kubesec re-serialises the whole document; kagiya instead splices new scalars into the original text at the
 positions the YAML parser reports (`start_mark.index` / `end_mark.index`), so comments, key order, quoting,
-indentation and every non-Secret document stay byte-identical (specs/kubesec-format.md, "beyond kubesec").
+indentation and every non-Secret document stay byte-identical (docs/format.md, "beyond kubesec").
 Multi-document streams, `kind: List` items, JSON manifests and CRLF files are handled.
 """
 

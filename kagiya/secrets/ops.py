@@ -1,7 +1,7 @@
 """File-level operations behind `kagiya secrets …` (and the HTTP API): read, pick recipients, encrypt, decrypt.
 
 Kept apart from the click wiring so the HTTP views and the CLI run the same code. Heavy backends load only
-when a file names them (keys/base.py). Format: specs/kubesec-format.md; recipient choice: docs/secrets.md.
+when a file names them (keys/base.py). Format: docs/format.md; recipient choice: docs/secrets.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`aws:arn:aws:kms:REGION:ACCOUNT:key/ID` recipient keys: the data key encrypted by AWS KMS.
 
-Spec: `specs/kubesec-format.md`, "Trailer": KMS `Encrypt` of the raw DEK with no encryption context, region taken
+Spec: `docs/format.md`, "Trailer": KMS `Encrypt` of the raw DEK with no encryption context, region taken
 from the ARN; the trailer base64-encodes the `CiphertextBlob`. Alias ARNs (`…:alias/NAME`) work too, as KMS accepts
 them for both calls. On `Decrypt` we pass `KeyId`, so KMS refuses a blob made by a different key instead of
 quietly decrypting it with whatever key the blob names.

@@ -1,6 +1,6 @@
 """`gcp:projects/P/locations/L/keyRings/R/cryptoKeys/K` recipient keys: the data key encrypted by Cloud KMS.
 
-Spec: `specs/kubesec-format.md`, "Trailer": kubesec sends the raw DEK to Cloud KMS `encrypt` and stores the
+Spec: `docs/format.md`, "Trailer": kubesec sends the raw DEK to Cloud KMS `encrypt` and stores the
 ciphertext bytes; the trailer base64-encodes them. We use the official `google-cloud-kms` client over REST and add
 what Google recommends for end-to-end integrity: send `plaintext_crc32c` and check `verified_plaintext_crc32c`
 and `ciphertext_crc32c` on encrypt, send `ciphertext_crc32c` and check `plaintext_crc32c` on decrypt. A checksum

@@ -3,7 +3,7 @@
 The keyring lives at `secrets.keyring` / `KAGIYA_KEYRING`, else `${XDG_CONFIG_HOME:-~/.config}/kagiya/keyring`,
 one `NAME base64(key)` line per key. Wrapping is AES-256-GCM under the keyring key with a fresh 12-byte nonce
 and `kagiya local:NAME` as associated data, so a blob moved onto another key name fails to unwrap.
-Blob = nonce || ciphertext || tag. kubesec does not know this scheme (specs/kubesec-format.md).
+Blob = nonce || ciphertext || tag. kubesec does not know this scheme (docs/format.md).
 """
 
 from __future__ import annotations

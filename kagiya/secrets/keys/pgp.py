@@ -1,6 +1,6 @@
 """`pgp:FINGERPRINT` recipient keys: the data key signed and encrypted with GnuPG, exactly as kubesec does it.
 
-Spec: `specs/kubesec-format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
+Spec: `docs/format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
 DEK, and the armoured text is what the trailer base64-encodes once more. kubesec refuses a DEK whose signature
 does not verify (gpg `VALIDSIG`), and so do we (also one made by a revoked key): an attacker who can write to the
 repository can encrypt a DEK of their choosing to anyone's public key, but cannot sign it with a key the reader
