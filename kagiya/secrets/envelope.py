@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -17,6 +16,7 @@ from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
+from kagiya.secrets.record import Record
 
 SlotKey = tuple[int, str, str]
 _ORDER = {"pgp": 0, "gcp": 1, "aws": 1}
@@ -26,16 +26,19 @@ def slot_key(slot: Slot) -> SlotKey:
     return (slot.secret, slot.section, slot.key)
 
 
-@dataclass
-class Opened:
+class Opened(Record):
     """An encrypted manifest whose DEK was unwrapped and whose values and MAC verified."""
 
-    manifest: Manifest
-    trailer: kubesec.Trailer
-    dek: bytes
-    used: str
-    plaintexts: dict[SlotKey, str]
-    ciphers: dict[SlotKey, str]
+    __slots__ = ("manifest", "trailer", "dek", "used", "plaintexts", "ciphers")
+
+    def __init__(self, manifest: Manifest, trailer: kubesec.Trailer, dek: bytes, used: str,
+                 plaintexts: dict[SlotKey, str], ciphers: dict[SlotKey, str]) -> None:
+        self.manifest = manifest
+        self.trailer = trailer
+        self.dek = dek
+        self.used = used
+        self.plaintexts = plaintexts
+        self.ciphers = ciphers
 
     @property
     def recipients(self) -> list[str]:

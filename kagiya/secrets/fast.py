@@ -61,14 +61,29 @@ def parse(verb: str, args: list[str]) -> tuple[dict[str, object], list[str]] | N
     return opts, files
 
 
+class DefaultSettings:
+    """The `secrets:` section's defaults (settings.SecretsSettings, checked equal by tests/secrets) without
+    importing `dataclasses`, for a process with no configuration but, at most, KAGIYA_KEYRING."""
+
+    gnupg_home = ""
+    gpg_binary = "gpg"
+    gcp_kms_endpoint = ""
+    aws_kms_endpoint = ""
+    kms_timeout_seconds = 10.0
+    max_file_bytes = 16 * 1024 * 1024
+    default_recipients: tuple[str, ...] = ()
+    decrypt_groups: tuple[str, ...] = ()
+
+    def __init__(self, keyring: str = "") -> None:
+        self.keyring = keyring
+
+
 def settings() -> object:
-    """The `secrets:` section: straight from KAGIYA_KEYRING when that is the only kagiya variable set (the
+    """The `secrets:` section: the defaults plus KAGIYA_KEYRING when that is the only kagiya variable set (the
     usual case), else through config.load_section, which validates every KAGIYA_SECRETS_* variable."""
     names = [k for k in os.environ if k.startswith("KAGIYA_")]
     if not names or names == ["KAGIYA_KEYRING"]:
-        from kagiya.secrets.settings import SecretsSettings
-
-        return SecretsSettings(keyring=os.environ.get("KAGIYA_KEYRING", ""))
+        return DefaultSettings(os.environ.get("KAGIYA_KEYRING", ""))
     from kagiya.config import load_section
 
     return load_section("secrets")

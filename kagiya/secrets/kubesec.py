@@ -16,12 +16,12 @@ import binascii
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.errors import CryptoError, Invalid
+from kagiya.secrets.record import Record
 
 PREFIX = "# kubesec:"
 #: Recipient lines of schemes kubesec does not know; kubesec skips comment lines without its own prefix.
@@ -70,11 +70,13 @@ def _unb64(text: str, what: str) -> bytes:
     return data
 
 
-@dataclass(frozen=True)
-class EncryptedValue:
-    iv: bytes
-    ciphertext: bytes
-    tag: bytes
+class EncryptedValue(Record):
+    __slots__ = ("iv", "ciphertext", "tag")
+
+    def __init__(self, iv: bytes, ciphertext: bytes, tag: bytes) -> None:
+        self.iv = iv
+        self.ciphertext = ciphertext
+        self.tag = tag
 
     def encode(self) -> str:
         tail = f"{_b64(self.iv)}.{_b64(self.tag)}"
@@ -179,14 +181,16 @@ def verify_mac(aead: AESGCM, aad: bytes, mac: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class RecipientLine:
-    scheme: str
-    id: str
-    blob: bytes
-    #: Written as `# kagiya:<scheme>:<id>:<blob>`, a comment kubesec ignores, for schemes kubesec does not know
-    #: (`local:`): kubesec refuses a `# kubesec:local:` line and with it the whole file.
-    own: bool = False
+class RecipientLine(Record):
+    __slots__ = ("scheme", "id", "blob", "own")
+
+    def __init__(self, scheme: str, id: str, blob: bytes, own: bool = False) -> None:  # noqa: A002 - kubesec's term
+        self.scheme = scheme
+        self.id = id
+        self.blob = blob
+        #: Written as `# kagiya:<scheme>:<id>:<blob>`, a comment kubesec ignores, for schemes kubesec does not
+        #: know (`local:`): kubesec refuses a `# kubesec:local:` line and with it the whole file.
+        self.own = own
 
     @property
     def uri(self) -> str:
@@ -196,11 +200,13 @@ class RecipientLine:
         return f"{OWN_PREFIX if self.own else PREFIX}{self.scheme}:{self.id}:{_b64(self.blob)}"
 
 
-@dataclass
-class Trailer:
-    version: int
-    recipients: list[RecipientLine] = field(default_factory=list)
-    mac: str | None = None
+class Trailer(Record):
+    __slots__ = ("version", "recipients", "mac")
+
+    def __init__(self, version: int, recipients: list[RecipientLine] | None = None, mac: str | None = None) -> None:
+        self.version = version
+        self.recipients = [] if recipients is None else recipients
+        self.mac = mac
 
     def render(self, newline: str = "\n") -> str:
         """kubesec's lines (version, its recipients, mac), then kagiya's own recipient lines."""

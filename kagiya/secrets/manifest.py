@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kagiya.errors import Invalid
 from kagiya.secrets import kubesec
+from kagiya.secrets.record import Record
 
 SECTIONS = ("data", "stringData")
 STR_TAG = "tag:yaml.org,2002:str"
@@ -33,36 +33,41 @@ class ManifestError(Invalid):
     http_status = 400
 
 
-@dataclass
-class Slot:
+class Slot(Record):
     """One data/stringData value: where it sits in the body and how it was written."""
 
-    secret: int
-    section: str
-    key: str
-    value: str
-    start: int
-    end: int
-    style: str  # "" plain, "'" or '"' quoted, "|" or ">" block
-    flow: bool
-    indent: int
-    key_start: int = 0
+    __slots__ = ("secret", "section", "key", "value", "start", "end", "style", "flow", "indent", "key_start")
+
+    def __init__(self, secret: int, section: str, key: str, value: str, start: int, end: int, style: str,
+                 flow: bool, indent: int, key_start: int = 0) -> None:
+        self.secret = secret
+        self.section = section
+        self.key = key
+        self.value = value
+        self.start = start
+        self.end = end
+        self.style = style  # "" plain, "'" or '"' quoted, "|" or ">" block
+        self.flow = flow
+        self.indent = indent
+        self.key_start = key_start
 
     @property
     def label(self) -> str:
         return f"{self.section}.{self.key}"
 
 
-@dataclass
-class SecretDoc:
-    ordinal: int
-    namespace: str
-    name: str
-    slots: list[Slot] = field(default_factory=list)
-    #: Where a new top-level key can go (end of the line of the mapping's last value) and its column.
-    insert_at: int = 0
-    column: int = 0
-    flow: bool = False
+class SecretDoc(Record):
+    __slots__ = ("ordinal", "namespace", "name", "slots", "insert_at", "column", "flow")
+
+    def __init__(self, ordinal: int, namespace: str, name: str) -> None:
+        self.ordinal = ordinal
+        self.namespace = namespace
+        self.name = name
+        self.slots: list[Slot] = []
+        #: Where a new top-level key can go (end of the line of the mapping's last value) and its column.
+        self.insert_at = 0
+        self.column = 0
+        self.flow = False
 
     @property
     def identity(self) -> str:
@@ -72,12 +77,14 @@ class SecretDoc:
         return [(s.key, s.value) for s in self.slots if s.section == name]
 
 
-@dataclass
-class Manifest:
-    body: str
-    trailer_text: str | None
-    newline: str
-    secrets: list[SecretDoc]
+class Manifest(Record):
+    __slots__ = ("body", "trailer_text", "newline", "secrets")
+
+    def __init__(self, body: str, trailer_text: str | None, newline: str, secrets: list[SecretDoc]) -> None:
+        self.body = body
+        self.trailer_text = trailer_text
+        self.newline = newline
+        self.secrets = secrets
 
     @property
     def encrypted(self) -> bool:
@@ -254,11 +261,22 @@ def render_plain(slot: Slot, value: str, newline: str) -> str:
 
 
 #: Characters a YAML scalar cannot hold unescaped (and that we escape in double quotes); tab and CR included.
-_UNPRINTABLE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\u2028\u2029]")
+_UNPRINTABLE_SOURCE = "[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\u2028\u2029]"
+_unprintable: re.Pattern[str] | None = None
+
+
+def _unprintable_re() -> re.Pattern[str]:
+    """Compiled on first use: a wide character class costs start-up time, and most values never need it."""
+    global _unprintable
+    if _unprintable is None:
+        _unprintable = re.compile(_UNPRINTABLE_SOURCE)
+    return _unprintable
 
 
 def _printable(value: str) -> bool:
-    return _UNPRINTABLE.search(value) is None
+    # str.isprintable() is False for every character the class above names (controls, surrogates, BOM,
+    # non-characters, line/paragraph separators), so a True answer settles it without a regex
+    return value.isprintable() or _unprintable_re().search(value) is None
 
 
 def _needs_escape(c: str) -> bool:
@@ -305,7 +323,7 @@ def plain_is_string(value: str) -> bool:
     if value[0] in "0123456789+-.":
         if _go_numeric is None:  # compiled on first use: most runs never get here
             _go_numeric = re.compile(_GO_NUMERIC_SOURCE)
-        if _go_numeric.search(value.replace("_", "")):
+        if _go_numeric.match(value.replace("_", "")):
             return False
     return _resolver.resolve(ScalarNode, value, (True, False)) == STR_TAG
 
@@ -336,12 +354,13 @@ def double_quoted(value: str) -> str:
     """A double-quoted scalar that is valid both as YAML and as a JSON string."""
     import json
     text = json.dumps(value, ensure_ascii=False)
-    if _UNPRINTABLE.search(text):
+    if not text.isprintable() and _unprintable_re().search(text):
         text = "".join(f"\\u{ord(c):04x}" if _needs_escape(c) and ord(c) <= 0xFFFF else c for c in text)
     return text
 
 
-_B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_B64_SOURCE = r"[A-Za-z0-9+/]*={0,2}"
+_b64_re: re.Pattern[str] | None = None
 
 
 def valid_base64(value: str) -> bool:
@@ -351,4 +370,7 @@ def valid_base64(value: str) -> bool:
     """
     if "\n" in value:
         value = value.replace("\r", "").replace("\n", "")
-    return len(value) % 4 == 0 and _B64_RE.match(value) is not None
+    global _b64_re
+    if _b64_re is None:  # compiled on first use (decrypt never needs it)
+        _b64_re = re.compile(_B64_SOURCE)
+    return len(value) % 4 == 0 and _b64_re.fullmatch(value) is not None

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
-from kagiya.secrets import envelope, manifest, rules
+from kagiya.secrets import envelope, manifest
 from kagiya.secrets.manifest import ManifestError
+from kagiya.secrets.record import Record
 
 DEFAULT_RECIPIENT = "local:default"
 
 
-@dataclass
-class Source:
-    text: str
-    path: Path | None  # None for stdin
+class Source(Record):
+    __slots__ = ("text", "path")
+
+    def __init__(self, text: str, path: Path | None) -> None:
+        self.text = text
+        self.path = path  # None for stdin
 
     @property
     def name(self) -> str:
@@ -111,6 +113,8 @@ def choose_recipients(
     elif existing:
         chosen = list(existing)
     else:
+        from kagiya.secrets import rules  # only when neither -k nor the file names recipients
+
         chosen, _ = rules.recipients_for(path)
         if not chosen and not add:
             chosen, is_default = [DEFAULT_RECIPIENT], True

@@ -93,3 +93,15 @@ def test_shell_completion_reaches_click(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert "plain,decrypt" in proc.stdout.splitlines()
     del tmp_path
+
+
+def test_fast_path_defaults_equal_the_settings_section() -> None:
+    import dataclasses
+
+    from kagiya.secrets.fast import DefaultSettings
+    from kagiya.secrets.settings import SecretsSettings
+
+    fast = DefaultSettings("/k")
+    for f in dataclasses.fields(SecretsSettings):
+        expected = "/k" if f.name == "keyring" else getattr(SecretsSettings(), f.name)
+        assert getattr(fast, f.name) == expected, f.name

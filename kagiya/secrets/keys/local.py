@@ -13,7 +13,6 @@ import binascii
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, CryptoError, KagiyaError
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
+from kagiya.secrets.record import Record
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NONCE = 12
@@ -119,11 +119,13 @@ def _generate_locked(path: Path, name: str, exist_ok: bool) -> tuple[Path, bool]
     return path, True
 
 
-@dataclass
-class LocalKey:
-    id: str
-    path: Path
-    scheme: str = "local"
+class LocalKey(Record):
+    __slots__ = ("id", "path", "scheme")
+
+    def __init__(self, id: str, path: Path) -> None:  # noqa: A002 - the recipient id, as for every backend
+        self.id = id
+        self.path = path
+        self.scheme = "local"
 
     @property
     def uri(self) -> str:
