@@ -11,16 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
 from kagiya.errors import Invalid
 from kagiya.secrets import kubesec
 from kagiya.secrets.record import Record
 
 SECTIONS = ("data", "stringData")
 STR_TAG = "tag:yaml.org,2002:str"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PLAIN_FIRST_BAD = set("-?:,[]{}#&*!|>'\"%@`")
 _FLOW_BAD = set(",[]{}")
 
@@ -98,130 +94,23 @@ class Manifest(Record):
         return any(s.section == "stringData" for s in self.slots)
 
 
-def parse(text: str) -> Manifest:
-    """Split off a kubesec trailer and locate every Secret value; raises ManifestError / FormatError."""
+def parse(text: str, *, quick: bool = False) -> Manifest:
+    """Split off a kubesec trailer and locate every Secret value; raises ManifestError / FormatError.
+
+    With `quick` (decrypt only), the plainest files are read by scan.py without importing PyYAML; see there
+    why that is safe for decrypt. Everything else, and every other command, goes through PyYAML."""
     cut = kubesec.find_trailer(text)
     body, trailer = (text, None) if cut < 0 else (text[:cut], text[cut:])
     newline = "\r\n" if "\r\n" in text else "\n"
-    try:
-        roots = [n for n in yaml.compose_all(body, Loader=_Loader) if n is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ManifestError(f"not a valid YAML/JSON manifest{where}: {problem}") from None
-    secrets: list[SecretDoc] = []
-    seen: set[int] = set()
-    for root in roots:
-        for node in _secret_nodes(root):
-            secrets.append(_read_secret(body, node, len(secrets), seen))
-    return Manifest(body, trailer, newline, secrets)
+    if quick:
+        from kagiya.secrets import scan
 
+        docs = scan.scan(body)
+        if docs is not None:
+            return Manifest(body, trailer, newline, docs)
+    from kagiya.secrets import manifest_yaml
 
-def _get(node: MappingNode, key: str) -> Node | None:
-    for k, v in node.value:
-        if isinstance(k, ScalarNode) and k.value == key:
-            return v
-    return None
-
-
-def _scalar(node: MappingNode | None, key: str) -> str:
-    if not isinstance(node, MappingNode):
-        return ""
-    value = _get(node, key)
-    return value.value if isinstance(value, ScalarNode) else ""
-
-
-def _unique(node: MappingNode, where: str) -> None:
-    """Refuse a mapping that names a key twice. PyYAML keeps every pair and `_get` would take the first, while Go
-    readers (kubectl, the apiserver, kubesec) take the last: a second `data:` or `kind:` would then hide plaintext
-    from `encrypt` and `check` and still reach the cluster."""
-    seen: dict[str, int] = {}
-    for k, _ in node.value:
-        if not isinstance(k, ScalarNode):
-            continue
-        line = k.start_mark.line + 1
-        if k.value in seen:
-            raise ManifestError(f"{where}: duplicate key {k.value!r} at line {line} (first at line {seen[k.value]}); "
-                                "YAML readers disagree on which one counts")
-        seen[k.value] = line
-
-
-def _kind(node: MappingNode, where: str) -> str:
-    """The document's kind; a mapping naming `kind` twice is refused whatever it is (kind: ConfigMap then
-    kind: Secret would otherwise be skipped here and applied as a Secret by kubectl)."""
-    if sum(1 for k, _ in node.value if isinstance(k, ScalarNode) and k.value == "kind") > 1:
-        _unique(node, where)
-    return _scalar(node, "kind")
-
-
-def _secret_nodes(root: Node) -> Iterable[MappingNode]:
-    if not isinstance(root, MappingNode):
-        return
-    where = f"document at line {root.start_mark.line + 1}"
-    kind = _kind(root, where)
-    if kind == "Secret":
-        _unique(root, where)
-        yield root
-    elif kind.endswith("List"):
-        _unique(root, where)
-        items = _get(root, "items")
-        if isinstance(items, SequenceNode):
-            for item in items.value:
-                if not isinstance(item, MappingNode):
-                    continue
-                item_where = f"List item at line {item.start_mark.line + 1}"
-                if _kind(item, item_where) == "Secret":
-                    _unique(item, item_where)
-                    yield item
-
-
-def _read_secret(body: str, node: MappingNode, ordinal: int, seen: set[int]) -> SecretDoc:
-    meta = _get(node, "metadata")
-    if isinstance(meta, MappingNode):
-        _unique(meta, f"Secret at line {node.start_mark.line + 1}: metadata")
-    doc = SecretDoc(ordinal, _scalar(meta, "namespace"), _scalar(meta, "name"))  # type: ignore[arg-type]
-    where = f"Secret {doc.identity}"
-    if node.value:
-        last = node.value[-1][1].end_mark.index
-        nl = body.find("\n", max(last - 1, 0))
-        doc.insert_at = len(body) if nl < 0 else nl + 1
-        doc.column = node.value[0][0].start_mark.column
-    doc.flow = bool(node.flow_style)
-    for section in SECTIONS:
-        mapping = _get(node, section)
-        if mapping is None or (isinstance(mapping, ScalarNode) and mapping.tag.endswith(":null")):
-            continue
-        if not isinstance(mapping, MappingNode):
-            raise ManifestError(f"{where}: {section} must be a mapping")
-        _unique(mapping, f"{where}: {section}")
-        for knode, vnode in mapping.value:
-            if not isinstance(knode, ScalarNode) or knode.tag != STR_TAG:
-                raise ManifestError(f"{where}: {section} has a key that is not a string")
-            key = knode.value
-            if not isinstance(vnode, ScalarNode) or vnode.tag != STR_TAG:
-                raise ManifestError(f"{where}: {section}.{key} must be a string value (quote it)")
-            if id(vnode) in seen or body[vnode.start_mark.index] in "&*!":
-                raise ManifestError(f"{where}: {section}.{key} uses an anchor, alias or tag; write the value out")
-            seen.add(id(vnode))
-            if "\0" in vnode.value:
-                raise ManifestError(f"{where}: {section}.{key} contains a NUL character, which kubesec cannot carry")
-            start, end = vnode.start_mark.index, vnode.end_mark.index
-            style = vnode.style or ""
-            if style in "|>" and style:
-                end = _block_end(body, start, end)
-            doc.slots.append(Slot(ordinal, section, key, vnode.value, start, end, style,
-                                  bool(mapping.flow_style), knode.start_mark.column + 2, knode.start_mark.index))
-    return doc
-
-
-def _block_end(body: str, start: int, end: int) -> int:
-    """A block scalar's range ends after its trailing line breaks; keep those breaks outside the value."""
-    core = len(body[start:end].rstrip(" \t\r\n")) + start
-    nl = body.find("\n", core, end)
-    if nl < 0:
-        return end
-    return nl - 1 if nl > core and body[nl - 1] == "\r" else nl
+    return Manifest(body, trailer, newline, manifest_yaml.read_secrets(body))
 
 
 def splice(body: str, replacements: Iterable[tuple[Slot, str]]) -> str:
@@ -286,9 +175,6 @@ def _needs_escape(c: str) -> bool:
     return 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF or o in (0xFFFE, 0xFFFF, 0x2028, 0x2029, 0xFEFF)
 
 
-_resolver = yaml.resolver.Resolver()
-
-
 def _plain_ok(value: str, flow: bool) -> bool:
     if not value or value != value.strip() or "\n" in value or not _printable(value):
         return False
@@ -311,21 +197,49 @@ _GO_NUMERIC_SOURCE = (
     r"|^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"  # the start of any timestamp form
 )
 _go_numeric: re.Pattern[str] | None = None
+#: PyYAML's YAML 1.1 implicit resolvers (bool, float, int, merge, null, timestamp, value), as in yaml/resolver.py,
+#: so rendering needs no PyYAML import; tests/secrets/test_scan.py checks this agrees with PyYAML's resolver.
+_PYYAML_NONSTR_SOURCE = r"""^(?:
+      yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF
+    | [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    | \.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    | [-+]?\.(?:inf|Inf|INF)
+    | \.(?:nan|NaN|NAN)
+    | [-+]?0b[0-1_]+
+    | [-+]?0[0-7_]+
+    | [-+]?(?:0|[1-9][0-9_]*)
+    | [-+]?0x[0-9a-fA-F_]+
+    | [-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+
+    | <<
+    | ~|null|Null|NULL
+    | [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+    | [0-9][0-9][0-9][0-9]\ -[0-9][0-9]?\ -[0-9][0-9]?
+      (?:[Tt]|[\ \t]+)[0-9][0-9]?
+      :[0-9][0-9]\ :[0-9][0-9]\ (?:\.[0-9]*)?
+      (?:[\ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?
+    | = | ! | & | \*
+    )$"""
+_pyyaml_nonstr: re.Pattern[str] | None = None
 
 
 def plain_is_string(value: str) -> bool:
     """Whether a plain (unquoted) scalar reads back as this same string in both YAML 1.1 readers that matter:
     PyYAML (ours) and Go's yaml.v2 (kubectl's). kubectl fails on `stringData: {a: y}` ("cannot unmarshal bool")
     and would turn `b: 1e3` into a number, so such values are written quoted."""
-    global _go_numeric
-    if value in _GO_WORDS:
+    global _go_numeric, _pyyaml_nonstr
+    if value in _GO_WORDS or not value:
         return False
     if value[0] in "0123456789+-.":
         if _go_numeric is None:  # compiled on first use: most runs never get here
             _go_numeric = re.compile(_GO_NUMERIC_SOURCE)
         if _go_numeric.match(value.replace("_", "")):
             return False
-    return _resolver.resolve(ScalarNode, value, (True, False)) == STR_TAG
+    if value[0] not in "yYnNtTfFoO-+0123456789.<~=!&*":
+        return True  # no YAML 1.1 implicit type starts with anything else
+    if _pyyaml_nonstr is None:
+        _pyyaml_nonstr = re.compile(_PYYAML_NONSTR_SOURCE, re.X)
+    return _pyyaml_nonstr.match(value) is None
 
 
 def render_key(key: str) -> str:

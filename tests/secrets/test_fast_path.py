@@ -105,3 +105,20 @@ def test_fast_path_defaults_equal_the_settings_section() -> None:
     for f in dataclasses.fields(SecretsSettings):
         expected = "/k" if f.name == "keyring" else getattr(SecretsSettings(), f.name)
         assert getattr(fast, f.name) == expected, f.name
+
+
+def test_decrypt_of_a_plain_file_imports_no_yaml_parser(ksec: Any, keyring: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(PLAIN)
+    assert ksec("encrypt", "-i", str(path)).exit_code == 0
+    code = ("import sys, io, contextlib\nfrom kagiya.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    rc = main(['secrets', 'decrypt', sys.argv[1]])\n"
+            "print(rc, out.getvalue() == sys.argv[2], sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('yaml', 'click', 'dataclasses', 'kagiya')))")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}, "KAGIYA_KEYRING": str(keyring)}
+    proc = subprocess.run([sys.executable, "-c", code, str(path), PLAIN.replace("b: y", "b: 'y'")], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.stdout.startswith("0 True "), proc.stdout + proc.stderr
+    assert "yaml" not in proc.stdout and "click" not in proc.stdout and "dataclasses" not in proc.stdout
+    assert "kagiya.secrets.scan" in proc.stdout
