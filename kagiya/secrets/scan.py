@@ -13,27 +13,30 @@ from __future__ import annotations
 
 import re
 
+from kagiya.secrets.manifest import base64ish
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kagiya.secrets.manifest import SecretDoc
 
-_LINE_SOURCE = r"( *)([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: (.*))?"
+_LINE_SOURCE = r" *([A-Za-z0-9_][A-Za-z0-9_./-]*):"
 _line: re.Pattern[str] | None = None
 _PLAIN_FIRST_BAD = set("-?:,[]{}#&*!|>'\"%@` ")
 
 
 class _Map:
-    __slots__ = ("indent", "items")
+    __slots__ = ("indent", "items", "keys")
 
     def __init__(self, indent: int) -> None:
         self.indent = indent
         #: (key, key index, value: _Map | (text, start, end, style) | None)
         self.items: list[tuple[str, int, object]] = []
+        self.keys: set[str] = set()
 
 
 def _scalar(rest: str, start: int) -> tuple[str, int, int, str] | None:
     """(value, start, end, style) of a one-line scalar, or None when it is outside the subset."""
-    if rest != rest.rstrip(" ") or not rest:
+    if not rest or rest[-1] == " ":
         return None
     if rest[0] == "'":
         inner = rest[1:-1]
@@ -45,6 +48,8 @@ def _scalar(rest: str, start: int) -> tuple[str, int, int, str] | None:
         if len(rest) < 2 or rest[-1] != '"' or '"' in inner or "\\" in inner or not inner.isprintable():
             return None
         return inner, start, start + len(rest), '"'
+    if len(rest) > 64 and base64ish(rest):  # ciphertext: one regex pass instead of four over a long value
+        return rest, start, start + len(rest), ""
     if rest[0] in _PLAIN_FIRST_BAD or ": " in rest or " #" in rest or rest.endswith(":") or not rest.isprintable():
         return None
     return rest, start, start + len(rest), ""
@@ -62,41 +67,44 @@ def _document(body: str, begin: int, end: int) -> _Map | None:
     while pos < end:
         nl = body.find("\n", pos, end)
         stop = end if nl < 0 else nl
-        line = body[pos:stop]
         start, pos = pos, stop + 1
-        stripped = line.lstrip(" ")
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = _line.fullmatch(line)
+        first = start
+        while first < stop and body[first] == " ":
+            first += 1
+        if first == stop or body[first] == "#":
+            continue  # blank or comment line
+        m = _line.match(body, start, stop)  # the key part only: values may be megabytes long
         if m is None:
             return None
-        indent = len(m[1])
+        indent = first - start
+        key = m[1]
         if pending is not None:
             parent, parent_indent = pending
             pending = None
             if indent > parent_indent:
                 child = _Map(indent)
-                key, key_at, _ = parent.items[-1]
-                parent.items[-1] = (key, key_at, child)
+                parent_key, key_at, _ = parent.items[-1]
+                parent.items[-1] = (parent_key, key_at, child)
                 stack.append(child)
         while stack and indent < stack[-1].indent:
             stack.pop()
         if not stack or indent != stack[-1].indent:
             return None
         current = stack[-1]
-        if any(k == m[2] for k, _, _ in current.items):
+        if key in current.keys:
             return None  # duplicate key: PyYAML's path reports it
-        rest = m[3]
-        if rest == "":
-            return None  # `key: ` with a trailing space and nothing else
-        if rest is None:
-            current.items.append((m[2], start + indent, None))
+        current.keys.add(key)
+        after = m.end()
+        if after == stop:  # `key:` opens a nested mapping (or is null)
+            current.items.append((key, first, None))
             pending = (current, indent)
             continue
-        value = _scalar(rest, start + m.start(3))
+        if body[after] != " " or after + 1 == stop:
+            return None  # `key:x` or `key: ` with nothing after the space
+        value = _scalar(body[after + 1:stop], after + 1)
         if value is None:
             return None
-        current.items.append((m[2], start + indent, value))
+        current.items.append((key, first, value))
     return root
 
 
@@ -117,11 +125,17 @@ def scan(body: str) -> list[SecretDoc] | None:
 
     if "\t" in body or "\r" in body or body.startswith("%") or "\n..." in body or body.startswith("..."):
         return None
-    bounds, begin = [], 0
-    for m in re.finditer(r"^---[ ]*$", body, re.M):
-        bounds.append((begin, m.start()))
-        begin = m.end() + 1
-    bounds.append((begin, len(body)))
+    bounds, begin, at = [], 0, 0 if body.startswith("---") else body.find("\n---")
+    while at >= 0:  # `---` lines (str.find: a multi-line regex would crawl through megabyte values)
+        line_start = at if at == 0 and body.startswith("---") else at + 1
+        nl = body.find("\n", line_start)
+        line_end = len(body) if nl < 0 else nl
+        if body[line_start + 3:line_end].strip(" "):
+            return None  # `--- something`: not in the subset
+        bounds.append((begin, line_start))
+        begin = line_end + 1
+        at = body.find("\n---", line_end)
+    bounds.append((min(begin, len(body)), len(body)))
     docs: list[SecretDoc] = []
     for begin, end in bounds:
         root = _document(body, begin, max(begin, end))
