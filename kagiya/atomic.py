@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
@@ -20,10 +19,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     A symlink is followed: its target is rewritten (in the target's directory) and the link stays a link, as an
     editor's save would do; renaming over the link itself would replace it with a regular file.
     """
-    target = Path(os.path.realpath(path))
-    directory = target.parent if str(target.parent) else Path(".")
+    # os.path, not pathlib: importing pathlib costs the CLI several milliseconds
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target) or "."
     # O_EXCL with a random name, as tempfile.mkstemp does (importing tempfile costs the CLI ~4 ms)
-    tmp = directory / f".{target.name}.{os.urandom(6).hex()}.tmp"
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         os.fchmod(fd, mode)

@@ -83,7 +83,7 @@ def _holds_local_keys(settings: object) -> bool:
     from kagiya.secrets.keys import local
 
     try:
-        return bool(local.read_keyring(local.keyring_path(settings)))
+        return bool(local.read_keyring(local.keyring_file(settings)))
     except (KagiyaError, OSError, UnicodeDecodeError):
         return False
 

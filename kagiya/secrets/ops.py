@@ -7,8 +7,8 @@ when a file names them (keys/base.py). Format: docs/format.md; recipient choice:
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from pathlib import Path
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
@@ -22,7 +22,7 @@ DEFAULT_RECIPIENT = "local:default"
 class Source(Record):
     __slots__ = ("text", "path")
 
-    def __init__(self, text: str, path: Path | None) -> None:
+    def __init__(self, text: str, path: str | os.PathLike[str] | None) -> None:
         self.text = text
         self.path = path  # None for stdin
 
@@ -45,15 +45,14 @@ def read_source(arg: str, settings: object) -> Source:
     limit = int(getattr(settings, "max_file_bytes", 16 << 20))
     if arg == "-":
         return Source(decode(sys.stdin.buffer.read(limit + 1), "<stdin>", limit), None)
-    path = Path(arg)
     try:
-        with path.open("rb") as fh:
+        with open(arg, "rb") as fh:
             data = fh.read(limit + 1)
     except FileNotFoundError:
         raise UsageError(f"{arg}: no such file") from None
     except OSError as exc:
         raise UsageError(f"{arg}: {exc.strerror}") from None
-    return Source(decode(data, arg, limit), path)
+    return Source(decode(data, arg, limit), arg)
 
 
 def file_lock(arg: str | None) -> contextlib.AbstractContextManager[None]:
@@ -103,7 +102,7 @@ def parse_key_changes(keys: tuple[str, ...] | list[str]) -> tuple[list[str], lis
 
 
 def choose_recipients(
-    keys: tuple[str, ...] | list[str], existing: list[str], path: Path | None
+    keys: tuple[str, ...] | list[str], existing: list[str], path: str | os.PathLike[str] | None
 ) -> tuple[list[str], bool]:
     """The recipient set and whether it is the implicit default (`local:default`)."""
     explicit, add, remove = parse_key_changes(keys)
@@ -113,9 +112,11 @@ def choose_recipients(
     elif existing:
         chosen = list(existing)
     else:
+        from pathlib import Path
+
         from kagiya.secrets import rules  # only when neither -k nor the file names recipients
 
-        chosen, _ = rules.recipients_for(path)
+        chosen, _ = rules.recipients_for(None if path is None else Path(path))
         if not chosen and not add:
             chosen, is_default = [DEFAULT_RECIPIENT], True
     chosen = envelope.order_recipients(chosen + add)

@@ -13,7 +13,6 @@ import binascii
 import os
 import re
 import stat
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,16 +22,27 @@ from kagiya.errors import Conflict, CryptoError, KagiyaError
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
 from kagiya.secrets.record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NONCE = 12
 
 
-def keyring_path(settings: object) -> Path:
+def keyring_file(settings: object) -> str:
+    """The keyring's path as a string (os.path: the decrypt path does not import pathlib)."""
     configured = getattr(settings, "keyring", "") or os.environ.get("KAGIYA_KEYRING", "")
     if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "kagiya" / "keyring"
+        return os.path.normpath(os.path.expanduser(configured))
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.normpath(os.path.join(base, "kagiya", "keyring"))
+
+
+def keyring_path(settings: object) -> Path:
+    from pathlib import Path
+
+    return Path(keyring_file(settings))
 
 
 def check_name(name: str) -> str:
@@ -41,13 +51,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_keyring(path: Path) -> dict[str, bytes]:
+def read_keyring(path: str | os.PathLike[str]) -> dict[str, bytes]:
     """Name -> key. A missing file is an empty keyring; a group/world-readable one is refused."""
     try:
-        st = path.stat()
+        st = os.stat(path)
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyUnavailable(f"keyring {path} is readable by others; run: chmod 600 {path}")
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -86,7 +97,7 @@ def generate(settings: object, name: str = "default", *, exist_ok: bool = False)
         raise _os_error("write", path, exc) from None
 
 
-def _os_error(verb: str, path: Path, exc: Exception) -> KagiyaError:
+def _os_error(verb: str, path: str | os.PathLike[str], exc: Exception) -> KagiyaError:
     """One line naming the keyring, the reason and the errno (exit 1), not a traceback."""
     import errno
 
@@ -122,7 +133,7 @@ def _generate_locked(path: Path, name: str, exist_ok: bool) -> tuple[Path, bool]
 class LocalKey(Record):
     __slots__ = ("id", "path", "scheme")
 
-    def __init__(self, id: str, path: Path) -> None:  # noqa: A002 - the recipient id, as for every backend
+    def __init__(self, id: str, path: str) -> None:  # noqa: A002 - the recipient id, as for every backend
         self.id = id
         self.path = path
         self.scheme = "local"
@@ -156,4 +167,4 @@ class LocalKey(Record):
 
 
 def open_key(key_id: str, settings: object) -> LocalKey:
-    return LocalKey(check_name(key_id), keyring_path(settings))
+    return LocalKey(check_name(key_id), keyring_file(settings))
