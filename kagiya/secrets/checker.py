@@ -3,10 +3,11 @@
 A finding names the file, the Secret and each plaintext value. An encrypted file passes when every value has
 the kubesec value shape and the trailer parses; a plaintext value slipped into an encrypted file is a finding.
 Files are decoded as kubectl would read them (UTF-8, or UTF-8/16/32 with a byte-order mark). Files that never
-mention `kind: Secret` are skipped without parsing. A Secret file that does not parse as YAML (a Helm or Go
-template, a broken file) is scanned line by line for Secret-shaped plaintext (`data:` / `stringData:` entries
-whose value is neither a template expression nor an encrypted value), and the guard says it could not parse it:
-nothing passes silently.
+mention `kind: Secret` are skipped without parsing. An encrypted file that two independent quick readings
+(scan.py and the line scan) both find clean passes without PyYAML. A Secret file that does not parse as YAML (a
+Helm or Go template, a broken file) is scanned line by line for Secret-shaped plaintext (`data:` / `stringData:`
+entries whose value is neither a template expression nor an encrypted value), and the guard says it could not
+parse it: nothing passes silently.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
         return [f"{name}: mentions kind: Secret but {encoding}; cannot check it"] + line_scan(raw, name)
     if not SECRET_HINT.search(text):
         return []
+    if not fix and quick_clean(text):
+        return []
     try:
         m = manifest.parse(text)
     except KagiyaError as exc:
@@ -100,6 +103,29 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
     if fix:
         return [f"{name}: plaintext values in an encrypted file; use kagiya secrets edit or patch"] + problems
     return problems
+
+
+def quick_clean(text: str) -> bool:
+    """True when an encrypted file is clean by two independent readings, without importing PyYAML: scan.py reads
+    every Secret and finds only ciphertext, and the line scan finds no plaintext-looking value either; the
+    trailer parses. Anything else (a plaintext file, a file outside the scanner's subset, any doubt) returns
+    False and the file goes through PyYAML, which also gives the exact findings."""
+    from kagiya.secrets import scan
+
+    cut = kubesec.find_trailer(text)
+    if cut < 0:
+        return False
+    body = text[:cut]
+    docs = scan.scan(body)
+    if not docs or any(not kubesec.VALUE_RE.match(s.value) for d in docs for s in d.slots):
+        return False
+    if line_scan(body, ""):
+        return False
+    try:
+        envelope.read_trailer(manifest.Manifest(body, text[cut:], "\n", docs))
+    except KagiyaError:
+        return False
+    return True
 
 
 def plaintext_values(m: manifest.Manifest, name: str) -> list[str]:

@@ -118,3 +118,38 @@ def test_plain_string_check_agrees_with_pyyaml(value: str) -> None:
         assert not manifest.plain_is_string(value), value
     elif value and manifest.plain_is_string(value):
         assert resolved == "tag:yaml.org,2002:str"
+
+
+CIPHER = ("dG9rZW4tdG9rZW4tdG9rZW4tdG9rZW4tdG9rZW4tdG9rZW4tdG9rZW4tdG9rZW4tdA==.AAAAAAAAAAAAAAAA."
+          "AAAAAAAAAAAAAAAAAAAAAA==")
+TRAILER = "# kubesec:v:3\n# kubesec:mac:x\n# kagiya:local:a:QUJD\n"
+
+
+@settings(max_examples=600, deadline=None)
+@given(manifest_text(), st.floats(0, 1))
+def test_quick_clean_check_never_passes_what_pyyaml_flags(body: str, share: float) -> None:
+    """The pre-commit guard's PyYAML-free verdict: whenever it calls a file clean, PyYAML's reading agrees."""
+    from kagiya.secrets import checker
+
+    lines = body.split("\n")
+    cut = int(len(lines) * share)  # turn the values of the first part of the file into ciphertext
+    for i, line in enumerate(lines[:cut]):
+        key, sep, _ = line.partition(": ")
+        if sep and line.startswith("  "):
+            lines[i] = f"{key}: {CIPHER}"
+    text = "\n".join(lines) + TRAILER
+    if not checker.quick_clean(text):
+        return
+    m = manifest.parse(text)
+    assert m.secrets and checker.plaintext_values(m, "f") == [], text
+
+
+def test_quick_clean_is_used_and_declines_plaintext(tmp_path: object) -> None:
+    from kagiya.secrets import checker
+
+    clean = f"kind: Secret\nmetadata:\n  name: a\ndata:\n  k: {CIPHER}\n" + TRAILER
+    assert checker.quick_clean(clean)
+    assert not checker.quick_clean(clean.replace(CIPHER, "aHVudGVyMg==", 1))
+    assert not checker.quick_clean(clean.replace("data:\n", "stringData:\n  p: hunter2\ndata:\n"))
+    assert not checker.quick_clean(clean + "---\nkind: Secret\nstringData:\n  p: hunter2\n")
+    assert not checker.quick_clean(clean.replace("# kubesec:mac:x\n", ""))
