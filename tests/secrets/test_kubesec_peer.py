@@ -120,3 +120,18 @@ def test_decrypt_template_prints_what_kubesec_prints(ksec: Any, pgp_env: Any, tm
     missing = ksec("decrypt", "--template", "{{ .data.nope }}", str(path))
     assert missing.exit_code == 2 and "no entry for key 'nope'" in missing.stderr
     assert kubesec(pgp_env, "decrypt", "--template", "{{ .data.nope }}", str(path)).returncode != 0
+
+
+def test_multi_secret_file_what_kubesec_does_with_it(ksec: Any, pgp_env: Any, tmp_path: Path) -> None:
+    """docs/format.md's claim: kubesec fails the MAC of a several-Secret file, and the `--recompute-mac` it
+    suggests writes back the first Secret only."""
+    path = tmp_path / "two.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\nstringData:\n  x: \"1\"\n---\n"
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: b\nstringData:\n  y: \"2\"\n")
+    assert ksec("encrypt", "-i", "-k", PGP_A, str(path)).exit_code == 0
+    decrypted = kubesec(pgp_env, "decrypt", str(path))
+    assert decrypted.returncode != 0 and "MACs don't match" in decrypted.stderr
+    env = {**os.environ, "GNUPGHOME": str(pgp_env.path), "EDITOR": "true"}
+    subprocess.run([str(KUBESEC), "edit", "-i", "--recompute-mac", str(path)], capture_output=True, text=True,
+                   timeout=60, env=env, check=True)
+    assert path.read_text().count("kind: Secret") == 1
