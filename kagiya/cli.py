@@ -1,21 +1,21 @@
-"""The `kagiya` command. Tiny on purpose: `kagiya --help` and `kagiya secrets ...` must start fast.
+"""The `kagiya` command's entry point. Tiny on purpose: `kagiya --help` and the hot `kagiya secrets` verbs must
+start fast, so this module imports nothing but `sys`.
 
-Capability groups are imported only when invoked (`LAZY_GROUPS`), and nothing heavy (Flask, boto3,
-google.cloud, kubernetes) is imported at module level anywhere on the CLI path. Known errors print one line on
-stderr and exit with their `ExitCode`; `--traceback` shows the full trace for anything else.
+`kagiya secrets decrypt | encrypt | check` with plain arguments run through kagiya/secrets/fast.py without click;
+`kagiya --help` is printed from the tables below. Everything else (other verbs, `--help` of a verb, any option the
+fast path does not know, shell completion) goes to the click application in kagiya/cli_app.py, which gives the
+same results for those commands. Known errors print one line on stderr and exit with their `ExitCode`.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-import click
+TYPE_CHECKING = False  # typing itself costs start-up time; mypy treats this name as typing.TYPE_CHECKING
+if TYPE_CHECKING:
+    from typing import Any
 
-from kagiya import __version__
-from kagiya.errors import ExitCode, KagiyaError
+    from kagiya.cli_app import LazyGroup, cli, get_settings  # noqa: F401 - re-exported through __getattr__
 
 #: name -> ("module:attribute", one-line help shown by `kagiya --help` without importing the module).
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
@@ -26,119 +26,55 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "login": ("kagiya.login.commands:command", "kubectl credential plugin: print an ExecCredential."),
     "agent": ("kagiya.iam.agent:command", "Node-local metadata agent that forwards pod evidence to kagiya."),
 }
+#: Commands defined in cli_app itself, with their one-line help (kept equal to click's by tests/secrets).
+BUILTIN_COMMANDS: dict[str, str] = {
+    "serve": "Serve the HTTP API and webhooks.",
+    "version": "Print the kagiya version.",
+}
+ROOT_OPTIONS = (
+    ("--config FILE", "YAML settings file (also KAGIYA_CONFIG)."),
+    ("--traceback", "Show the full traceback of unexpected errors."),
+    ("-h, --help", "Show this message and exit."),
+)
+DESCRIPTION = "kagiya (鍵屋): keeps a Kubernetes platform's keys."
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(LAZY_GROUPS))
+def help_text() -> str:
+    """`kagiya --help` without click, in click's layout (tests compare the two)."""
+    def rows(pairs: list[tuple[str, str]]) -> list[str]:
+        width = max(len(a) for a, _ in pairs)
+        return [f"  {a.ljust(width)}  {b}" for a, b in pairs]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
-            module, _, attr = LAZY_GROUPS[cmd_name][0].partition(":")
-            command = getattr(importlib.import_module(module), attr)
-            self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            if name in LAZY_GROUPS and name not in self.commands:
-                rows.append((name, LAZY_GROUPS[name][1]))
-                continue
-            cmd = super().get_command(ctx, name)
-            if cmd is not None and not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit=formatter.width - 6 - len(name))))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+    commands = sorted([(n, h) for n, (_, h) in LAZY_GROUPS.items()] + list(BUILTIN_COMMANDS.items()))
+    lines = ["Usage: kagiya [OPTIONS] COMMAND [ARGS]...", "", f"  {DESCRIPTION}", "", "Options:"]
+    lines += rows(list(ROOT_OPTIONS)) + ["", "Commands:"] + rows(commands)
+    return "\n".join(lines) + "\n"
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="KAGIYA_CONFIG",
-              help="YAML settings file (also KAGIYA_CONFIG).")
-@click.option("--traceback", is_flag=True, help="Show the full traceback of unexpected errors.")
-@click.pass_context
-def cli(ctx: click.Context, config_file: str | None, traceback: bool) -> None:
-    """kagiya (鍵屋): keeps a Kubernetes platform's keys."""
-    ctx.ensure_object(dict)
-    ctx.obj["config_file"] = config_file
-    ctx.obj["traceback"] = traceback
-
-
-def get_settings(ctx: click.Context | None = None, **overrides: Any) -> Any:
-    """Settings for a command, built once per invocation from --config, the environment and `overrides`."""
-    from kagiya.config import load_settings
-
-    ctx = ctx or click.get_current_context()
-    root = ctx.find_root()
-    root.ensure_object(dict)
-    if "settings" not in root.obj:
-        root.obj["settings"] = load_settings(root.obj.get("config_file"), overrides=overrides or None)
-    return root.obj["settings"]
-
-
-@cli.command()
-def version() -> None:
-    """Print the kagiya version."""
-    click.echo(f"kagiya {__version__}")
-
-
-@cli.command()
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1). Non-loopback requires TLS.")
-@click.option("--port", type=int, default=None, help="Port (default 8080).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn worker processes (default 2).")
-@click.option("--dev", is_flag=True, help="Run Flask's development server instead of gunicorn.")
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Server certificate (PEM).")
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="Server private key (PEM).")
-@click.option("--client-ca", default=None, type=click.Path(dir_okay=False),
-              help="CA bundle to verify client certificates (mutual TLS): a presented certificate must verify; "
-                   "one is required only on the webhook paths (setting client_cert_paths; default /authn/, "
-                   "/tokenreviews, /authz/, /subjectaccessreviews, /iam/agent/).")
-def serve(host: str | None, port: int | None, workers: int | None, dev: bool,
-          tls_cert: str | None, tls_key: str | None, client_ca: str | None) -> None:
-    """Serve the HTTP API and webhooks."""
-    base = get_settings()
-    settings = base.replace(
-        host=host if host is not None else base.host,
-        port=port if port is not None else base.port,
-        workers=workers if workers is not None else base.workers,
-        tls_cert=tls_cert if tls_cert is not None else base.tls_cert,
-        tls_key=tls_key if tls_key is not None else base.tls_key,
-        client_ca=client_ca if client_ca is not None else base.client_ca,
-    )
-    from kagiya import serving
-
-    serving.check_listen(settings)
-    serving.run(settings, dev=dev)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: run the CLI and turn errors into one line and an exit status."""
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the command and turn errors into one line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    show_trace = "--traceback" in args
-    try:
-        rv = cli.main(args=args, prog_name="kagiya", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("kagiya: aborted", err=True)
-        return ExitCode.ERROR
-    except KagiyaError as exc:
-        if show_trace:
-            raise
-        click.echo(f"kagiya: error: {exc.message}", err=True)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become one line
-        if show_trace:
-            raise
-        click.echo(f"kagiya: internal error: {type(exc).__name__}: {exc} (run with --traceback for details)", err=True)
-        return ExitCode.ERROR
-    return int(rv) if isinstance(rv, int) else 0
+    if len(args) > 1 and args[0] == "secrets":
+        from kagiya.secrets import fast
+
+        rv = fast.run(args[1:])
+        if rv is not None:
+            return rv
+    elif args in (["--help"], ["-h"]):
+        sys.stdout.write(help_text())
+        return 0
+    from kagiya import cli_app
+
+    return cli_app.main(args)
+
+
+def __getattr__(name: str) -> Any:
+    """`kagiya.cli.get_settings`, `.cli`, `.LazyGroup`…: the click side, imported on first use."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from kagiya import cli_app
+
+    return getattr(cli_app, name)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ not held or not permitted answers 400.
 
 A body is either the manifest itself (YAML or JSON; recipients as repeated `?recipient=URI`) and the reply is the
 manifest, or a JSON object `{"manifest": "...", "recipients": [...]}` and the reply is `{"manifest": "..."}`.
-Bad manifests answer 400 with the reason, bodies past the size limit 413 (specs/kubesec-format.md).
+Bad manifests answer 400 with the reason, bodies past the size limit 413 (docs/format.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""`kagiya secrets edit | patch | create`: change values of an encrypted manifest without a plaintext file on disk.
+"""`kagiya secrets edit | patch`: change values of an encrypted manifest without a plaintext file on disk.
 
 `edit` decrypts into a private temp file (0600 in a 0700 temp dir), runs `$EDITOR`, and re-encrypts against the
 opened original, so unchanged values keep their ciphertext. On any error nothing is written and the edited temp
 file is kept (its path is printed), so nothing typed is lost. `patch` sets (`-d k=v`, `-s k=v`, `k=file:PATH`)
-or removes (`~k`) keys by editing the plaintext text in place, then re-encrypts the same way.
+or removes (`~k`) keys by editing the plaintext text in place, then re-encrypts the same way. Both rewrite the
+file under its lock (atomic.locked), so concurrent patches of one file never lose an update, and an edit whose
+file changed meanwhile is refused (the edit is kept).
 """
 
 from __future__ import annotations
@@ -12,31 +14,13 @@ import base64
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import click
 
 from kagiya.errors import KagiyaError, UsageError
+from kagiya.secrets.cli_common import key_options, secrets_settings, unauthenticated_option
 
 KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
-
-
-def _settings() -> object:
-    from kagiya.secrets.commands import _secrets_settings  # not at the top: commands imports this module
-
-    return _secrets_settings()
-
-
-def unauthenticated_option(fn: Any) -> Any:
-    """`--allow-unauthenticated`: read (or re-seal) a kubesec v1/v2 file, which carries no MAC."""
-    return click.option("--allow-unauthenticated", "allow_unauthenticated", is_flag=True,
-                        help="Accept a kubesec v1/v2 file, which has no MAC (its values are not authenticated).")(fn)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(edit)
-    group.add_command(patch)
-    group.add_command(create)
 
 
 def _open_existing(path: Path, settings: object, allow_unauthenticated: bool = False
@@ -66,11 +50,9 @@ def _reseal(text: str, path: Path, opened: object, recipients: list[str], settin
     return envelope.seal(m, envelope.plain_values(m), chosen, settings, previous=opened)  # type: ignore[arg-type]
 
 
-@click.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@unauthenticated_option
-def edit(file: str, allow_unauthenticated: bool) -> None:
-    """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+def _editor_session(content: bytes, filename: str) -> tuple[bytes | None, Path]:
+    """Write `content` to a private temp file (0600 in a 0700 dir), run $VISUAL/$EDITOR on it and return (the
+    saved bytes, or None when nothing changed and the temp dir is gone; the temp file's path)."""
     import shlex
     import shutil
     import subprocess
@@ -78,12 +60,9 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
 
     from kagiya.atomic import write_atomic
 
-    settings = _settings()
-    path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
     tmpdir = tempfile.mkdtemp(prefix="kagiya-edit-")
-    tmp = Path(tmpdir) / (path.name or "secret.yaml")
-    write_atomic(tmp, plaintext.encode("utf-8"), 0o600)
+    tmp = Path(tmpdir) / (filename or "secret.yaml")
+    write_atomic(tmp, content, 0o600)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     try:
         rc = subprocess.call([*shlex.split(editor), str(tmp)])
@@ -91,23 +70,75 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise UsageError(f"cannot run editor {editor!r}: {exc.strerror}") from None
     try:
-        edited = tmp.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        edited: bytes | None = tmp.read_bytes()
+    except OSError:
         edited = None  # unreadable or gone: keep whatever is there, the user may still need it
     if rc != 0:
-        if edited == plaintext:  # nothing typed, so nothing to keep: leave no plaintext copy behind
+        if edited == content:  # nothing typed, so nothing to keep: leave no plaintext copy behind
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise UsageError(f"editor exited with status {rc}; nothing changed, nothing written")
         raise UsageError(f"editor exited with status {rc}; nothing written, your edit is kept at {tmp}")
     if edited is None:
-        raise UsageError(f"cannot read the edited file as UTF-8; nothing written, your edit is kept at {tmp}")
-    if edited == plaintext:
+        raise UsageError(f"cannot read the edited file; nothing written, your edit is kept at {tmp}")
+    if edited == content:
         shutil.rmtree(tmpdir, ignore_errors=True)
+        return None, tmp
+    return edited, tmp
+
+
+def _single_value(plaintext: str, key: str, name: str | None) -> tuple[str, bytes]:
+    """(section, bytes to edit) of one key: a data value decoded (binary is fine), a stringData value as UTF-8."""
+    from kagiya.secrets import manifest
+
+    docs = [d for d in manifest.parse(plaintext).secrets if name is None or d.name == name]
+    if len(docs) != 1:
+        raise UsageError(f"pick one Secret with --name (found: {', '.join(d.identity for d in docs) or 'none'})")
+    slots = [s for s in docs[0].slots if s.key == key]
+    if not slots:
+        raise UsageError(f"Secret {docs[0].identity} has no key {key!r} (add it with patch)")
+    slot = slots[0]
+    if slot.section == "data":
+        return "data", base64.b64decode(slot.value)
+    return "stringData", slot.value.encode("utf-8")
+
+
+@click.command()
+@key_options
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", "only_key", default=None, metavar="KEY",
+              help="Edit just this key's value (a data value decoded, so binary values work).")
+@click.option("--name", default=None, help="With --only: the Secret to change when FILE holds several.")
+@unauthenticated_option
+def edit(file: str, only_key: str | None, name: str | None, allow_unauthenticated: bool) -> None:
+    """Decrypt FILE into $EDITOR and re-encrypt what you save."""
+    import shutil
+
+    from kagiya.atomic import locked, write_atomic
+
+    settings = secrets_settings()
+    path = Path(file)
+    before = _read_bytes(path)
+    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
+    if only_key is not None:
+        section, content = _single_value(plaintext, only_key, name)
+    else:
+        content = plaintext.encode("utf-8")
+    edited, tmp = _editor_session(content, f"{only_key}.value" if only_key else path.name)
+    if edited is None:
         click.echo(f"{file}: no changes", err=True)
         return
     try:
-        text = _reseal(edited, path, opened, recipients, settings)
-        write_atomic(path, text.encode("utf-8"))
+        if only_key is not None:
+            value = (base64.b64encode(edited).decode("ascii") if section == "data"
+                     else _utf8(edited, f"stringData.{only_key}"))
+            text = apply_changes(plaintext, [(section, only_key, value)], name)
+        else:
+            text = _utf8(edited, "the edited file")
+        text = _reseal(text, path, opened, recipients, settings)
+        with locked(path):
+            if _read_bytes(path) != before:
+                raise UsageError(f"{file} changed while you were editing (another edit or patch)")
+            write_atomic(path, text.encode("utf-8"))
     except KagiyaError as exc:
         raise type(exc)(f"{exc.message}; nothing written, your edit is kept at {tmp}") from None
     except OSError as exc:
@@ -115,10 +146,24 @@ def edit(file: str, allow_unauthenticated: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever broke, the user must learn where their edit is
         raise UsageError(f"internal error {type(exc).__name__}: {exc}; nothing written, your edit is kept at {tmp}"
                          ) from exc
-    shutil.rmtree(tmpdir, ignore_errors=True)
+    shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def _parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} is not UTF-8 text (binary values belong in data, edited with --only)") from None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def parse_assignments(items: tuple[str, ...], section: str) -> list[tuple[str, str, str | None]]:
     """`k=v`, `k=file:PATH`, `~k` -> (section, key, value or None for removal)."""
     out: list[tuple[str, str, str | None]] = []
     for item in items:
@@ -199,7 +244,7 @@ def _insert(text: str, m: object, doc: object, section: str, slots: list, key: s
         if re.search(rf"(?m)^{' ' * doc.column}{section}:\s*(\{{\}})?\s*$", text[:at]):  # type: ignore[attr-defined]
             raise UsageError(f"{section} is empty or in flow style; use edit")
     probe = manifest.Slot(0, section, key, "", 0, 0, "", False, indent + 2)
-    line = f"{' ' * indent}{key}: {manifest.render_plain(probe, value, nl)}{nl}"
+    line = f"{' ' * indent}{manifest.render_key(key)}: {manifest.render_plain(probe, value, nl)}{nl}"
     if not slots:
         line = f"{' ' * (indent - 2)}{section}:{nl}{line}"
     if at > 0 and not text[:at].endswith("\n"):
@@ -207,13 +252,14 @@ def _insert(text: str, m: object, doc: object, section: str, slots: list, key: s
     return text[:at] + line + text[at:]
 
 
-def _write(text: str, path: Path | None, output: str | None) -> None:
+def write_result(text: str, path: Path | None, output: str | None) -> None:
     from kagiya.secrets import ops
 
     ops.write_result(text, ops.Source("", path), in_place=output is None and path is not None, output=output)
 
 
 @click.command()
+@key_options
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-d", "--data", "data", multiple=True, metavar="K=V|~K", help="Set data K (base64-encoded for you).")
 @click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V|~K", help="Set stringData K.")
@@ -223,44 +269,15 @@ def _write(text: str, path: Path | None, output: str | None) -> None:
 def patch(file: str, data: tuple[str, ...], string_data: tuple[str, ...], name: str | None,
           output: str | None, allow_unauthenticated: bool) -> None:
     """Set or remove keys of an (encrypted) Secret; unchanged values stay byte-identical."""
-    settings = _settings()
-    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
+    settings = secrets_settings()
+    changes = parse_assignments(data, "data") + parse_assignments(string_data, "stringData")
     if not changes:
         raise UsageError("nothing to do: pass -d K=V, -s K=V or ~K")
     path = Path(file)
-    opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
-    text = apply_changes(plaintext, changes, name)
-    _write(_reseal(text, path, opened, recipients, settings), path, output)
-
-
-@click.command()
-@click.argument("name")
-@click.option("-n", "--namespace", default=None, help="metadata.namespace.")
-@click.option("-d", "--data", "data", multiple=True, metavar="K=V", help="data K (base64-encoded for you).")
-@click.option("-s", "--string-data", "string_data", multiple=True, metavar="K=V", help="stringData K.")
-@click.option("--type", "secret_type", default="Opaque", show_default=True)
-@click.option("-k", "--key", "keys", multiple=True, metavar="URI",
-              help="Recipient (default: rules, else local:default).")
-@click.option("-o", "--output", default=None, metavar="FILE",
-              help="Write to FILE (atomically, 0600) instead of stdout.")
-def create(name: str, namespace: str | None, data: tuple[str, ...], string_data: tuple[str, ...], secret_type: str,
-           keys: tuple[str, ...], output: str | None) -> None:
-    """Write a new encrypted Secret NAME."""
     from kagiya.secrets import ops
 
-    for label, value in (("name", name), ("namespace", namespace or "x")):
-        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
-            raise UsageError(f"{value!r} is not a valid Kubernetes {label}")
-    settings = _settings()
-    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {name}"]
-    if namespace:
-        lines.append(f"  namespace: {namespace}")
-    lines.append(f"type: {secret_type}")
-    text = "\n".join(lines) + "\n"
-    changes = _parse_assignments(data, "data") + _parse_assignments(string_data, "stringData")
-    if any(v is None for _, _, v in changes):
-        raise UsageError("create takes K=V values only")
-    text = apply_changes(text, changes, None)
-    out_path = Path(output) if output and output != "-" else None
-    encrypted = ops.encrypt(ops.Source(text, out_path), settings, keys)
-    _write(encrypted, None, output or "-")
+    # read-modify-write under the file's lock: two patches of one file must not lose one update
+    with ops.file_lock(file if output is None else None):
+        opened, plaintext, recipients = _open_existing(path, settings, allow_unauthenticated)
+        text = apply_changes(plaintext, changes, name)
+        write_result(_reseal(text, path, opened, recipients, settings), path, output)

@@ -25,9 +25,9 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _settings() -> object:
-    from kagiya.secrets.commands import _secrets_settings
+    from kagiya.secrets.cli_common import secrets_settings
 
-    return _secrets_settings()
+    return secrets_settings()
 
 
 def _open(file: str) -> Any:

@@ -12,9 +12,9 @@ import click
 
 
 def _settings() -> object:
-    from kagiya.secrets.commands import _secrets_settings
+    from kagiya.secrets.cli_common import secrets_settings
 
-    return _secrets_settings()
+    return secrets_settings()
 
 
 def _emit(text: str) -> None:

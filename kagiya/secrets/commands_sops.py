@@ -1,7 +1,7 @@
 """`kagiya secrets convert` (sops <-> kagiya), `updatekeys`, sops files in `decrypt`, `introspect --json`.
 
-Registered into the `secrets` group by `register()`; the hooks `decrypt_other_format` and `introspect_json` are
-called from commands.py so the kubesec commands keep one implementation.
+Listed in the `secrets` verb table (commands.py); the hooks `decrypt_other_format` and `introspect_json` are
+called from commands_crypt.py and fast.py so the kubesec commands keep one implementation.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from kagiya.errors import UsageError
 
 
 def _settings() -> object:
-    from kagiya.secrets.commands import _secrets_settings
+    from kagiya.secrets.cli_common import secrets_settings
 
-    return _secrets_settings()
+    return secrets_settings()
 
 
 def decrypt_other_format(src: Any, settings: object, in_place: bool, output: str | None) -> bool:
@@ -161,11 +161,3 @@ def introspect_json(file: str, verify: bool) -> None:
         from kagiya.errors import ExitCode
 
         raise click.exceptions.Exit(int(ExitCode.CRYPTO))
-
-
-def register(group: click.Group) -> None:
-    from kagiya.secrets.commands_exec import exec_env, exec_file
-    from kagiya.secrets.commands_krm import COMMANDS
-
-    for command in (convert, updatekeys, exec_env, exec_file, *COMMANDS):
-        group.add_command(command)

@@ -1,4 +1,4 @@
-"""Data keys: make, reuse, rotate; wrap and unwrap them through recipient keys (specs/kubesec-format.md).
+"""Data keys: make, reuse, rotate; wrap and unwrap them through recipient keys (docs/format.md).
 
 Stability is the point of this module: re-encrypting keeps the ciphertext of every unchanged value (same IV),
 keeps the MAC line while it still verifies and keeps wrapped-DEK lines unless the DEK rotates. Adding a recipient
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -17,6 +16,7 @@ from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
+from kagiya.secrets.record import Record
 
 SlotKey = tuple[int, str, str]
 _ORDER = {"pgp": 0, "gcp": 1, "aws": 1}
@@ -26,16 +26,19 @@ def slot_key(slot: Slot) -> SlotKey:
     return (slot.secret, slot.section, slot.key)
 
 
-@dataclass
-class Opened:
+class Opened(Record):
     """An encrypted manifest whose DEK was unwrapped and whose values and MAC verified."""
 
-    manifest: Manifest
-    trailer: kubesec.Trailer
-    dek: bytes
-    used: str
-    plaintexts: dict[SlotKey, str]
-    ciphers: dict[SlotKey, str]
+    __slots__ = ("manifest", "trailer", "dek", "used", "plaintexts", "ciphers")
+
+    def __init__(self, manifest: Manifest, trailer: kubesec.Trailer, dek: bytes, used: str,
+                 plaintexts: dict[SlotKey, str], ciphers: dict[SlotKey, str]) -> None:
+        self.manifest = manifest
+        self.trailer = trailer
+        self.dek = dek
+        self.used = used
+        self.plaintexts = plaintexts
+        self.ciphers = ciphers
 
     @property
     def recipients(self) -> list[str]:
@@ -64,11 +67,25 @@ def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
             continue
         return dek, line.uri
     names = ", ".join(r.uri for r in trailer.recipients)
+    if not trailer.has_own_lines and _holds_local_keys(settings):
+        reasons.append("if this file had a local: recipient, a kubesec rewrite (kubesec edit, patch or encrypt) "
+                       "dropped its '# kagiya:' line; someone holding one of the recipients above can add it back "
+                       "with `kagiya secrets encrypt -i -k +local:NAME FILE`")
     if upstream:  # a retry may well succeed once the upstream answers again: HTTP 503, not 400
         raise base.KeyUpstreamUnavailable(f"no recipient of this file could be used now; it is encrypted for {names} "
                                           f"({'; '.join(reasons)})")
     raise CryptoError(f"none of this file's recipients is usable here; it is encrypted for {names} "
                       f"({'; '.join(reasons)})")
+
+
+def _holds_local_keys(settings: object) -> bool:
+    """Whether this user has a local keyring with keys (so a missing `# kagiya:local:` line may be why)."""
+    from kagiya.secrets.keys import local
+
+    try:
+        return bool(local.read_keyring(local.keyring_file(settings)))
+    except (KagiyaError, OSError, UnicodeDecodeError):
+        return False
 
 
 def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False) -> Opened:
@@ -102,7 +119,7 @@ def _open_with(m: Manifest, trailer: kubesec.Trailer, parsed: list[kubesec.Encry
             raise CryptoError(f"Secret {doc.identity} {slot.section}: {exc.message}") from None
         ciphers[slot_key(slot)] = slot.value
     if trailer.version >= 3:
-        aad = _mac_aad(m, plaintexts, [r.id for r in trailer.recipients])
+        aad = _mac_aad(m, plaintexts, trailer.mac_ids)
         if trailer.mac is None or not kubesec.verify_mac(aead, aad, trailer.mac):
             moved = " (or a value moved between Secrets or sections, or a Secret renamed)" if len(m.secrets) > 1 else ""
             raise CryptoError(f"MAC check failed: a key name, value or recipient line was changed after encryption"
@@ -213,11 +230,12 @@ def seal(
     aead = AESGCM(dek)
     lines = []
     for uri in wanted:
-        if keep_dek and uri in old_lines:
-            lines.append(old_lines[uri])
+        if keep_dek and uri in old_lines:  # an old `# kubesec:local:` line moves to kagiya's own spelling
+            old = old_lines[uri]
+            lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob, old.scheme not in base.KUBESEC_SCHEMES))
             continue
         key = base.open_key(uri, settings)
-        lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek)))
+        lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek), key.scheme not in base.KUBESEC_SCHEMES))
     reps = []
     old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
     for slot in m.slots:
@@ -228,7 +246,7 @@ def seal(
         else:
             cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
         reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
-    aad = _mac_aad(m, values, [r.id for r in lines])
+    aad = _mac_aad(m, values, [r.id for r in lines if not r.own])
     old_mac = previous.trailer.mac if keep_dek and previous else None
     mac = old_mac if old_mac and kubesec.verify_mac(aead, aad, old_mac) else kubesec.make_mac(aead, aad)
     body = manifest.splice(m.body, reps)

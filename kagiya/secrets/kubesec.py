@@ -1,4 +1,4 @@
-"""The kubesec value, trailer and MAC format, byte for byte (specs/kubesec-format.md, kubesec 0.9.2).
+"""The kubesec value, trailer and MAC format, byte for byte (docs/format.md, kubesec 0.9.2).
 
 Values: AES-256-GCM under the file's data key (DEK) with the bare key name as associated data; the plaintext is
 NUL-padded to a multiple of 48 bytes (an empty value gets no padding) and written as
@@ -16,14 +16,16 @@ import binascii
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.errors import CryptoError, Invalid
+from kagiya.secrets.record import Record
 
 PREFIX = "# kubesec:"
+#: Recipient lines of schemes kubesec does not know; kubesec skips comment lines without its own prefix.
+OWN_PREFIX = "# kagiya:"
 VERSION_PREFIX = "# kubesec:v:"
 PAD_BLOCK = 48
 IV_BYTES = 12
@@ -63,16 +65,22 @@ def _unb64(text: str, what: str) -> bytes:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise FormatError(f"{what} is not valid base64") from None
-    if _b64(data) != text:  # non-canonical spellings (stray low bits) would let a changed byte go unnoticed
+    # Non-canonical spellings (stray low bits in the last group) would let a changed character go unnoticed. A
+    # validated string decodes group by group, and only its last 4-character group can be non-canonical, so
+    # re-encoding that group is enough (re-encoding a megabyte value to compare it would cost milliseconds).
+    tail = len(data) % 3 or 3
+    if (_b64(data[-tail:]) != text[-4:]) if data else text:
         raise FormatError(f"{what} is not canonical base64")
     return data
 
 
-@dataclass(frozen=True)
-class EncryptedValue:
-    iv: bytes
-    ciphertext: bytes
-    tag: bytes
+class EncryptedValue(Record):
+    __slots__ = ("iv", "ciphertext", "tag")
+
+    def __init__(self, iv: bytes, ciphertext: bytes, tag: bytes) -> None:
+        self.iv = iv
+        self.ciphertext = ciphertext
+        self.tag = tag
 
     def encode(self) -> str:
         tail = f"{_b64(self.iv)}.{_b64(self.tag)}"
@@ -177,31 +185,50 @@ def verify_mac(aead: AESGCM, aad: bytes, mac: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class RecipientLine:
-    scheme: str
-    id: str
-    blob: bytes
+class RecipientLine(Record):
+    __slots__ = ("scheme", "id", "blob", "own")
+
+    def __init__(self, scheme: str, id: str, blob: bytes, own: bool = False) -> None:  # noqa: A002 - kubesec's term
+        self.scheme = scheme
+        self.id = id
+        self.blob = blob
+        #: Written as `# kagiya:<scheme>:<id>:<blob>`, a comment kubesec ignores, for schemes kubesec does not
+        #: know (`local:`): kubesec refuses a `# kubesec:local:` line and with it the whole file.
+        self.own = own
 
     @property
     def uri(self) -> str:
         return f"{self.scheme}:{self.id}"
 
     def render(self) -> str:
-        return f"{PREFIX}{self.scheme}:{self.id}:{_b64(self.blob)}"
+        return f"{OWN_PREFIX if self.own else PREFIX}{self.scheme}:{self.id}:{_b64(self.blob)}"
 
 
-@dataclass
-class Trailer:
-    version: int
-    recipients: list[RecipientLine] = field(default_factory=list)
-    mac: str | None = None
+class Trailer(Record):
+    __slots__ = ("version", "recipients", "mac")
+
+    def __init__(self, version: int, recipients: list[RecipientLine] | None = None, mac: str | None = None) -> None:
+        self.version = version
+        self.recipients = [] if recipients is None else recipients
+        self.mac = mac
 
     def render(self, newline: str = "\n") -> str:
-        lines = [f"{VERSION_PREFIX}{self.version}"] + [r.render() for r in self.recipients]
+        """kubesec's lines (version, its recipients, mac), then kagiya's own recipient lines."""
+        lines = [f"{VERSION_PREFIX}{self.version}"] + [r.render() for r in self.recipients if not r.own]
         if self.mac is not None:
             lines.append(f"{PREFIX}mac:{self.mac}")
+        lines += [r.render() for r in self.recipients if r.own]
         return "".join(line + newline for line in lines)
+
+    @property
+    def mac_ids(self) -> list[str]:
+        """The recipient ids the MAC covers: those of `# kubesec:` lines, in file order, exactly as kubesec
+        computes it (so kubesec verifies a file that also has `# kagiya:` lines, which it does not see)."""
+        return [r.id for r in self.recipients if not r.own]
+
+    @property
+    def has_own_lines(self) -> bool:
+        return any(r.own for r in self.recipients)
 
 
 def find_trailer(text: str) -> int:
@@ -226,11 +253,14 @@ def parse_trailer(text: str, known_schemes: Iterable[str]) -> Trailer:
         raise FormatError(f"kubesec trailer: version {version} is not supported (this kagiya reads 1-4)")
     trailer = Trailer(version)
     for number, line in enumerate(lines[1:], start=2):
-        if not line.startswith(PREFIX):
+        own = line.startswith(OWN_PREFIX)
+        if not own and not line.startswith(PREFIX):
             raise FormatError(f"kubesec trailer line {number}: unexpected content after the trailer began")
-        if trailer.mac is not None:
-            raise FormatError(f"kubesec trailer line {number}: nothing may follow the mac line")
-        scheme, sep, rest = line[len(PREFIX):].partition(":")
+        if trailer.mac is not None and not own:
+            raise FormatError(f"kubesec trailer line {number}: nothing but '# kagiya:' lines may follow the mac line")
+        scheme, sep, rest = line[len(OWN_PREFIX if own else PREFIX):].partition(":")
+        if own and scheme in ("mac", "v"):
+            raise FormatError(f"kubesec trailer line {number}: '# kagiya:{scheme}:' is not a recipient line")
         if scheme == "mac":
             trailer.mac = rest.strip()
             continue
@@ -242,7 +272,8 @@ def parse_trailer(text: str, known_schemes: Iterable[str]) -> Trailer:
         key_id, sep2, blob = rest.rpartition(":")
         if not sep or not sep2 or not key_id or not blob.strip():
             raise FormatError(f"kubesec trailer line {number}: truncated {scheme} recipient line")
-        trailer.recipients.append(RecipientLine(scheme, key_id, _unb64(blob.strip(), f"{scheme}:{key_id} wrapped key")))
+        trailer.recipients.append(RecipientLine(scheme, key_id, _unb64(blob.strip(), f"{scheme}:{key_id} wrapped key"),
+                                                own))
     if not trailer.recipients:
         raise FormatError("kubesec trailer names no recipients (truncated file?)")
     if version >= 3 and trailer.mac is None:

@@ -1,27 +1,30 @@
 """File-level operations behind `kagiya secrets …` (and the HTTP API): read, pick recipients, encrypt, decrypt.
 
 Kept apart from the click wiring so the HTTP views and the CLI run the same code. Heavy backends load only
-when a file names them (keys/base.py). Format: specs/kubesec-format.md; recipient choice: docs/secrets.md.
+when a file names them (keys/base.py). Format: docs/format.md; recipient choice: docs/secrets.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
-from kagiya.secrets import envelope, manifest, rules
+from kagiya.secrets import envelope, manifest
 from kagiya.secrets.manifest import ManifestError
+from kagiya.secrets.record import Record
 
 DEFAULT_RECIPIENT = "local:default"
 
 
-@dataclass
-class Source:
-    text: str
-    path: Path | None  # None for stdin
+class Source(Record):
+    __slots__ = ("text", "path")
+
+    def __init__(self, text: str, path: str | os.PathLike[str] | None) -> None:
+        self.text = text
+        self.path = path  # None for stdin
 
     @property
     def name(self) -> str:
@@ -42,15 +45,23 @@ def read_source(arg: str, settings: object) -> Source:
     limit = int(getattr(settings, "max_file_bytes", 16 << 20))
     if arg == "-":
         return Source(decode(sys.stdin.buffer.read(limit + 1), "<stdin>", limit), None)
-    path = Path(arg)
     try:
-        with path.open("rb") as fh:
+        with open(arg, "rb") as fh:
             data = fh.read(limit + 1)
     except FileNotFoundError:
         raise UsageError(f"{arg}: no such file") from None
     except OSError as exc:
         raise UsageError(f"{arg}: {exc.strerror}") from None
-    return Source(decode(data, arg, limit), path)
+    return Source(decode(data, arg, limit), arg)
+
+
+def file_lock(arg: str | None) -> contextlib.AbstractContextManager[None]:
+    """The lock held around a read-modify-write of file `arg` (none for stdin, or when not rewriting in place)."""
+    if arg is None or arg == "-":
+        return contextlib.nullcontext()
+    from kagiya.atomic import locked
+
+    return locked(arg)
 
 
 def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:
@@ -91,7 +102,7 @@ def parse_key_changes(keys: tuple[str, ...] | list[str]) -> tuple[list[str], lis
 
 
 def choose_recipients(
-    keys: tuple[str, ...] | list[str], existing: list[str], path: Path | None
+    keys: tuple[str, ...] | list[str], existing: list[str], path: str | os.PathLike[str] | None
 ) -> tuple[list[str], bool]:
     """The recipient set and whether it is the implicit default (`local:default`)."""
     explicit, add, remove = parse_key_changes(keys)
@@ -101,7 +112,11 @@ def choose_recipients(
     elif existing:
         chosen = list(existing)
     else:
-        chosen, _ = rules.recipients_for(path)
+        from pathlib import Path
+
+        from kagiya.secrets import rules  # only when neither -k nor the file names recipients
+
+        chosen, _ = rules.recipients_for(None if path is None else Path(path))
         if not chosen and not add:
             chosen, is_default = [DEFAULT_RECIPIENT], True
     chosen = envelope.order_recipients(chosen + add)
@@ -147,7 +162,7 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
 
 def decrypt(src: Source, settings: object, *, cleartext: bool = False,
             allow_unauthenticated: bool = False) -> tuple[str, envelope.Opened]:
-    m = manifest.parse(src.text)
+    m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC: safe for decrypt only
     opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
     if cleartext:
         opened.plaintexts = _decoded(opened)

@@ -42,7 +42,7 @@ def test_encrypt_then_decrypt_raw_yaml(api: Any) -> None:
     enc = client.post("/v1/secrets/encrypt", data=PLAIN, headers={**bearer("dev-token-0002"),
                                                                    "Content-Type": "application/yaml"})
     assert enc.status_code == 200, enc.json
-    assert "# kubesec:local:svc:" in enc.text and "s3cr3t" not in enc.text
+    assert "# kagiya:local:svc:" in enc.text and "s3cr3t" not in enc.text
     dec = client.post("/v1/secrets/decrypt", data=enc.text, headers={**bearer("approver-token-0003"),
                                                                       "Content-Type": "application/yaml"})
     assert dec.status_code == 200 and dec.text == PLAIN

@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str = PLAIN, name: str = "s.yaml") -> Path:
 
 
 def trailer(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("# kubesec:")]
+    return [line for line in text.splitlines() if line.startswith(("# kubesec:", "# kagiya:"))]
 
 
 def value_lines(text: str) -> list[str]:
@@ -40,7 +40,7 @@ def test_default_recipient_is_generated_on_first_use(ksec: Any, keyring: Path, t
     assert "created local key 'default'" in result.stderr
     assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert trailer(path.read_text())[1].startswith("# kubesec:local:default:")
+    assert trailer(path.read_text())[2].startswith("# kagiya:local:default:")  # after kubesec's own lines
     again = ksec("encrypt", "-o", str(tmp_path / "o.yaml"), str(write(tmp_path, name="t.yaml")))
     assert again.exit_code == 0 and again.stderr == ""
 
@@ -81,7 +81,7 @@ def test_pgp_and_local_recipients_either_opens(ksec: Any, keyring: Path, pgp_env
     path = write(tmp_path)
     assert ksec("encrypt", "-i", "-k", f"local:mine,{PGP_A}", str(path)).exit_code == 0
     lines = trailer(path.read_text())
-    assert lines[1].startswith(f"# kubesec:{PGP_A}:") and lines[2].startswith("# kubesec:local:mine:")  # pgp first
+    assert lines[1].startswith(f"# kubesec:{PGP_A}:") and lines[3].startswith("# kagiya:local:mine:")  # pgp first
     saved = keyring.read_text()
     keyring.write_text("")  # only gpg left
     assert ksec("decrypt", str(path)).stdout == PLAIN
@@ -99,11 +99,13 @@ def test_adding_a_recipient_keeps_the_dek_removing_rotates(ksec: Any, keyring: P
     assert ksec("encrypt", "-i", "-k", "+local:b", str(path)).exit_code == 0
     added = path.read_text()
     assert value_lines(added) == value_lines(first)
-    assert trailer(added)[1] == trailer(first)[1] and len(trailer(added)) == 4
-    assert trailer(added)[3] != trailer(first)[2]  # the MAC covers the recipient list
+    assert trailer(added)[2] == trailer(first)[2] and len(trailer(added)) == 4
+    # the MAC covers the ids of `# kubesec:` lines only, as kubesec computes it; `# kagiya:` lines are bound by
+    # their wrapped key (a swapped one yields another data key, which fails every value and the MAC)
+    assert trailer(added)[1] == trailer(first)[1]
     assert ksec("encrypt", "-i", "-k", "-local:a", str(path)).exit_code == 0
     removed = path.read_text()
-    assert [r.split(":")[2] for r in trailer(removed)[1:-1]] == ["b"]
+    assert [r.split(":")[2] for r in trailer(removed) if r.startswith("# kagiya:")] == ["b"]
     assert all(x != y for x, y in zip(value_lines(removed), value_lines(added), strict=True))
     result = ksec("encrypt", "-i", "-k", "-local:zzz", str(path))
     assert result.exit_code != 0 and "not a recipient" in result.stderr
@@ -151,7 +153,7 @@ def test_creation_rules_pick_recipients(ksec: Any, keyring: Path, tmp_path: Path
     prod, dev = write(tmp_path / "prod"), write(tmp_path / "dev")
     for path, name in ((prod, "prod"), (dev, "dev")):
         assert ksec("encrypt", "-i", str(path)).exit_code == 0
-        assert trailer(path.read_text())[1].startswith(f"# kubesec:local:{name}:")
+        assert trailer(path.read_text())[2].startswith(f"# kagiya:local:{name}:")
     (tmp_path / ".kagiya.yaml").write_text("creation_rules:\n  - recipients: []\n")
     bad = ksec("encrypt", str(write(tmp_path, name="x.yaml")))
     assert bad.exit_code != 0 and ".kagiya.yaml" in bad.stderr

@@ -20,7 +20,7 @@ def _two_recipient_file(ksec: Any, tmp_path: Path) -> Path:
 
 
 def _corrupt_line(f: Path, uri: str) -> None:
-    prefix = f"# kubesec:{uri}:"
+    prefix = f"# {'kubesec' if uri.startswith(('pgp:', 'gcp:', 'aws:')) else 'kagiya'}:{uri}:"
     lines = f.read_text().split("\n")
     i = next(n for n, ln in enumerate(lines) if ln.startswith(prefix))
     blob = bytearray(base64.b64decode(lines[i][len(prefix):]))
@@ -66,8 +66,8 @@ def test_key_that_unwraps_but_does_not_open_the_file_is_damaged(ksec: Any, tmp_p
     g = tmp_path / "other.yaml"
     g.write_text(PLAIN)
     assert ksec("encrypt", "-k", "local:first,local:second", "-i", str(g)).exit_code == 0
-    other = next(ln for ln in g.read_text().split("\n") if ln.startswith("# kubesec:local:second:"))
-    lines = [other if ln.startswith("# kubesec:local:second:") else ln for ln in f.read_text().split("\n")]
+    other = next(ln for ln in g.read_text().split("\n") if ln.startswith("# kagiya:local:second:"))
+    lines = [other if ln.startswith("# kagiya:local:second:") else ln for ln in f.read_text().split("\n")]
     f.write_text("\n".join(lines))
     result = ksec("introspect", "--verify", str(f))
     assert result.exit_code == 7

@@ -65,7 +65,7 @@ def test_three_documents_only_secret_values_and_trailer_change(ksec: Any, tmp_pa
     assert [a.split(":")[0] for a in added[:5]] == ["  dsn", "  motd", "  plain", "  token", "  cert"]
     assert added[0].startswith('  dsn: "') and added[1].startswith("  motd: '")
     assert added[3].endswith("     # odd spacing kept")
-    assert [a.split(":")[1] for a in added[5:]] == ["v", "local", "mac"]
+    assert [a.split(":")[1] for a in added[5:]] == ["v", "mac", "local"]
     docs = list(yaml.safe_load_all(encrypted))
     assert docs[0] == list(yaml.safe_load_all(THREE_DOCS))[0] and docs[2] == list(yaml.safe_load_all(THREE_DOCS))[2]
 

@@ -108,8 +108,8 @@ def test_tamper_positions_cover_values_and_mac(sealed_sample: str, tmp_path: Pat
     positions = tamper_positions(sealed_sample)
     assert len(positions) > 64 + 16 + 24 + 40
     version = sealed_sample.index("# kubesec:v:4") + len("# kubesec:v:")
-    recipient = sealed_sample.index("# kubesec:local:default:")
-    assert {version, version - 1, recipient, recipient + len("# kubesec:local:d")} <= set(positions)
+    recipient = sealed_sample.index("# kagiya:local:default:")
+    assert {version, version - 1, recipient, recipient + len("# kagiya:local:d")} <= set(positions)
     del tmp_path
 
 

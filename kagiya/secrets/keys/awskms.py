@@ -1,6 +1,6 @@
 """`aws:arn:aws:kms:REGION:ACCOUNT:key/ID` recipient keys: the data key encrypted by AWS KMS.
 
-Spec: `specs/kubesec-format.md`, "Trailer": KMS `Encrypt` of the raw DEK with no encryption context, region taken
+Spec: `docs/format.md`, "Trailer": KMS `Encrypt` of the raw DEK with no encryption context, region taken
 from the ARN; the trailer base64-encodes the `CiphertextBlob`. Alias ARNs (`…:alias/NAME`) work too, as KMS accepts
 them for both calls. On `Decrypt` we pass `KeyId`, so KMS refuses a blob made by a different key instead of
 quietly decrypting it with whatever key the blob names.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _ARN = re.compile(
@@ -123,7 +123,7 @@ def open_key(key_id: str, settings: SecretsSettings) -> AwsKmsKey:
     arn = key_id.strip()
     match = _ARN.match(arn)
     if not match:
-        raise KeyUnavailable(
+        raise BadKeyName(
             f"aws key {key_id!r} must be a KMS key or alias ARN: arn:aws:kms:REGION:ACCOUNT:key/ID"
         )
     check_endpoint(settings.aws_kms_endpoint, "secrets.aws_kms_endpoint")

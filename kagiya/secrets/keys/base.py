@@ -41,6 +41,15 @@ class KeyUnavailable(KagiyaError):
     exit_code = ExitCode.CRYPTO
 
 
+class BadKeyName(KeyUnavailable):
+    """A key URI that names nothing usable as given: malformed, an unknown scheme, a short pgp id, a local key
+    that is not in the keyring. A usage error on the command line (exit 2); when a file's own recipient line
+    is the one that fails, opening the file reports it among the recipients that could not be used (exit 7)."""
+
+    code = "BadKeyName"
+    exit_code = ExitCode.USAGE
+
+
 class KeyUpstreamUnavailable(KeyUnavailable):
     """The key's upstream (Cloud KMS, AWS KMS, gpg) timed out, could not be reached or failed on its side: worth
     retrying, so HTTP answers 503. Not holding a key or lacking permission stays `KeyUnavailable` (400)."""
@@ -90,9 +99,9 @@ def split_uri(uri: str) -> tuple[str, str]:
     """`"aws:arn:aws:kms:…"` -> ("aws", "arn:aws:kms:…"); raises KeyUnavailable for an unknown scheme."""
     scheme, sep, key_id = uri.strip().partition(":")
     if not sep or not key_id:
-        raise KeyUnavailable(f"key {uri!r} is not of the form SCHEME:ID (schemes: {', '.join(REGISTRY)})")
+        raise BadKeyName(f"key {uri!r} is not of the form SCHEME:ID (schemes: {', '.join(REGISTRY)})")
     if scheme not in REGISTRY:
-        raise KeyUnavailable(f"unknown key type {scheme!r} in {uri!r} (known: {', '.join(REGISTRY)})")
+        raise BadKeyName(f"unknown key type {scheme!r} in {uri!r} (known: {', '.join(REGISTRY)})")
     return scheme, key_id
 
 

@@ -1,6 +1,6 @@
 """`gcp:projects/P/locations/L/keyRings/R/cryptoKeys/K` recipient keys: the data key encrypted by Cloud KMS.
 
-Spec: `specs/kubesec-format.md`, "Trailer": kubesec sends the raw DEK to Cloud KMS `encrypt` and stores the
+Spec: `docs/format.md`, "Trailer": kubesec sends the raw DEK to Cloud KMS `encrypt` and stores the
 ciphertext bytes; the trailer base64-encodes them. We use the official `google-cloud-kms` client over REST and add
 what Google recommends for end-to-end integrity: send `plaintext_crc32c` and check `verified_plaintext_crc32c`
 and `ciphertext_crc32c` on encrypt, send `ciphertext_crc32c` and check `plaintext_crc32c` on decrypt. A checksum
@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable, check_endpoint
 from kagiya.secrets.settings import SecretsSettings
 
 _NAME = re.compile(
@@ -146,7 +146,7 @@ def open_key(key_id: str, settings: SecretsSettings) -> GcpKmsKey:
     """`gcp:projects/P/locations/L/keyRings/R/cryptoKeys/K` (a CryptoKey, not a CryptoKeyVersion)."""
     name = key_id.strip()
     if not _NAME.match(name):
-        raise KeyUnavailable(
+        raise BadKeyName(
             f"gcp key {key_id!r} must be a Cloud KMS key name: projects/P/locations/L/keyRings/R/cryptoKeys/K"
         )
     check_endpoint(settings.gcp_kms_endpoint, "secrets.gcp_kms_endpoint")

@@ -1,6 +1,6 @@
 """`pgp:FINGERPRINT` recipient keys: the data key signed and encrypted with GnuPG, exactly as kubesec does it.
 
-Spec: `specs/kubesec-format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
+Spec: `docs/format.md`, "Trailer": wrapping is `gpg --sign --armor --encrypt -r FPR` of the raw 32-byte
 DEK, and the armoured text is what the trailer base64-encodes once more. kubesec refuses a DEK whose signature
 does not verify (gpg `VALIDSIG`), and so do we (also one made by a revoked key): an attacker who can write to the
 repository can encrypt a DEK of their choosing to anyone's public key, but cannot sign it with a key the reader
@@ -20,11 +20,14 @@ import os
 import re
 import signal
 import subprocess
-from dataclasses import dataclass, field
 
 from kagiya.errors import CryptoError
-from kagiya.secrets.keys.base import DEK_BYTES, KeyUnavailable, KeyUpstreamUnavailable
-from kagiya.secrets.settings import SecretsSettings
+from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable
+from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # no dataclasses/settings import on the CLI path (start-up time)
+if TYPE_CHECKING:
+    from kagiya.secrets.settings import SecretsSettings
 
 #: v4 fingerprints are 40 hex digits, v5 ones 64.
 _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
@@ -32,14 +35,16 @@ _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
 MAX_BLOB_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class GpgResult:
-    returncode: int
-    stdout: bytes
-    #: Status keywords in order, each with its arguments (`("VALIDSIG", ["FPR", ...])`).
-    status: list[tuple[str, list[str]]]
-    #: The last human-readable `gpg:` line, for error messages (never contains key material).
-    last_message: str
+class GpgResult(Record):
+    __slots__ = ("returncode", "stdout", "status", "last_message")
+
+    def __init__(self, returncode: int, stdout: bytes, status: list[tuple[str, list[str]]], last_message: str) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        #: Status keywords in order, each with its arguments (`("VALIDSIG", ["FPR", ...])`).
+        self.status = status
+        #: The last human-readable `gpg:` line, for error messages (never contains key material).
+        self.last_message = last_message
 
     def has(self, keyword: str) -> bool:
         return any(k == keyword for k, _ in self.status)
@@ -113,14 +118,16 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.communicate()
 
 
-@dataclass
-class PgpKey:
+class PgpKey(Record):
     """One GnuPG key named by its primary key's fingerprint (upper-case hex, as kubesec writes it)."""
 
-    id: str
-    settings: SecretsSettings
-    scheme: str = field(default="pgp", init=False)
-    _holds_secret: bool | None = field(default=None, init=False, repr=False)
+    __slots__ = ("id", "settings", "scheme", "_holds_secret")
+
+    def __init__(self, id: str, settings: SecretsSettings) -> None:  # noqa: A002 - the recipient id
+        self.id = id
+        self.settings = settings
+        self.scheme = "pgp"
+        self._holds_secret: bool | None = None
 
     @property
     def uri(self) -> str:
@@ -231,5 +238,5 @@ def open_key(key_id: str, settings: SecretsSettings) -> PgpKey:
     they can match more than one key)."""
     fingerprint = key_id.strip().upper()
     if not _FINGERPRINT.match(fingerprint):
-        raise KeyUnavailable(f"pgp key {key_id!r} must be a full 40-hex-digit fingerprint (gpg --fingerprint)")
+        raise BadKeyName(f"pgp key {key_id!r} must be a full 40-hex-digit fingerprint (gpg --fingerprint)")
     return PgpKey(fingerprint, settings)
