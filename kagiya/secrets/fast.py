@@ -73,6 +73,7 @@ class DefaultSettings:
     max_file_bytes = 16 * 1024 * 1024
     default_recipients: tuple[str, ...] = ()
     decrypt_groups: tuple[str, ...] = ()
+    age_key_file = ""
 
     def __init__(self, keyring: str = "") -> None:
         self.keyring = keyring

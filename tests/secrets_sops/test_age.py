@@ -92,7 +92,7 @@ def test_file_round_trip_through_the_cli(age_id: AgeIdentity, cli, tmp_path: Pat
     res = cli(["secrets", "encrypt", "-i", "-k", f"age:{age_id.recipient}", str(path)])
     assert res.exit_code == 0, res.stderr
     encrypted = path.read_text()
-    assert "hunter2" not in encrypted and f"# kubesec:age:{age_id.recipient}:" in encrypted
+    assert "hunter2" not in encrypted and f"# kagiya:age:{age_id.recipient}:" in encrypted
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code == 0, res.stderr
     assert "password: hunter2" in res.stdout

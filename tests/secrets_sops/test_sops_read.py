@@ -188,7 +188,7 @@ def test_convert_from_sops_keeps_comments_and_order(sops_bin: str, age_id: AgeId
     res = cli(["secrets", "convert", "--from", "sops", "-i", str(path)])
     assert res.exit_code == 0, res.stderr
     converted = path.read_text()
-    assert "sops:" not in converted and f"# kubesec:age:{age_id.recipient}:" in converted
+    assert "sops:" not in converted and f"# kagiya:age:{age_id.recipient}:" in converted
     assert "hunter2" not in converted
     assert "# database credentials" in converted and "# rotated monthly" in converted
     res = cli(["secrets", "decrypt", str(path)])

@@ -125,7 +125,7 @@ def test_exec_file_needs_placeholder(encrypted: Path, env: dict[str, str]) -> No
 
 def _trailer_recipients(path: Path) -> list[str]:
     return [":".join(line.split(":")[1:3]) for line in path.read_text().splitlines()
-            if line.startswith("# kubesec:") and not line.startswith(("# kubesec:v:", "# kubesec:mac:"))]
+            if line.startswith(("# kubesec:", "# kagiya:")) and not line.startswith(("# kubesec:v:", "# kubesec:mac:"))]
 
 
 def test_updatekeys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
