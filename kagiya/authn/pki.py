@@ -161,12 +161,16 @@ def client_paths(pki: Path, name: str) -> Issued:
     return Issued(pki / "clients" / f"{name}.crt", pki / "clients" / f"{name}.key")
 
 
+#: `--provider default`: an `O=` that names no provider type, so the webhook asks the default chain (every provider).
+DEFAULT_CHAIN = "default"
+
+
 def init_client(pki: Path, name: str, *, provider: str, org: str, force: bool = False) -> Issued:
     """Client certificate for one apiserver: Subject O=<provider> (Guard's routing) and CN=<org>."""
     from kagiya.authn.providers import REGISTRY
 
-    if provider not in REGISTRY:
-        raise UsageError(f"--provider must be one of {', '.join(REGISTRY)}")
+    if provider not in REGISTRY and provider != DEFAULT_CHAIN:
+        raise UsageError(f"--provider must be one of {', '.join(REGISTRY)} or {DEFAULT_CHAIN}")
     if not org:
         raise UsageError("--org is required (GitHub/GitLab org, Google domain, Azure tenant, LDAP or OIDC name)")
     return _leaf(pki, client_paths(pki, name), _name(org, provider), server=False, sans=[], force=force)
