@@ -13,6 +13,7 @@ children started in their own session and stopped by pid; nothing here reaches b
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -256,6 +257,13 @@ class Kagiya:
         if self.process is not None:
             self.process.stop()
             self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed replica: down at once, no graceful drain."""
+        if self.process is not None and self.process.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.proc.pid, signal.SIGKILL)
+        self.stop()
 
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.work.glob("kagiya-*.log")))[-4000:]
