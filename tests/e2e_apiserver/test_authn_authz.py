@@ -3,9 +3,10 @@
 
 Shows: static-token, OIDC and LDAP users with `kubectl auth whoami`; a bad token is Unauthorized; the policy allows
 (without any RBAC), denies (even what RBAC allows, with kagiya's rule in the message) and has no opinion (RBAC
-decides); the apiserver's own caches (`--authentication-token-webhook-cache-ttl`, under a fixed 10 s cache of successful
-authentications) keep known users in while kagiya is down, then lock them out; with kagiya down a new token is Unauthorized and a ServiceAccount gets what RBAC allows and a 500
-`InternalError` naming kagiya's URL for the rest (docs/authz.md); once kagiya is back everything works again.
+decides); the apiserver's own caches (`--authentication-token-webhook-cache-ttl`, under a fixed 10 s cache of
+successful authentications) keep known users in while kagiya is down, then lock them out; with kagiya down a new
+token is Unauthorized and a ServiceAccount gets what RBAC allows and a 500 `InternalError` naming kagiya's URL for
+the rest (docs/authz.md); once kagiya is back everything works again.
 """
 
 from __future__ import annotations
