@@ -114,6 +114,7 @@ def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_u
             ],
         },
         "authz": {"policy_file": str(work / "policy.yaml")},
+        "iam": {"irsa_annotation": True},
         "kube": {"mode": "url", "host": apiserver.url, "token_file": str(work / "kagiya-sa.token"),
                  "ca_file": str(apiserver.ca_file), "watch_seconds": 60, "retry_seconds": 0.2,
                  "max_retry_seconds": 1.0},
