@@ -28,7 +28,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: Static users (kagiya's token file): ops is a kagiya admin (policy API), dana a developer.
 STATIC_USERS = {"ops": ("ops-token-e2e", "kagiya:admins"), "dana": ("dana-token-e2e", "dev")}
 OIDC_AUDIENCE = "kubernetes"
-IRSA_NAMESPACE = "team-a"
+
+
+def _stale_bound_supported() -> bool:
+    """Whether this kagiya knows `kube.watch_stale_after_seconds` (the iam work adds it)."""
+    from kagiya.config import load_settings
+    from kagiya.errors import ConfigError
+
+    try:
+        load_settings(overrides={"kube": {"watch_stale_after_seconds": 6}}, env={})
+    except ConfigError:
+        return False
+    return True
+
+
+#: The stale-watch bound kagiya runs with in this suite (0: this kagiya has no such setting).
+STALE_AFTER = 6 if _stale_bound_supported() else 0
 POLICY = """\
 rules:
   - name: contractors-no-configmaps
@@ -117,7 +132,7 @@ def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_u
         "iam": {"irsa_annotation": True},
         "kube": {"mode": "url", "host": apiserver.url, "token_file": str(work / "kagiya-sa.token"),
                  "ca_file": str(apiserver.ca_file), "watch_seconds": 60, "retry_seconds": 0.2,
-                 "max_retry_seconds": 1.0},
+                 "max_retry_seconds": 1.0, **({"watch_stale_after_seconds": STALE_AFTER} if STALE_AFTER else {})},
     }
 
 
