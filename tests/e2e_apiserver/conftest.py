@@ -99,8 +99,8 @@ def admission_files(work: Path, kagiya: Kagiya) -> Path:
 
 
 def webhook_configuration(kagiya: Kagiya, failure_policy: str = "Ignore") -> dict[str, Any]:
-    """deploy/base/mutatingwebhook.yaml with a URL instead of the in-cluster Service (the apiserver runs outside)."""
-    doc = yaml.safe_load((ROOT / "deploy/base/mutatingwebhook.yaml").read_text())
+    """deploy/'s MutatingWebhookConfiguration with a URL instead of the in-cluster Service (no cluster network)."""
+    doc = yaml.safe_load((ROOT / "deploy/base/server/mutatingwebhook.yaml").read_text())
     doc["metadata"]["name"] = "kagiya-pod-identity-e2e"
     hook = doc["webhooks"][0]
     hook["failurePolicy"] = failure_policy
