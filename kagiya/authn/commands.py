@@ -64,7 +64,8 @@ def init_server(pki_dir: str | None, force: bool, ips: tuple[str, ...], dns: tup
 @pki_option
 @force_option
 @click.argument("name")
-@click.option("--provider", required=True, help="Provider type, written as the certificate's O= (Guard's routing); `default`: the default chain.")
+@click.option("--provider", required=True,
+              help="Provider type, written as the certificate's O= (Guard's routing); `default`: the default chain.")
 @click.option("--org", required=True, help="Provider name (org, domain, tenant...), written as the CN=.")
 def init_client(pki_dir: str | None, force: bool, name: str, provider: str, org: str) -> None:
     """Create a client certificate for one kube-apiserver (O=<provider>, CN=<org>)."""
