@@ -289,7 +289,9 @@ class KubeApiServer:
                 return reply(status(404, "NotFound", "the server could not find the requested resource"), 404)
             obj = self.objects[kind].get((namespace, name))
             if obj is None:
-                return reply(status(404, "NotFound", f'{kind} "{name}" not found'), 404)
+                missing = status(404, "NotFound", f'{kind} "{name}" not found')
+                missing["details"] = {"name": name, "kind": kind}  # as the real apiserver names it
+                return reply(missing, 404)
             return reply(obj)
 
         @app.post("/apis/authentication.k8s.io/v1/tokenreviews")
@@ -387,8 +389,9 @@ class KubeApiServer:
             if bookmarks and now >= next_bookmark:
                 next_bookmark = now + self.bookmark_interval
                 last = max(last, current)  # every event up to `current` was in `pending`
-                yield json.dumps({"type": "BOOKMARK", "object": {"kind": KINDS[kind], "apiVersion": "v1",
-                                  "metadata": {"resourceVersion": str(last)}}}) + "\n"
+                # the real apiserver's bookmark: an empty object of the kind, `creationTimestamp: null`
+                yield json.dumps({"type": "BOOKMARK", "object": {"kind": KINDS[kind], "apiVersion": "v1", "metadata": {
+                    "resourceVersion": str(last), "creationTimestamp": None}}}) + "\n"
 
 
 def _get(obj: dict[str, Any], path: str) -> str:
