@@ -1,5 +1,5 @@
 """One real kube-apiserver (+ etcd) per test session, with `kagiya serve` as its authentication, authorization and
-admission webhooks, an OIDC issuer stand-in and a real slapd behind kagiya's providers.
+admission webhooks, an OIDC issuer stand-in and a real slapd behind kagiya's providers, moto_server as AWS STS.
 
 Start-up order (what an operator does on a fresh cluster): certificates and webhook configs from the kagiya CLI;
 etcd; the apiserver; kagiya's namespace, ServiceAccount and exactly the RBAC rendered from `deploy/`; a token for
@@ -21,6 +21,7 @@ import yaml
 
 from tests.e2e_apiserver.cluster import ROOT, Apiserver, Cluster, Etcd, Kagiya, missing_parts
 from tests.standins.oidc_issuer import OidcIssuer
+from tests.support.moto import MotoServer
 from tests.support.slapd import BASE_DN, GROUPS_DN, SERVICE_DN, SERVICE_PASSWORD, start_slapd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -109,7 +110,8 @@ def webhook_configuration(kagiya: Kagiya, failure_policy: str = "Ignore") -> dic
     return doc
 
 
-def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_url: str) -> dict[str, Any]:
+def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_url: str,
+                    sts_url: str) -> dict[str, Any]:
     users = work / "users.csv"
     users.write_text("".join(f'{token},{name},uid-{name},"{groups}"\n' for name, (token, groups) in
                              STATIC_USERS.items()))
@@ -130,6 +132,7 @@ def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_u
         },
         "authz": {"policy_file": str(work / "policy.yaml")},
         "iam": {"irsa_annotation": True},
+        "credentials": {"sts_endpoint": sts_url},
         "kube": {"mode": "url", "host": apiserver.url, "token_file": str(work / "kagiya-sa.token"),
                  "ca_file": str(apiserver.ca_file), "watch_seconds": 60, "retry_seconds": 0.2,
                  "max_retry_seconds": 1.0, **({"watch_stale_after_seconds": STALE_AFTER} if STALE_AFTER else {})},
@@ -153,16 +156,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
         issuer = stack.enter_context(OidcIssuer())
         slapd = stack.enter_context(start_slapd(work / "slapd"))
+        moto = stack.enter_context(MotoServer(work))
         etcd.start()
         stack.callback(etcd.stop)
         apiserver.start()
         stack.callback(apiserver.stop)
-        cluster = Cluster(work, etcd, apiserver, kagiya, issuer=issuer, slapd=slapd)
+        cluster = Cluster(work, etcd, apiserver, kagiya, issuer=issuer, slapd=slapd, moto=moto)
         docs = render_overlay("production", cluster.kubectl_path)
         cluster.apply(server_rbac(docs))
         (work / "kagiya-sa.token").write_text(
             cluster.admin("create", "token", "kagiya", "-n", "kagiya-system", "--duration", "2h").strip())
-        kagiya.config.write_text(yaml.safe_dump(kagiya_settings(work, apiserver, issuer, slapd.url)))
+        kagiya.config.write_text(yaml.safe_dump(kagiya_settings(work, apiserver, issuer, slapd.url, moto.url)))
         kagiya.start()
         stack.callback(kagiya.stop)
         kagiya.wait_ready()
