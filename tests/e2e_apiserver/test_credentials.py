@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e_apiserver.cluster import Cluster
 from tests.e2e_apiserver.conftest import STATIC_USERS
-from tests.e2e_apiserver.test_pod_index import Imds, create_pod, delete_pod, eventually, set_running
+from tests.e2e_apiserver.pods import Imds, create_pod, delete_pod, eventually, set_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

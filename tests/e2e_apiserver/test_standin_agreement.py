@@ -4,8 +4,10 @@ TokenReview of a pod-bound ServiceAccount token. The same scenario runs against 
 
 Known and accepted differences (kagiya does not depend on them; asserted here so a change is noticed):
 - a deletion: the real apiserver sends MODIFIED (deletionTimestamp set) before DELETED, the stand-in only DELETED;
-- bookmarks: the real apiserver sends one about a second before `timeoutSeconds` ends the watch and otherwise about
-  once a minute, the stand-in every `bookmark_interval` (0.25 s by default) as well as before the end.
+- bookmarks: the real apiserver sends one shortly before `timeoutSeconds` ends a watch whose kind changed, and
+  none at all on a watch of a kind that does not change (150 s measured, over etcd 3.4); the stand-in's default
+  (`quiet_bookmarks=True`, which tests/iam relies on) sends the global resourceVersion every 0.25 s regardless.
+  This file runs the stand-in with `quiet_bookmarks=False`, the real behaviour.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def real_run(cluster: Cluster) -> dict[str, Any]:
 
 def standin_run() -> dict[str, Any]:
     ns = "agree"
-    with KubeApiServer() as kube:
+    with KubeApiServer(quiet_bookmarks=False) as kube:
         kube.add_namespace(ns)
         kube.add_service_account(ns, "app")
         pod: dict[str, Any] = {}
@@ -178,8 +180,9 @@ def test_bookmarks_and_the_end_of_a_watch(runs: dict[str, dict[str, Any]]) -> No
         assert obj["metadata"]["resourceVersion"].isdigit() and "creationTimestamp" in obj["metadata"], (name, obj)
         # the last bookmark carries the newest resourceVersion (that of the deletion)
         assert int(obj["metadata"]["resourceVersion"]) > int(run["rv"]), name
-    # the real apiserver does not send one every fraction of a second
-    assert len(runs["real"]["bookmarks"]) == 1, runs["real"]["bookmarks"]
+    # neither sends one every fraction of a second once nothing changes (the quiet_bookmarks stand-in sends ~16)
+    for name, run in runs.items():
+        assert len(run["bookmarks"]) <= 3, (name, run["bookmarks"])
 
 
 def test_not_found_status(runs: dict[str, dict[str, Any]]) -> None:
