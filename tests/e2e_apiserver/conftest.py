@@ -37,14 +37,18 @@ def _stale_bound_supported() -> bool:
     from kagiya.errors import ConfigError
 
     try:
-        load_settings(overrides={"kube": {"watch_stale_after_seconds": 6}}, env={})
+        load_settings(overrides={"kube": {"watch_stale_after_seconds": 10}}, env={})
     except ConfigError:
         return False
     return True
 
 
 #: The stale-watch bound kagiya runs with in this suite (0: this kagiya has no such setting).
-STALE_AFTER = 6 if _stale_bound_supported() else 0
+STALE_AFTER = 10 if _stale_bound_supported() else 0
+#: Each watch request ends after this long and kagiya resumes it: all through the suite kagiya's watches end and
+#: resume from their last resourceVersion (a bookmark, when the kind changed). Shorter than STALE_AFTER, because the
+#: real apiserver sends no bookmark on a watch whose kind does not change (none in 150 s measured).
+WATCH_SECONDS = 4
 POLICY = """\
 rules:
   - name: contractors-no-configmaps
@@ -134,7 +138,7 @@ def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_u
         "iam": {"irsa_annotation": True},
         "credentials": {"sts_endpoint": sts_url},
         "kube": {"mode": "url", "host": apiserver.url, "token_file": str(work / "kagiya-sa.token"),
-                 "ca_file": str(apiserver.ca_file), "watch_seconds": 60, "retry_seconds": 0.2,
+                 "ca_file": str(apiserver.ca_file), "watch_seconds": WATCH_SECONDS, "retry_seconds": 0.2,
                  "max_retry_seconds": 1.0, **({"watch_stale_after_seconds": STALE_AFTER} if STALE_AFTER else {})},
     }
 
