@@ -1,5 +1,6 @@
-"""One real kube-apiserver (+ etcd) per test session, with `kagiya serve` as its authentication, authorization and
-admission webhooks, an OIDC issuer stand-in and a real slapd behind kagiya's providers, moto_server as AWS STS.
+"""One real kube-apiserver (+ etcd) per test run (package scope: stopped once this directory's tests are done),
+with `kagiya serve` as its authentication, authorization and admission webhooks, an OIDC issuer stand-in and a real
+slapd behind kagiya's providers, moto_server as AWS STS.
 
 Start-up order (what an operator does on a fresh cluster): certificates and webhook configs from the kagiya CLI;
 etcd; the apiserver; kagiya's namespace, ServiceAccount and exactly the RBAC rendered from `deploy/`; a token for
@@ -143,7 +144,7 @@ def kagiya_settings(work: Path, apiserver: Apiserver, issuer: OidcIssuer, ldap_u
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_parts()
     if missing:
