@@ -100,6 +100,22 @@ def test_pod_ip_lifecycle_and_reuse(cluster: Cluster, ns: str, imds: Imds) -> No
     assert imds.role(ip, old_session)[0] == 401
 
 
+def test_a_terminating_pod_never_lends_its_ip_to_the_next_owner(cluster: Cluster, ns: str, imds: Imds) -> None:
+    """A graceful delete leaves the pod Terminating (no kubelet confirms it here) with its IP still in its status."""
+    ip = "127.0.0.26"
+    create_pod(cluster, ns, "leaving", "app")
+    set_running(cluster, ns, "leaving", ip)
+    assert eventually(lambda: imds.role(ip), lambda r: r[0] == 200) == (200, f"{ns}-app")
+    cluster.admin("delete", "pod", "leaving", "-n", ns, "--wait=false")
+    pod = cluster.get("pod", "leaving", "-n", ns)
+    assert pod["metadata"]["deletionTimestamp"] and pod["status"]["podIP"] == ip  # Terminating, IP still shown
+    refused = eventually(lambda: imds.role(ip), lambda r: r[0] != 200)
+    assert refused[0] == 403 and f"the pod at {ip} is terminating" in refused[1], refused
+    create_pod(cluster, ns, "arriving", "batch")
+    set_running(cluster, ns, "arriving", ip)
+    assert eventually(lambda: imds.role(ip), lambda r: r[0] == 200) == (200, f"{ns}-batch")
+
+
 def freeze(pid: int, sig: signal.Signals) -> None:
     os.killpg(pid, sig)
 
