@@ -74,3 +74,15 @@ def test_a_missing_ca_file_is_a_usage_error(served: Kagiya, tmp_path: Path) -> N
     (tmp_path / "junk.crt").write_text("not a certificate\n")
     proc = iam(served, "--ca-file", str(tmp_path / "junk.crt"), "policy", "team-ca")
     assert proc.returncode == 2 and "not a readable PEM CA bundle" in proc.stderr
+
+
+def test_kagiya_ca_file_is_not_read_as_a_setting(served: Kagiya, tmp_path: Path) -> None:
+    """Without --server the CLI loads the settings (for host/port): KAGIYA_CA_FILE must not be an unknown key."""
+    from tests.support.servers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
+    env.update(KAGIYA_CA_FILE=str(served.ca_file), KAGIYA_PORT=str(free_port()), KAGIYA_DATA_DIR=str(tmp_path))
+    proc = subprocess.run([KAGIYA, "iam", "--token-file", str(served.work / "token"), "policy", "team-ca"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 6, proc.stderr  # nothing listens there: unreachable, not a configuration error
+    assert "cannot reach kagiya" in proc.stderr and "config" not in proc.stderr
