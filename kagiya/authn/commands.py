@@ -65,7 +65,8 @@ def init_server(pki_dir: str | None, force: bool, ips: tuple[str, ...], dns: tup
 @force_option
 @click.argument("name")
 @click.option("--provider", required=True,
-              help="Provider type, written as the certificate's O= (Guard's routing); `agent` for a node agent.")
+              help="Provider type, written as the certificate's O= (Guard's routing); `agent` for a node agent; "
+                   "`default`: the default chain.")
 @click.option("--org", default="", help="Provider name (org, domain, tenant...), written as the CN= "
               "(required, except for --provider agent: default NAME).")
 def init_client(pki_dir: str | None, force: bool, name: str, provider: str, org: str) -> None:
@@ -78,8 +79,8 @@ def init_client(pki_dir: str | None, force: bool, name: str, provider: str, org:
 
     if provider == AGENT_ORGANIZATION:
         org = org or name
-    elif provider not in REGISTRY:
-        raise UsageError(f"--provider must be one of {', '.join([*REGISTRY, AGENT_ORGANIZATION])}")
+    elif provider not in REGISTRY and provider != pki.DEFAULT_CHAIN:
+        raise UsageError(f"--provider must be one of {', '.join([*REGISTRY, AGENT_ORGANIZATION, pki.DEFAULT_CHAIN])}")
     out = pki.init_client(_pki_dir(pki_dir), name, provider=provider, org=org, force=force)
     click.echo(f"wrote {out.cert} and {out.key}")
 

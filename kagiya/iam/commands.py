@@ -1,7 +1,8 @@
 """`kagiya iam ...`: HTTP client commands for bindings, requests, policy and explain (docs/iam.md).
 
 They talk to a running kagiya service (`--server`, env `KAGIYA_SERVER`, default `http://HOST:PORT` from the settings)
-with a bearer token (`--token`, env `KAGIYA_TOKEN`, or `--token-file`). Only the standard library is used
+with a bearer token (`--token`, env `KAGIYA_TOKEN`, or `--token-file`); an `https://` server is verified against
+the system CAs, or only against `--ca-file` / `KAGIYA_CA_FILE` (kagiya's own CA). Only the standard library is used
 (`urllib.request`): the CLI stays fast and needs no extra runtime dependency. Service errors (Kubernetes `Status`
 bodies) become one line on stderr and the matching exit status.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,10 +39,11 @@ ERRORS: dict[int, type[KagiyaError]] = {400: BadRequest, 401: Unauthorized, 403:
 class Client:
     """A tiny JSON-over-HTTP client for the kagiya API."""
 
-    def __init__(self, server: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, token: str, timeout: float = 30.0, context: ssl.SSLContext | None = None) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.context = context
 
     def call(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
         params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
@@ -53,7 +56,7 @@ class Client:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:  # noqa: S310
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise _error_from(exc) from None
@@ -91,7 +94,18 @@ def make_client(ctx: click.Context) -> Client:
             raise UsageError(f"cannot read --token-file {obj['token_file']}: {exc.strerror}") from None
     if not token:
         raise UsageError("a bearer token is required: pass --token, --token-file or set KAGIYA_TOKEN")
-    return Client(server, token)
+    ca_file = obj.get("ca_file") or os.environ.get("KAGIYA_CA_FILE", "")
+    return Client(server, token, context=tls_context(ca_file) if ca_file else None)
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """Verify the server against `ca_file` only (kagiya's own CA), host name included."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise UsageError(f"--ca-file {ca_file}: no such file") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise UsageError(f"--ca-file {ca_file}: not a readable PEM CA bundle ({exc})") from None
 
 
 def emit(data: Any, output: str, text: str) -> None:
@@ -106,11 +120,13 @@ output_option = click.option("-o", "--output", type=click.Choice(["text", "json"
 @click.option("--server", envvar="KAGIYA_SERVER", default="", help="kagiya URL (also KAGIYA_SERVER).")
 @click.option("--token", default="", help="Bearer token (also KAGIYA_TOKEN; prefer --token-file).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="File holding the bearer token.")
+@click.option("--ca-file", envvar="KAGIYA_CA_FILE", default="",
+              help="PEM CA bundle that verifies an https:// server instead of the system CAs (also KAGIYA_CA_FILE).")
 @click.pass_context
-def group(ctx: click.Context, server: str, token: str, token_file: str | None) -> None:
+def group(ctx: click.Context, server: str, token: str, token_file: str | None, ca_file: str) -> None:
     """Pod-to-cloud-identity bindings, requests and policy."""
     ctx.ensure_object(dict)
-    ctx.obj.update(server=server, token=token, token_file=token_file)
+    ctx.obj.update(server=server, token=token, token_file=token_file, ca_file=ca_file)
 
 
 def _request_line(r: dict[str, Any]) -> str:

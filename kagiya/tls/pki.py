@@ -161,6 +161,10 @@ def client_paths(pki: Path, name: str) -> Issued:
     return Issued(pki / "clients" / f"{name}.crt", pki / "clients" / f"{name}.key")
 
 
+#: `--provider default`: an `O=` that names no provider type, so the webhook asks the default chain (every provider).
+DEFAULT_CHAIN = "default"
+
+
 def init_client(pki: Path, name: str, *, provider: str, org: str, force: bool = False) -> Issued:
     """Client certificate: Subject O=<provider> (Guard's routing, or `agent` for a node agent) and CN=<org>.
 

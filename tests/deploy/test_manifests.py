@@ -133,21 +133,29 @@ def test_agent_daemonset_is_configured_to_reach_the_server_and_routes_both_metad
     config_map = next(d for d in render("production") if d["kind"] == "ConfigMap")
     server_config = yaml.safe_load(config_map["data"]["kagiya.yaml"])
     assert projected["audience"] == creds.agent_token_audience
-    assert f"system:serviceaccount:kagiya-system:{ds['spec']['template']['spec']['serviceAccountName']}" in \
+    agent_sa = f"{ds['metadata']['namespace']}:{ds['spec']['template']['spec']['serviceAccountName']}"
+    assert f"system:serviceaccount:{agent_sa}" in \
         server_config["credentials"]["agent_service_accounts"], "the server must accept the agents' own tokens"
     script = " ".join(pod["initContainers"][0]["args"])
     assert "169.254.169.254" in script and "169.254.170.23" in script
     assert agent["ports"][0]["containerPort"] == 8181
 
 
-def test_namespace_pod_security_admits_the_agent() -> None:
-    docs = {d["kind"]: d for d in render("production")}
-    level = docs["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
-    agent = docs["DaemonSet"]["spec"]["template"]["spec"]
+def test_namespace_pod_security_admits_the_agent_and_keeps_the_server_restricted() -> None:
+    docs = render("production")
+    namespaces = {d["metadata"]["name"]: d["metadata"]["labels"] for d in docs if d["kind"] == "Namespace"}
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    server = next(d for d in docs if d["kind"] == "Deployment")
+    agent = ds["spec"]["template"]["spec"]
     needs_privileged = agent.get("hostNetwork") or any(
         "NET_ADMIN" in c.get("securityContext", {}).get("capabilities", {}).get("add", [])
         for c in agent.get("initContainers", []) + agent["containers"])
-    assert not needs_privileged or level == "privileged", "baseline/restricted would reject the agent pods"
+    agent_labels = namespaces[ds["metadata"]["namespace"]]
+    assert not needs_privileged or agent_labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert ds["metadata"]["namespace"] != server["metadata"]["namespace"], "the agent needs a namespace of its own"
+    server_labels = namespaces[server["metadata"]["namespace"]]
+    assert {server_labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "audit", "warn")} == \
+        {"restricted"}
     assert "iptables" in (ROOT / "Dockerfile").read_text(), "the agent's init step runs iptables from the image"
 
 
