@@ -1,12 +1,11 @@
 """Prometheus metrics: one registry per app, request counters and latency per route, and a small helper so
 capabilities declare their own counters once (`metric(app, Counter, name, doc, labels)`).
 
-With several gunicorn workers, set `PROMETHEUS_MULTIPROC_DIR` and the `/metrics` view aggregates all workers.
+A replica is one process (kagiya.serving), so one in-process registry holds all of its counters.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -51,12 +50,6 @@ class Metrics:
         children[1].observe(seconds)
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

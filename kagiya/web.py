@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kagiya.settings"] = settings
     app.extensions["kagiya.readiness"] = {}
-    app.extensions["kagiya.after_fork"] = {}
+    app.extensions["kagiya.startup"] = {}
 
     store = Store(settings.sqlalchemy_url)
     store.migrate()
