@@ -1,5 +1,5 @@
-"""TokenReview webhook under concurrent load: `kagiya serve` (gunicorn, 2 gthread workers) vs a bare Flask route
-served by the same gunicorn options (kagiya.serving.gunicorn_options) in the same run.
+"""TokenReview webhook under concurrent load: `kagiya serve` (one process, the kagiya.serving front) vs a bare
+Flask route served by the same front with the same settings in the same run.
 
 Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in total:
 - bare:      POST to a one-route Flask app that returns a canned TokenReview (the server-setup floor);
@@ -36,11 +36,11 @@ GOAL = 1.3
 BIN = Path(sys.executable).parent
 
 BARE_APP = """
+import asyncio
 import sys
 from flask import Flask, jsonify
-from gunicorn.app.base import BaseApplication
 from kagiya.config import load_settings
-from kagiya.serving import gunicorn_options
+from kagiya.serving.front import Front, listen
 
 app = Flask("bare")
 REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {"creationTimestamp": None},
@@ -50,16 +50,9 @@ REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metad
 def review():
     return jsonify(REPLY)
 
-class Bare(BaseApplication):
-    def load_config(self):
-        options = gunicorn_options(load_settings(env={}, overrides={"port": int(sys.argv[1])}))
-        options.pop("post_fork")  # it reopens kagiya's database pool; the bare app has none
-        for key, value in options.items():
-            self.cfg.set(key, value)
-    def load(self):
-        return app
-
-Bare().run()
+settings = load_settings(env={}, overrides={"port": int(sys.argv[1])})
+front = Front(app, settings.section("serving"), max_body_bytes=settings.max_request_bytes)
+asyncio.run(front.serve_forever(listen(settings.host, settings.port)))
 """
 
 
@@ -105,7 +98,7 @@ def load(port: int, bodies: list[bytes]) -> tuple[float, list[float], int]:
 
 
 def server_cpu(master_pid: int) -> float:
-    """CPU seconds (user+sys) used so far by the gunicorn master's worker processes (Linux /proc)."""
+    """CPU seconds (user+sys) used so far by the server process and its children (Linux /proc)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
@@ -115,7 +108,7 @@ def server_cpu(master_pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == master_pid:
+        if int(fields[1]) == master_pid or int(entry.name) == master_pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
