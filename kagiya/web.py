@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from kagiya import audit, callers, logs, metrics
 from kagiya.authn.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
 from kagiya.config import Settings, load_settings
-from kagiya.errors import Forbidden, KagiyaError, PayloadTooLarge, status_body
+from kagiya.errors import BadRequest, Forbidden, KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
 
 log = logging.getLogger("kagiya.web")
@@ -95,6 +95,9 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         offered = request.headers.get("X-Request-Id", "")
         g.request_id = offered if offered and REQUEST_ID_RE.match(offered) else os.urandom(16).hex()
         g.kagiya_t0 = time.perf_counter()
+        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+            # No route takes NUL characters, and PostgreSQL cannot store them: one refusal for every route.
+            raise BadRequest("NUL characters are not allowed in the path or the query")
         if cert_paths and request.path.startswith(cert_paths) and not request.environ.get(PEER_CERT_ENVIRON):
             raise Forbidden("a client certificate signed by the configured client CA is required for this path")
         if request.content_length is not None and request.content_length > limit:
