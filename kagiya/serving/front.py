@@ -10,6 +10,10 @@ Every response the front itself emits (400, 408, 413, 414, 431, 501, 503, 505) i
 TLS: the handshake runs on the loop with a deadline; the context comes from `kagiya.authn.mtls`'s reloading
 cache on each connection (replaced certificate files apply to new connections), and a verified client
 certificate reaches the app as `environ["SSL_CLIENT_CERT"]`, as it did under gunicorn.
+
+Connections are asyncio Protocols (no coroutine per read) and deadlines are checked by one sweeper every
+`SWEEP_SECONDS`, so the per-request cost on the loop stays small: the loop shares one interpreter lock with the
+handler threads.
 """
 
 from __future__ import annotations
@@ -27,13 +31,24 @@ from email.utils import formatdate
 from typing import Any
 
 from kagiya.errors import status_body
-from kagiya.serving.http1 import PHRASES, REASONS, FrontError, Limits, read_body, read_head, read_line
+from kagiya.serving.http1 import (
+    PHRASES,
+    REASONS,
+    ChunkedBody,
+    FrontError,
+    Limits,
+    RequestHead,
+    check_incomplete,
+    parse_head,
+)
 from kagiya.serving.settings import ServingSettings
 from kagiya.serving.wsgi import Response, WsgiApp, build_environ, call_app
 
 log = logging.getLogger("kagiya.serving")
+SWEEP_SECONDS = 0.1
 _NO_BODY = ("1", "204", "304")
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Front:
@@ -47,200 +62,338 @@ class Front:
         self.limits = Limits(config.max_uri_bytes, config.max_header_bytes, config.max_headers, max_body_bytes)
         self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix="kagiya-handler")
         self.in_flight = 0  # requests handed to the pool and not answered yet (queued or running)
-        self.writing = 0  # requests read completely whose answer is not written yet
-        self.total = 0
         self.per_source: dict[str, int] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.connections: set[Connection] = set()
         self.server: asyncio.Server | None = None
         self.closing = False
-        self._date = (0, "")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._date = (0, b"")
+
+    @property
+    def total(self) -> int:
+        return len(self.connections)
 
     async def start(self, sock: socket.socket) -> None:
-        stream_limit = max(self.config.max_uri_bytes, self.config.max_header_bytes) + 4
-        self.server = await asyncio.start_server(self._connection, sock=sock, limit=stream_limit)
+        self.loop = asyncio.get_running_loop()
+        self.server = await self.loop.create_server(lambda: Connection(self), sock=sock)
+        self._sweeper = self.loop.create_task(self._sweep())
 
     async def serve_forever(self, sock: socket.socket) -> None:
         await self.start(sock)
-        loop = asyncio.get_running_loop()
+        assert self.loop is not None
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            self.loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, let requests already read finish (up to the graceful timeout), then close the rest."""
+        """Stop accepting, finish requests already handed to the app (up to the graceful timeout), close the rest."""
         self.closing = True
         if self.server is not None:
             self.server.close()
+        for conn in list(self.connections):
+            if conn.state in ("idle", "head") and not conn.buffer:
+                conn.close()
         deadline = time.monotonic() + self.config.graceful_timeout_seconds
-        while self.writing and time.monotonic() < deadline:
+        while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=2)
+        for conn in list(self.connections):
+            conn.close()
+        await asyncio.sleep(0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    # --- one connection ---------------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        """Enforce every connection's deadline (handshake, headers, body, idle, write)."""
+        assert self.loop is not None
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                if conn.write_deadline is not None and now >= conn.write_deadline:
+                    conn.close(abort=True)  # a client that does not read its answer
+                elif conn.deadline is not None and now >= conn.deadline:
+                    conn.expired()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("", 0)
-        source = str(peer[0])
-        if (self.closing or self.total >= self.config.max_connections
-                or self.per_source.get(source, 0) >= self.config.max_connections_per_source):
-            if self.ssl_context is None:
-                self._write_status(writer, FrontError(503, "too many connections; retry later"), close=True)
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        self.total += 1
-        self.per_source[source] = self.per_source.get(source, 0) + 1
-        try:
-            pem = None
-            if self.ssl_context is not None:
-                try:
-                    await writer.start_tls(self.ssl_context(),
-                                           ssl_handshake_timeout=self.config.handshake_timeout_seconds)
-                except (ssl.SSLError, OSError, TimeoutError, ConnectionError):
-                    return
-                ssl_object = writer.get_extra_info("ssl_object")
-                der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-                pem = ssl.DER_cert_to_PEM_cert(der) if der else None
-            await self._requests(reader, writer, peer, pem)
-        except (ConnectionError, OSError, asyncio.CancelledError):
-            pass
-        finally:
-            self.total -= 1
-            left = self.per_source[source] - 1
-            if left:
-                self.per_source[source] = left
-            else:
-                del self.per_source[source]
-            self.tasks.discard(task)
-            writer.close()
-
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any,
-                        pem: str | None) -> None:
-        loop = asyncio.get_running_loop()
-        config = self.config
-        scheme = "https" if self.ssl_context is not None else "http"
-        sockname = writer.get_extra_info("sockname") or ("", 0)
-        server = (str(sockname[0]), int(sockname[1]))
-        first = True
-        while not self.closing:
-            started = loop.time()
-            wait = config.header_timeout_seconds if first else config.keepalive_timeout_seconds
-            try:
-                async with asyncio.timeout(wait):
-                    line = await read_line(reader, config.max_uri_bytes, 414, "request line")
-                    while not line:  # RFC 9112 2.2: ignore empty lines before a request line
-                        line = await read_line(reader, config.max_uri_bytes, 414, "request line")
-            except TimeoutError:
-                if first:
-                    await self._refuse(writer, FrontError(408, "no complete request line in time"))
-                return
-            except EOFError:
-                return
-            except FrontError as exc:
-                await self._refuse(writer, exc)
-                return
-            try:
-                async with asyncio.timeout_at((started if first else loop.time()) + config.header_timeout_seconds):
-                    head = await read_head(reader, self.limits, line)
-                if head.expect_continue and (head.content_length or head.chunked):
-                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                async with asyncio.timeout(config.body_timeout_seconds):
-                    body = await read_body(reader, head, self.limits)
-            except TimeoutError:
-                await self._refuse(writer, FrontError(408, "the request did not arrive in time"))
-                return
-            except EOFError:
-                return
-            except FrontError as exc:
-                await self._refuse(writer, exc)
-                return
-            keep_alive = head.keep_alive and not self.closing
-            self.writing += 1
-            try:
-                if self.in_flight >= config.threads + config.max_queued_requests:
-                    self._write_status(writer, FrontError(503, "the server is overloaded; retry later"),
-                                       close=not keep_alive)
-                else:
-                    environ = build_environ(head, body, scheme=scheme, server=server, peer=peer, peer_cert_pem=pem)
-                    self.in_flight += 1
-                    try:
-                        response = await loop.run_in_executor(self.pool, call_app, self.app, environ)
-                    except Exception:  # noqa: BLE001 - the app's own handlers answer errors; this is a last resort
-                        log.exception("the app failed outside its error handlers")
-                        response = _status_response(FrontError(500, "internal error"))
-                    finally:
-                        self.in_flight -= 1
-                    self._write_response(writer, head, response, keep_alive)
-                async with asyncio.timeout(config.write_timeout_seconds):
-                    await writer.drain()
-            finally:
-                self.writing -= 1
-            if not keep_alive:
-                return
-            first = False
-
-    # --- writing ----------------------------------------------------------------------------------------
-
-    def _http_date(self) -> str:
+    def http_date(self) -> bytes:
         now = int(time.time())
         if self._date[0] != now:
-            self._date = (now, formatdate(now, usegmt=True))
+            self._date = (now, formatdate(now, usegmt=True).encode("ascii"))
         return self._date[1]
 
-    def _write_response(self, writer: asyncio.StreamWriter, head: Any, response: Response, keep_alive: bool) -> None:
-        lines = [f"HTTP/1.1 {response.status}", f"Date: {self._http_date()}"]
+
+class Connection(asyncio.Protocol):
+    """One client connection: buffer until a request is complete, hand it to the pool, write the answer."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.config = front.config
+        self.loop = front.loop
+        assert self.loop is not None
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.state = "new"  # handshake, head, body, handling, idle, closed
+        self.deadline: float | None = None
+        self.write_deadline: float | None = None
+        self.tls_task: asyncio.Task[None] | None = None
+        self.timeout_answer = True  # False while idle between requests: close quietly
+        self.head: RequestHead | None = None
+        self.chunks: ChunkedBody | None = None
+        self.source = ""
+        self.peer: Any = ("", 0)
+        self.server: tuple[str, int] = ("", 0)
+        self.pem: str | None = None
+        self.scheme = "http"
+
+    # --- asyncio callbacks ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername") or ("", 0)
+        self.source = str(self.peer[0])
+        sockname = transport.get_extra_info("sockname") or ("", 0)
+        self.server = (str(sockname[0]), int(sockname[1]))
+        front, config = self.front, self.config
+        if (front.closing or front.total >= config.max_connections
+                or front.per_source.get(self.source, 0) >= config.max_connections_per_source):
+            self.state = "closed"
+            if front.ssl_context is None:
+                transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
+                transport.close()
+            else:
+                transport.abort()  # a TLS client could not read a plain answer
+            return
+        front.connections.add(self)
+        front.per_source[self.source] = front.per_source.get(self.source, 0) + 1
+        assert self.loop is not None
+        if front.ssl_context is not None:
+            self.state = "handshake"
+            self.scheme = "https"
+            self.deadline = self.loop.time() + config.handshake_timeout_seconds
+            self.tls_task = self.loop.create_task(self._start_tls())
+        else:
+            self.state = "head"
+            self.deadline = self.loop.time() + config.header_timeout_seconds
+
+    async def _start_tls(self) -> None:
+        assert self.loop is not None and self.front.ssl_context is not None
+        try:
+            transport = await self.loop.start_tls(self.transport, self, self.front.ssl_context(), server_side=True,
+                                                  ssl_handshake_timeout=self.config.handshake_timeout_seconds)
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            self.close(abort=True)
+            return
+        if transport is None or self.state == "closed":
+            self.close(abort=True)
+            return
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.pem = ssl.DER_cert_to_PEM_cert(der) if der else None
+        self.state = "head"
+        self.deadline = self.loop.time() + self.config.header_timeout_seconds
+        if self.buffer:
+            self._process()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == "closed":
+            return
+        self.buffer += data
+        if self.state == "idle":
+            assert self.loop is not None
+            self.state = "head"  # the header deadline runs from the first byte of the next request
+            self.timeout_answer = True
+            self.deadline = self.loop.time() + self.config.header_timeout_seconds
+        if self.state in ("head", "body"):
+            self._process()
+
+    def eof_received(self) -> bool:
+        return False  # half-closed clients get no answer: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        assert self.loop is not None
+        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+
+    def resume_writing(self) -> None:
+        self.write_deadline = None
+
+    # --- request handling -------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        try:
+            if self.state == "head":
+                while self.buffer[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request line
+                    del self.buffer[:2]
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    check_incomplete(self.buffer, self.front.limits)
+                    return
+                self.head = head = parse_head(bytes(self.buffer[:end]), self.front.limits)
+                del self.buffer[:end + 4]
+                self.state = "body"
+                assert self.loop is not None
+                self.deadline = self.loop.time() + self.config.body_timeout_seconds
+                if head.chunked:
+                    self.chunks = ChunkedBody(self.front.limits)
+                if head.expect_continue and (head.content_length or head.chunked):
+                    self.transport.write(_CONTINUE)
+            assert self.head is not None
+            head = self.head
+            if head.chunked:
+                assert self.chunks is not None
+                if not self.chunks.feed(self.buffer):
+                    return
+                body = self.chunks.body()
+                self.chunks = None
+            elif head.content_length:
+                if len(self.buffer) < head.content_length:
+                    return
+                body = bytes(self.buffer[:head.content_length])
+                del self.buffer[:head.content_length]
+            else:
+                body = b""
+        except FrontError as exc:
+            self.refuse(exc)
+            return
+        self._dispatch(head, body)
+
+    def _dispatch(self, head: RequestHead, body: bytes) -> None:
+        front = self.front
+        self.state = "handling"
+        self.deadline = None
+        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
+            self.transport.write(self._status_bytes(FrontError(503, "the server is overloaded; retry later"),
+                                                    close=not head.keep_alive))
+            self._next(head.keep_alive)
+            return
+        self.transport.pause_reading()
+        environ = build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
+                                peer_cert_pem=self.pem)
+        front.in_flight += 1
+        front.pool.submit(self._run, head, environ)
+
+    def _run(self, head: RequestHead, environ: dict[str, Any]) -> None:
+        """In a handler thread: run the app, then hand the whole answer back to the loop."""
+        try:
+            response = call_app(self.front.app, environ)
+        except Exception:  # noqa: BLE001 - the app's own handlers answer errors; this is a last resort
+            log.exception("the app failed outside its error handlers")
+            response = status_response(FrontError(500, "internal error"))
+        assert self.loop is not None
+        try:
+            self.loop.call_soon_threadsafe(self._respond, head, response)
+        except RuntimeError:  # the loop is gone (shutdown)
+            pass
+
+    def _respond(self, head: RequestHead, response: Response) -> None:
+        self.front.in_flight -= 1
+        if self.state == "closed":
+            return
+        keep_alive = head.keep_alive and not self.front.closing
+        self.transport.write(self._response_bytes(head, response, keep_alive))
+        self._next(keep_alive)
+
+    def _next(self, keep_alive: bool) -> None:
+        """After an answer: close, or wait (idle) for the next request on this connection."""
+        if not keep_alive:
+            self.close()
+            return
+        assert self.loop is not None
+        self.head = None
+        self.state = "idle"
+        self.timeout_answer = False
+        self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
+        self.transport.resume_reading()
+        if self.buffer:  # a pipelined request already arrived
+            self.state = "head"
+            self.timeout_answer = True
+            self.deadline = self.loop.time() + self.config.header_timeout_seconds
+            self._process()
+
+    def expired(self) -> None:
+        """The sweeper found this connection past its deadline."""
+        if self.state in ("head", "body") and self.timeout_answer and self.state != "closed":
+            self.refuse(FrontError(408, "the request did not arrive in time"))
+        else:
+            self.close(abort=self.state in ("handshake", "handling"))
+
+    def refuse(self, error: FrontError) -> None:
+        """Answer a request the front refuses, then close once the answer is flushed."""
+        if self.state == "closed":
+            return
+        self.transport.write(self._status_bytes(error))
+        self.close()
+
+    def close(self, abort: bool = False) -> None:
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.state == "closed" and self not in self.front.connections:
+            return
+        self.state = "closed"
+        self.deadline = self.write_deadline = None
+        front = self.front
+        if self in front.connections:
+            front.connections.discard(self)
+            left = front.per_source.get(self.source, 1) - 1
+            if left > 0:
+                front.per_source[self.source] = left
+            else:
+                front.per_source.pop(self.source, None)
+
+    # --- bytes on the wire ------------------------------------------------------------------------------
+
+    def _response_bytes(self, head: RequestHead, response: Response, keep_alive: bool) -> bytes:
+        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
         declared = None
         for name, value in response.headers:
-            if name.lower() in _HOP_BY_HOP:
-                if name.lower() == "content-length":
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                if lower == "content-length":
                     declared = value
                 continue
-            lines.append(f"{name}: {value}")
+            lines.append(f"{name}: {value}".encode("latin-1"))
         body = response.body
         if response.status.startswith(_NO_BODY):
             body = b""
         else:
-            lines.append(f"Content-Length: {declared if head.method == 'HEAD' and declared else len(body)}")
+            length = declared if head.method == "HEAD" and declared else len(body)
+            lines.append(f"Content-Length: {length}".encode("latin-1"))
             if head.method == "HEAD":
                 body = b""
         if not keep_alive:
-            lines.append("Connection: close")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            lines.append(b"Connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
-    def _write_status(self, writer: asyncio.StreamWriter, error: FrontError, *, close: bool) -> None:
-        response = _status_response(error)
-        lines = [f"HTTP/1.1 {response.status}", f"Date: {self._http_date()}"]
-        lines += [f"{k}: {v}" for k, v in response.headers]
+    def _status_bytes(self, error: FrontError, close: bool = True) -> bytes:
+        response = status_response(error)
+        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
+        lines += [f"{k}: {v}".encode("latin-1") for k, v in response.headers]
         if close:
-            lines.append("Connection: close")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
-
-    async def _refuse(self, writer: asyncio.StreamWriter, error: FrontError) -> None:
-        """Answer a request the front refuses, then let the caller close the connection."""
-        try:
-            self._write_status(writer, error, close=True)
-            async with asyncio.timeout(min(5.0, self.config.write_timeout_seconds)):
-                await writer.drain()
-        except (TimeoutError, ConnectionError, OSError):
-            pass
+            lines.append(b"Connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
 
 
-def _status_response(error: FrontError) -> Response:
+def status_response(error: FrontError) -> Response:
+    """A Kubernetes `Status` answer for a request the front refuses (503 adds Retry-After)."""
     body = json.dumps(status_body(error.code, REASONS.get(error.code, "InternalError"), error.message)).encode()
     headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                ("Content-Length", str(len(body)))]
     if error.code == 503:
         headers.append(("Retry-After", "1"))
-    return Response(f"{error.code} {PHRASES.get(error.code, 'Internal Server Error')}", headers, body)
+    return Response(f"{error.code} {PHRASES.get(error.code, 'Error')}", headers, body)
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
