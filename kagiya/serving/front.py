@@ -68,6 +68,9 @@ class Front:
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self.handshaking: dict[str, int] = {}
         self._date = (0, b"")
 
     @property
@@ -76,8 +79,52 @@ class Front:
 
     async def start(self, sock: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
-        self.server = await self.loop.create_server(lambda: Connection(self), sock=sock)
+        if self.ssl_context is None:
+            self.server = await self.loop.create_server(lambda: Connection(self), sock=sock)
+        else:
+            self._acceptor = self.loop.create_task(self._accept_tls(sock))
         self._sweeper = self.loop.create_task(self._sweep())
+
+    def over_cap(self, source: str) -> bool:
+        config = self.config
+        return (self.closing or self.total + sum(self.handshaking.values()) >= config.max_connections
+                or self.per_source.get(source, 0) + self.handshaking.get(source, 0)
+                >= config.max_connections_per_source)
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """TLS: accept here so each connection gets the current (reloaded) context; connections over the caps are
+        closed before any handshake work."""
+        assert self.loop is not None
+        while not self.closing:
+            try:
+                sock, peer = await self.loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.05)
+                continue
+            source = str(peer[0])
+            if self.over_cap(source):
+                sock.close()
+                continue
+            task = self.loop.create_task(self._handshake(sock, source))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, sock: socket.socket, source: str) -> None:
+        assert self.loop is not None and self.ssl_context is not None
+        self.handshaking[source] = self.handshaking.get(source, 0) + 1
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: Connection(self), sock, ssl=self.ssl_context(),
+                ssl_handshake_timeout=self.config.handshake_timeout_seconds)
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            sock.close()
+        finally:
+            left = self.handshaking[source] - 1
+            if left:
+                self.handshaking[source] = left
+            else:
+                del self.handshaking[source]
 
     async def serve_forever(self, sock: socket.socket) -> None:
         await self.start(sock)
@@ -94,6 +141,8 @@ class Front:
         self.closing = True
         if self.server is not None:
             self.server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
         for conn in list(self.connections):
             if conn.state in ("idle", "head") and not conn.buffer:
                 conn.close()
@@ -108,7 +157,7 @@ class Front:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _sweep(self) -> None:
-        """Enforce every connection's deadline (handshake, headers, body, idle, write)."""
+        """Enforce every connection's deadline (headers, body, idle, write); handshakes have their own."""
         assert self.loop is not None
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
@@ -136,10 +185,9 @@ class Connection(asyncio.Protocol):
         assert self.loop is not None
         self.transport: Any = None
         self.buffer = bytearray()
-        self.state = "new"  # handshake, head, body, handling, idle, closed
+        self.state = "new"  # head, body, handling, idle, closed
         self.deadline: float | None = None
         self.write_deadline: float | None = None
-        self.tls_task: asyncio.Task[None] | None = None
         self.timeout_answer = True  # False while idle between requests: close quietly
         self.head: RequestHead | None = None
         self.chunks: ChunkedBody | None = None
@@ -157,47 +205,22 @@ class Connection(asyncio.Protocol):
         self.source = str(self.peer[0])
         sockname = transport.get_extra_info("sockname") or ("", 0)
         self.server = (str(sockname[0]), int(sockname[1]))
-        front, config = self.front, self.config
-        if (front.closing or front.total >= config.max_connections
-                or front.per_source.get(self.source, 0) >= config.max_connections_per_source):
+        front = self.front
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None and front.over_cap(self.source):  # TLS connections were checked before the handshake
             self.state = "closed"
-            if front.ssl_context is None:
-                transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
-                transport.close()
-            else:
-                transport.abort()  # a TLS client could not read a plain answer
+            transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
+            transport.close()
             return
+        if ssl_object is not None:
+            self.scheme = "https"
+            der = ssl_object.getpeercert(binary_form=True)
+            self.pem = ssl.DER_cert_to_PEM_cert(der) if der else None
         front.connections.add(self)
         front.per_source[self.source] = front.per_source.get(self.source, 0) + 1
         assert self.loop is not None
-        if front.ssl_context is not None:
-            self.state = "handshake"
-            self.scheme = "https"
-            self.deadline = self.loop.time() + config.handshake_timeout_seconds
-            self.tls_task = self.loop.create_task(self._start_tls())
-        else:
-            self.state = "head"
-            self.deadline = self.loop.time() + config.header_timeout_seconds
-
-    async def _start_tls(self) -> None:
-        assert self.loop is not None and self.front.ssl_context is not None
-        try:
-            transport = await self.loop.start_tls(self.transport, self, self.front.ssl_context(), server_side=True,
-                                                  ssl_handshake_timeout=self.config.handshake_timeout_seconds)
-        except (ssl.SSLError, OSError, TimeoutError, ConnectionError, asyncio.CancelledError):
-            self.close(abort=True)
-            return
-        if transport is None or self.state == "closed":
-            self.close(abort=True)
-            return
-        self.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self.pem = ssl.DER_cert_to_PEM_cert(der) if der else None
         self.state = "head"
         self.deadline = self.loop.time() + self.config.header_timeout_seconds
-        if self.buffer:
-            self._process()
 
     def data_received(self, data: bytes) -> None:
         if self.state == "closed":
@@ -322,7 +345,7 @@ class Connection(asyncio.Protocol):
         if self.state in ("head", "body") and self.timeout_answer and self.state != "closed":
             self.refuse(FrontError(408, "the request did not arrive in time"))
         else:
-            self.close(abort=self.state in ("handshake", "handling"))
+            self.close(abort=self.state == "handling")
 
     def refuse(self, error: FrontError) -> None:
         """Answer a request the front refuses, then close once the answer is flushed."""

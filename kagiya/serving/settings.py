@@ -7,10 +7,13 @@ a handler thread. See docs/operations.md ("Serving model").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class ServingSettings:
+    #: The front's event loop: uvloop (libuv, less CPU per request; measured in docs/operations.md) or the stdlib's.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     #: Handler threads running the app. Requests wait for one only once they are completely read.
     threads: int = 16
     #: Complete requests allowed to wait for a thread; past it the front answers 503 + Retry-After.
