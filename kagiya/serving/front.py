@@ -82,6 +82,7 @@ class Front:
         if self.ssl_context is None:
             self.server = await self.loop.create_server(lambda: Connection(self), sock=sock)
         else:
+            self._listener = sock
             self._acceptor = self.loop.create_task(self._accept_tls(sock))
         self._sweeper = self.loop.create_task(self._sweep())
 
@@ -143,6 +144,12 @@ class Front:
             self.server.close()
         if self._acceptor is not None:
             self._acceptor.cancel()
+            await asyncio.wait([self._acceptor], timeout=2)
+            self._listener.close()
+        for task in list(self._handshakes):
+            task.cancel()
+        if self._handshakes:
+            await asyncio.wait(list(self._handshakes), timeout=2)
         for conn in list(self.connections):
             if conn.state in ("idle", "head") and not conn.buffer:
                 conn.close()
