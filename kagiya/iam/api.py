@@ -31,14 +31,24 @@ API_VERSION = "kagiya.io/v1"
 REQUEST_SCHEMA = {
     "type": "object",
     "required": ["namespace", "serviceAccount", "cloud", "identity"],
+    "additionalProperties": False,
     "properties": {
         "namespace": {"type": "string"}, "serviceAccount": {"type": "string"},
         "cloud": {"type": "string", "enum": ["aws", "gcp", "azure"]},
         "identity": {"type": "string", "description": "role ARN, service-account email or Azure client id"},
-        "tenant": {"type": "string"}, "externalId": {"type": "string"},
-        "podSelector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
-        "ttlSeconds": {"type": "integer", "minimum": 60}, "reason": {"type": "string"},
+        "tenant": {"type": "string"}, "externalId": {"type": "string", "maxLength": 1224},
+        "podSelector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": {
+            "type": "object", "additionalProperties": {"type": "string",
+                                                       "pattern": bindings.LABEL_VALUE.pattern}}}},
+        "ttlSeconds": {"type": "integer", "minimum": 60}, "reason": {"type": "string", "maxLength": 2000},
     },
+    # the identity's shape follows the cloud (bindings.check_identity)
+    "anyOf": [
+        {"properties": {"cloud": {"enum": ["aws"]}, "identity": {"pattern": bindings.AWS_ROLE_ARN.pattern}}},
+        {"properties": {"cloud": {"enum": ["gcp"]}, "identity": {"pattern": bindings.GCP_SA_EMAIL.pattern}}},
+        {"properties": {"cloud": {"enum": ["azure"]}, "identity": {"pattern": bindings.AZURE_GUID.pattern}},
+         "required": ["tenant"]},
+    ],
 }
 RULE_SCHEMA = {"type": "object", "properties": {"cloud": {"type": "string"}, "glob": {"type": "string"},
                                                 "regex": {"type": "string"}}}
