@@ -138,7 +138,8 @@ class Front:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, finish requests already handed to the app (up to the graceful timeout), close the rest."""
+        """Stop accepting, close idle connections, finish requests already started (receiving within their
+        deadlines, or running) up to the graceful timeout, answer them with `Connection: close`, close the rest."""
         self.closing = True
         if self.server is not None:
             self.server.close()
@@ -154,7 +155,7 @@ class Front:
             if conn.state in ("idle", "head") and not conn.buffer:
                 conn.close()
         deadline = time.monotonic() + self.config.graceful_timeout_seconds
-        while self.in_flight and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.close()
@@ -162,6 +163,12 @@ class Front:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _busy(self) -> bool:
+        """A request is being received (within its deadlines), run, or answered."""
+        return bool(self.in_flight) or any(
+            conn.state in ("body", "handling") or (conn.state == "head" and conn.buffer)
+            for conn in self.connections)
 
     async def _sweep(self) -> None:
         """Enforce every connection's deadline (headers, body, idle, write); handshakes have their own."""

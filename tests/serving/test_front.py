@@ -189,3 +189,26 @@ def test_client_headers_cannot_set_the_peer_certificate(serve: Callable[..., Fro
     head = RequestHead("GET", "/x", "HTTP/1.1", headers=[("SSL_CLIENT_CERT", "forged"), ("SSL-Client-Cert", "f2")])
     environ = build_environ(head, b"", scheme="https", server=("h", 1), peer=("p", 2), peer_cert_pem=None)
     assert "SSL_CLIENT_CERT" not in environ and environ["HTTP_SSL_CLIENT_CERT"] == "f2"
+
+
+def test_shutdown_finishes_a_request_being_received_and_closes_idle_ones(serve: Callable[..., FrontServer]) -> None:
+    import asyncio
+
+    server = serve()
+    payload = json.dumps(STATIC).encode()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    busy = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        busy.sendall(b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                     + payload[:10])
+        time.sleep(0.2)
+        stopping = asyncio.run_coroutine_threadsafe(server.front.shutdown(), server.loop)
+        assert read_until_close(idle) == b""  # idle: closed at once
+        busy.sendall(payload[10:])
+        status, headers, body = parse(read_until_close(busy))
+        assert status == 200 and body["status"]["user"]["username"] == "bob"
+        assert headers["connection"] == "close"
+        stopping.result(10)
+    finally:
+        idle.close()
+        busy.close()
