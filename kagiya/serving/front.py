@@ -72,6 +72,23 @@ class Front:
         self._handshakes: set[asyncio.Task[None]] = set()
         self.handshaking: dict[str, int] = {}
         self._date = (0, b"")
+        self._refusals: Any = None
+        metrics = getattr(app, "extensions", {}).get("kagiya.metrics")
+        if metrics is not None:  # kagiya's app: the front's own numbers next to the app's on /metrics
+            from prometheus_client import Counter, Gauge
+
+            self._refusals = metrics.get(Counter, "kagiya_front_refusals_total",
+                                         "Requests and connections the HTTP front refused itself, by status code.",
+                                         ("code",))
+            metrics.get(Gauge, "kagiya_front_connections", "Open client connections.").set_function(
+                lambda: len(self.connections))
+            metrics.get(Gauge, "kagiya_front_requests_in_flight",
+                        "Complete requests handed to the handler pool and not answered yet.").set_function(
+                lambda: self.in_flight)
+
+    def refused(self, code: int) -> None:
+        if self._refusals is not None:
+            self._refusals.labels(str(code)).inc()
 
     @property
     def total(self) -> int:
@@ -105,6 +122,7 @@ class Front:
                 continue
             source = str(peer[0])
             if self.over_cap(source):
+                self.refused(503)
                 sock.close()
                 continue
             task = self.loop.create_task(self._handshake(sock, source))
@@ -223,6 +241,7 @@ class Connection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None and front.over_cap(self.source):  # TLS connections were checked before the handshake
             self.state = "closed"
+            front.refused(503)
             transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
             transport.close()
             return
@@ -306,6 +325,7 @@ class Connection(asyncio.Protocol):
         self.state = "handling"
         self.deadline = None
         if front.in_flight >= self.config.threads + self.config.max_queued_requests:
+            front.refused(503)
             self.transport.write(self._status_bytes(FrontError(503, "the server is overloaded; retry later"),
                                                     close=not head.keep_alive))
             self._next(head.keep_alive)
@@ -365,6 +385,7 @@ class Connection(asyncio.Protocol):
         """Answer a request the front refuses, then close once the answer is flushed."""
         if self.state == "closed":
             return
+        self.front.refused(error.code)
         self.transport.write(self._status_bytes(error))
         self.close()
 

@@ -212,3 +212,13 @@ def test_shutdown_finishes_a_request_being_received_and_closes_idle_ones(serve: 
     finally:
         idle.close()
         busy.close()
+
+
+def test_the_fronts_refusals_and_connections_show_on_metrics(serve: Callable[..., FrontServer]) -> None:
+    server = serve(max_uri_bytes=1024)
+    assert_status(server.raw(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n"), 414)
+    assert_status(server.raw(b"GARBAGE\r\n\r\n"), 400)
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert 'kagiya_front_refusals_total{code="414"} 1.0' in text
+    assert 'kagiya_front_refusals_total{code="400"} 1.0' in text
+    assert "kagiya_front_connections 1.0" in text  # the scrape's own connection
