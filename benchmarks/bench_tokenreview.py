@@ -6,7 +6,7 @@ Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in tota
 - cached:    POST /authn/tokenreviews with one OIDC JWT (answered from the review cache after the first call);
 - uncached:  POST /authn/tokenreviews with a different OIDC JWT each time (RS256 signature check, claim checks,
              an audit row per decision; JWKS fetched once from the in-process issuer stand-in).
-Prints throughput, p50/p99 latency, server CPU per request (gunicorn workers, from /proc) and the overhead
+Prints throughput, p50/p99 latency, server CPU per request (the server process, from /proc) and the overhead
 ratios; bare and cached alternate over ROUNDS rounds and the best of each is kept. Goal: cached within 1.3x of bare.
 """
 
