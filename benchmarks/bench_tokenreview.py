@@ -36,11 +36,10 @@ GOAL = 1.3
 BIN = Path(sys.executable).parent
 
 BARE_APP = """
-import asyncio
 import sys
 from flask import Flask, jsonify
 from kagiya.config import load_settings
-from kagiya.serving.front import Front, listen
+from kagiya.serving import serve_app
 
 app = Flask("bare")
 REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {"creationTimestamp": None},
@@ -50,9 +49,7 @@ REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metad
 def review():
     return jsonify(REPLY)
 
-settings = load_settings(env={}, overrides={"port": int(sys.argv[1])})
-front = Front(app, settings.section("serving"), max_body_bytes=settings.max_request_bytes)
-asyncio.run(front.serve_forever(listen(settings.host, settings.port)))
+serve_app(app, load_settings(env={}, overrides={"port": int(sys.argv[1])}))
 """
 
 

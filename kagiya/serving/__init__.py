@@ -87,6 +87,11 @@ def run(settings: Settings, *, dev: bool = False) -> None:
             dev_context = ssl_context_factory(settings)()
         app.run(host=settings.host, port=settings.port, ssl_context=dev_context, threaded=True, use_reloader=False)
         return
+    serve_app(app, settings)
+
+
+def serve_app(app: Any, settings: Settings) -> None:
+    """Serve a WSGI app on the front until SIGTERM/SIGINT, with the listener, TLS and loop `settings` name."""
     from kagiya.serving.front import Front, listen
 
     front = Front(app, settings.section("serving"), max_body_bytes=settings.max_request_bytes,
