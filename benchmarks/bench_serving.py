@@ -112,19 +112,21 @@ for i in range(count):
               b"POST /authn/tokenreviews HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100000\\r\\n\\r\\n")
     socks.append(s)
 print("ready", flush=True)
-while True:
+while True:  # each connection sends a byte every 0.5 s, the connections spread over that interval
     for i, s in enumerate(socks):
         try:
             s.sendall(b"X" if i % 2 else b" ")
         except OSError:
             pass
-    time.sleep(0.5)
+        if i % 10 == 9:
+            time.sleep(0.5 / (count / 10))
 """
 
 
 class SlowClients:
     """SLOW connections from three loopback source addresses; half stall in the headers, half in a body, each
-    sending one more byte every 0.5 s (headers and body never complete within the run)."""
+    sending one more byte every 0.5 s, spread over that interval as independent clients would (headers and body
+    never complete within the run)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
