@@ -222,3 +222,13 @@ def test_the_fronts_refusals_and_connections_show_on_metrics(serve: Callable[...
     assert 'kagiya_front_refusals_total{code="414"} 1.0' in text
     assert 'kagiya_front_refusals_total{code="400"} 1.0' in text
     assert "kagiya_front_connections 1.0" in text  # the scrape's own connection
+
+
+@pytest.mark.parametrize(("key", "value"), [("threads", "0"), ("header_timeout_seconds", "0"),
+                                            ("max_connections_per_source", "5000"), ("event_loop", "trio")])
+def test_serving_settings_are_checked(key: str, value: str) -> None:
+    from kagiya.config import load_settings
+    from kagiya.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key if key != "event_loop" else "serving.event_loop"):
+        load_settings(env={f"KAGIYA_SERVING_{key.upper()}": value})
