@@ -232,3 +232,35 @@ def test_serving_settings_are_checked(key: str, value: str) -> None:
 
     with pytest.raises(ConfigError, match=key if key != "event_loop" else "serving.event_loop"):
         load_settings(env={f"KAGIYA_SERVING_{key.upper()}": value})
+
+
+def test_oversized_heads_are_refused_before_they_end(serve: Callable[..., FrontServer]) -> None:
+    """414/431 as soon as the buffered head passes the limit: the client need not finish (nor close) first."""
+    server = serve(max_uri_bytes=1024, max_header_bytes=2048)
+    for partial, code in ((b"GET /" + b"a" * 1500, 414),
+                          (b"GET / HTTP/1.1\r\nX: " + b"b" * 4000, 431)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(partial)
+            assert_status(read_until_close(s), code)
+
+
+def test_pipelined_requests_are_answered_in_order(serve: Callable[..., FrontServer]) -> None:
+    server = serve()
+    payload = json.dumps(STATIC).encode()
+    both = (b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (len(payload), payload))
+    answer = server.raw(both)
+    first, _, rest = answer.partition(b"HTTP/1.1 404")
+    assert parse(first)[0] == 200 and b'"username":"bob"' in first
+    assert b'"reason":"NotFound"' in rest
+
+
+def test_expect_continue_gets_100_before_the_body(serve: Callable[..., FrontServer]) -> None:
+    server = serve()
+    payload = json.dumps(STATIC).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(payload))
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(payload)
+        assert parse(read_until_close(s))[0] == 200
