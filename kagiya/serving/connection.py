@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         self.server: tuple[str, int] = ("", 0)
         self.pem: str | None = None
         self.scheme = "http"
+        self.reserved = 0  # body bytes counted against serving.max_buffered_body_bytes until answered
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
 
@@ -112,6 +113,12 @@ class Connection(asyncio.Protocol):
                     return
                 self.head = head = parse_head(bytes(self.buffer[:end]), self.front.limits)
                 del self.buffer[:end + 4]
+                need = head.content_length or (self.front.limits.max_body_bytes if head.chunked else 0)
+                if need:
+                    if self.front.buffered + need > self.config.max_buffered_body_bytes:
+                        raise FrontError(503, "the server is busy receiving other request bodies; retry later")
+                    self.reserved = need
+                    self.front.buffered += need
                 self.state = "body"
                 assert self.loop is not None
                 self.deadline = self.loop.time() + self.config.body_timeout_seconds
@@ -168,8 +175,13 @@ class Connection(asyncio.Protocol):
         except RuntimeError:  # the loop is gone (shutdown)
             pass
 
+    def _release(self) -> None:
+        self.front.buffered -= self.reserved
+        self.reserved = 0
+
     def _respond(self, head: RequestHead, response: Response) -> None:
         self.front.in_flight -= 1
+        self._release()
         if self.state == "closed":
             return
         keep_alive = head.keep_alive and not self.front.closing
@@ -178,6 +190,7 @@ class Connection(asyncio.Protocol):
 
     def _next(self, keep_alive: bool) -> None:
         """After an answer: close, or wait (idle) for the next request on this connection."""
+        self._release()
         if not keep_alive:
             self.close()
             return
@@ -219,6 +232,8 @@ class Connection(asyncio.Protocol):
     def _forget(self) -> None:
         if self.state == "closed" and self not in self.front.connections:
             return
+        if self.state != "handling":  # else the handler still holds the body: released when it answers
+            self._release()
         self.state = "closed"
         self.deadline = self.write_deadline = None
         front = self.front

@@ -48,6 +48,7 @@ class Front:
         self.ssl_context = ssl_context
         self.limits = Limits(config.max_uri_bytes, config.max_header_bytes, config.max_headers, max_body_bytes)
         self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix="kagiya-handler")
+        self.buffered = 0  # body bytes announced by requests being received, queued or running
         self.in_flight = 0  # requests handed to the pool and not answered yet (queued or running)
         self.per_source: dict[str, int] = {}
         self.connections: set[Connection] = set()

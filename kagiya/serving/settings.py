@@ -18,6 +18,9 @@ class ServingSettings:
     threads: int = 16
     #: Complete requests allowed to wait for a thread; past it the front answers 503 + Retry-After.
     max_queued_requests: int = 256
+    #: Request bodies held at once (being received, queued or running; a chunked body counts as
+    #: max_request_bytes); past it a new body gets 503 + Retry-After, so slow uploads cannot exhaust memory.
+    max_buffered_body_bytes: int = 128 * 1024 * 1024
     #: Deadline for the request line and headers, from the connection's first byte (408 past it).
     header_timeout_seconds: float = 10.0
     #: Deadline for the whole body once the headers are in (408 past it).
@@ -45,6 +48,7 @@ class ServingSettings:
             "threads": (1, 512), "max_queued_requests": (1, 100_000), "max_uri_bytes": (256, 1024 * 1024),
             "max_header_bytes": (1024, 1024 * 1024), "max_headers": (8, 10_000),
             "max_connections": (1, 1_000_000), "max_connections_per_source": (1, 1_000_000),
+            "max_buffered_body_bytes": (1024 * 1024, 64 * 1024**3),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)

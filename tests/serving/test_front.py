@@ -264,3 +264,27 @@ def test_expect_continue_gets_100_before_the_body(serve: Callable[..., FrontServ
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(payload)
         assert parse(read_until_close(s))[0] == 200
+
+
+def test_bodies_being_received_are_bounded_in_total(serve: Callable[..., FrontServer]) -> None:
+    """Slow uploads cannot exhaust memory: past max_buffered_body_bytes announced, a new body gets 503."""
+    server = serve(max_buffered_body_bytes=2 * 1024 * 1024)
+    big = b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(big + b"{")
+        time.sleep(0.2)
+        body = assert_status(server.raw(big), 503)
+        assert "request bodies" in body["message"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while server.front.buffered and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.front.buffered == 0  # released when those connections went away
+    payload = json.dumps(STATIC).encode()
+    ok = server.raw(b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(payload), payload))
+    assert parse(ok)[0] == 200 and server.front.buffered == 0
