@@ -21,7 +21,7 @@ RUN apt-get update \
     && chown kagiya:kagiya /var/lib/kagiya
 COPY --from=build /opt/kagiya /opt/kagiya
 WORKDIR /app
-COPY app.py gunicorn.conf.py ./
+COPY app.py ./
 ENV PATH=/opt/kagiya/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,5 +30,6 @@ ENV PATH=/opt/kagiya/bin:$PATH \
     KAGIYA_PORT=8443
 USER 10001:10001
 EXPOSE 8443
-# Same entry as the README: gunicorn with the settings-derived config (TLS required off loopback).
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+# Same entry as the README: one process per replica, the HTTP front reading whole requests before a bounded
+# handler pool runs the app (docs/operations.md, "Serving model"); TLS is required off loopback.
+CMD ["kagiya", "serve"]

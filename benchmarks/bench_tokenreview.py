@@ -1,5 +1,5 @@
-"""TokenReview webhook under concurrent load: `kagiya serve` (gunicorn, 2 gthread workers) vs a bare Flask route
-served by the same gunicorn options (kagiya.serving.gunicorn_options) in the same run.
+"""TokenReview webhook under concurrent load: `kagiya serve` (one process, the kagiya.serving front) vs a bare
+Flask route served by the same front with the same settings in the same run.
 
 Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in total:
 - bare:      POST to a one-route Flask app that returns a canned TokenReview (the server-setup floor);
@@ -8,7 +8,7 @@ Scenarios, each CLIENTS keep-alive connections sending REQUESTS requests in tota
              an audit event per decision, written by whatever audit path this branch has, to the SQLite store in
              a data directory ON DISK (under the repository's `.bench/`, never /tmp, which may be tmpfs); JWKS
              fetched once from the in-process issuer stand-in).
-Prints throughput, p50/p99 latency, server CPU per request (gunicorn workers, from /proc) and the overhead
+Prints throughput, p50/p99 latency, server CPU per request (the server process, from /proc) and the overhead
 ratios; bare and cached alternate over ROUNDS rounds and the best of each is kept. Goal: cached within 1.3x of bare.
 The last lines compare the uncached p99 (store on disk, the filesystem named) with the bare route's p99 measured
 in the same run: a review that waits on a synchronous fsync shows up there.
@@ -42,9 +42,8 @@ BIN = Path(sys.executable).parent
 BARE_APP = """
 import sys
 from flask import Flask, jsonify
-from gunicorn.app.base import BaseApplication
 from kagiya.config import load_settings
-from kagiya.serving import gunicorn_options
+from kagiya.serving import serve_app
 
 app = Flask("bare")
 REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {"creationTimestamp": None},
@@ -54,16 +53,7 @@ REPLY = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metad
 def review():
     return jsonify(REPLY)
 
-class Bare(BaseApplication):
-    def load_config(self):
-        options = gunicorn_options(load_settings(env={}, overrides={"port": int(sys.argv[1])}))
-        options.pop("post_fork")  # it reopens kagiya's database pool; the bare app has none
-        for key, value in options.items():
-            self.cfg.set(key, value)
-    def load(self):
-        return app
-
-Bare().run()
+serve_app(app, load_settings(env={}, overrides={"port": int(sys.argv[1])}))
 """
 
 
@@ -109,7 +99,7 @@ def load(port: int, bodies: list[bytes]) -> tuple[float, list[float], int]:
 
 
 def server_cpu(master_pid: int) -> float:
-    """CPU seconds (user+sys) used so far by the gunicorn master's worker processes (Linux /proc)."""
+    """CPU seconds (user+sys) used so far by the server process and its children (Linux /proc)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
@@ -119,7 +109,7 @@ def server_cpu(master_pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == master_pid:
+        if int(fields[1]) == master_pid or int(entry.name) == master_pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 

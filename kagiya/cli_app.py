@@ -83,8 +83,8 @@ def version() -> None:
 @cli.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1). Non-loopback requires TLS.")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn worker processes (default 2).")
-@click.option("--dev", is_flag=True, help="Run Flask's development server instead of gunicorn.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Ignored: one process per replica.")
+@click.option("--dev", is_flag=True, help="Run Flask's development server instead of the serving front.")
 @click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Server certificate (PEM).")
 @click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="Server private key (PEM).")
 @click.option("--client-ca", default=None, type=click.Path(dir_okay=False),

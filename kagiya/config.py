@@ -37,6 +37,7 @@ SECTIONS: dict[str, str] = {
     "audit": "kagiya.audit_settings:AuditSettings",
     "console": "kagiya.console.settings:ConsoleSettings",
     "notify": "kagiya.notify:NotifySettings",
+    "serving": "kagiya.serving.settings:ServingSettings",
 }
 
 #: Environment variables that are not settings but are read by name elsewhere.
@@ -53,6 +54,7 @@ class Settings:
     database_url_file: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Deprecated and ignored: a replica is one process (see the `serving:` section for its thread pool).
     workers: int = 2
     tls_cert: str = ""
     tls_key: str = ""

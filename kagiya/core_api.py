@@ -31,10 +31,14 @@ def add_readiness_check(app: Flask, name: str, check: Callable[[], None]) -> Non
     app.extensions["kagiya.readiness"][name] = check
 
 
-def add_after_fork(app: Flask, name: str, start: Callable[[], None]) -> None:
-    """Register `start` to run in each gunicorn worker right after the fork (threads do not survive a fork):
-    capabilities start their background work (watches, prefetch) here instead of on the first request."""
-    app.extensions["kagiya.after_fork"][name] = start
+def add_startup(app: Flask, name: str, start: Callable[[], None]) -> None:
+    """Register `start` to run once in the serving process before it accepts requests (a replica is one
+    process): capabilities start their background work (watches, prefetch) here instead of on the first request."""
+    app.extensions["kagiya.startup"][name] = start
+
+
+#: The name used while replicas were gunicorn workers started by fork; kept so capabilities need not change.
+add_after_fork = add_startup
 
 
 @bp.get("/healthz")

@@ -1,18 +1,17 @@
 """Prometheus metrics: one registry per app, request counters and latency per route, and a small helper so
 capabilities declare their own counters once (`metric(app, Counter, name, doc, labels)`).
 
-With several gunicorn workers, set `PROMETHEUS_MULTIPROC_DIR` and the `/metrics` view aggregates all workers.
+A replica is one process (kagiya.serving), so one in-process registry holds all of its counters.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, TypeVar
 
 from flask import Flask
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-M = TypeVar("M", Counter, Histogram)
+M = TypeVar("M", Counter, Gauge, Histogram)
 EXTENSION = "kagiya.metrics"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -51,12 +50,6 @@ class Metrics:
         children[1].observe(seconds)
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

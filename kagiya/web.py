@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from kagiya import audit, callers, logs, metrics
 from kagiya.audit import service as audit_service
 from kagiya.config import Settings, load_settings
-from kagiya.errors import Forbidden, KagiyaError, PayloadTooLarge, status_body
+from kagiya.errors import BadRequest, Forbidden, KagiyaError, PayloadTooLarge, status_body
 from kagiya.store import Store
 from kagiya.store import init_app as store_errors_init_app
 from kagiya.tls.mtls import ENVIRON_KEY as PEER_CERT_ENVIRON
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["kagiya.settings"] = settings
     app.extensions["kagiya.readiness"] = {}
-    app.extensions["kagiya.after_fork"] = {}
+    app.extensions["kagiya.startup"] = {}
 
     store = Store(settings.sqlalchemy_url)
     store.migrate()
@@ -100,6 +100,9 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         offered = request.headers.get("X-Request-Id", "")
         g.request_id = offered if offered and REQUEST_ID_RE.match(offered) else os.urandom(16).hex()
         g.kagiya_t0 = time.perf_counter()
+        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+            # No route takes NUL characters, and PostgreSQL cannot store them: one refusal for every route.
+            raise BadRequest("NUL characters are not allowed in the path or the query")
         if cert_paths and request.path.startswith(cert_paths) and not request.environ.get(PEER_CERT_ENVIRON):
             raise Forbidden("a client certificate signed by the configured client CA is required for this path")
         if request.content_length is not None and request.content_length > limit:

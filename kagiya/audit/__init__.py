@@ -249,23 +249,7 @@ def parse_query(args: Mapping[str, str]) -> AuditQuery:
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}")
 
-    def when(name: str) -> dt.datetime | None:
-        value = args.get(name)
-        if not value:
-            return None
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(f"{name} must be an RFC 3339 time") from None
-        return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-    def number(name: str, default: int, low: int, high: int) -> int:
-        value = args.get(name)
-        if value in (None, ""):
-            return default
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise BadRequest(f"{name} must be a whole number from {low} to {high}")
-        return int(value)
+    from kagiya.httpjson import rfc3339, whole_number
 
     return AuditQuery(
         actor=args.get("actor") or None,
@@ -273,8 +257,8 @@ def parse_query(args: Mapping[str, str]) -> AuditQuery:
         target=args.get("target") or None,
         outcome=args.get("outcome") or None,
         request_id=args.get("requestId") or None,
-        since=when("since"),
-        until=when("until"),
-        after_id=number("continue", 0, 0, 2**62),
-        limit=number("limit", 100, 1, MAX_PAGE),
+        since=rfc3339(args, "since"),
+        until=rfc3339(args, "until"),
+        after_id=whole_number(args, "continue", 0, 0, 2**62),
+        limit=whole_number(args, "limit", 100, 1, MAX_PAGE),
     )

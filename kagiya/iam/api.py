@@ -18,7 +18,7 @@ from kagiya.callers import caller_from_request, require_admin
 from kagiya.config import Settings
 from kagiya.core_api import add_after_fork, add_readiness_check
 from kagiya.errors import BadRequest, KagiyaError, NotFound
-from kagiya.httpjson import json_body
+from kagiya.httpjson import MAX_ID, json_body, path_id, whole_number
 from kagiya.iam import bindings, policy
 from kagiya.iam.context import EXTENSION, IamContext, iam_context
 from kagiya.iam.resolve import resolve_all
@@ -31,14 +31,24 @@ API_VERSION = "kagiya.io/v1"
 REQUEST_SCHEMA = {
     "type": "object",
     "required": ["namespace", "serviceAccount", "cloud", "identity"],
+    "additionalProperties": False,
     "properties": {
         "namespace": {"type": "string"}, "serviceAccount": {"type": "string"},
         "cloud": {"type": "string", "enum": ["aws", "gcp", "azure"]},
         "identity": {"type": "string", "description": "role ARN, service-account email or Azure client id"},
-        "tenant": {"type": "string"}, "externalId": {"type": "string"},
-        "podSelector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
-        "ttlSeconds": {"type": "integer", "minimum": 60}, "reason": {"type": "string"},
+        "tenant": {"type": "string"}, "externalId": {"type": "string", "maxLength": 1224},
+        "podSelector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": {
+            "type": "object", "additionalProperties": {"type": "string",
+                                                       "pattern": bindings.LABEL_VALUE.pattern}}}},
+        "ttlSeconds": {"type": "integer", "minimum": 60}, "reason": {"type": "string", "maxLength": 2000},
     },
+    # the identity's shape follows the cloud (bindings.check_identity)
+    "anyOf": [
+        {"properties": {"cloud": {"enum": ["aws"]}, "identity": {"pattern": bindings.AWS_ROLE_ARN.pattern}}},
+        {"properties": {"cloud": {"enum": ["gcp"]}, "identity": {"pattern": bindings.GCP_SA_EMAIL.pattern}}},
+        {"properties": {"cloud": {"enum": ["azure"]}, "identity": {"pattern": bindings.AZURE_GUID.pattern}},
+         "required": ["tenant"]},
+    ],
 }
 RULE_SCHEMA = {"type": "object", "properties": {"cloud": {"type": "string"}, "glob": {"type": "string"},
                                                 "regex": {"type": "string"}}}
@@ -72,16 +82,13 @@ def _paging(args: Mapping[str, str], allowed: set[str]) -> tuple[dict[str, str],
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r} (known: {', '.join(sorted(allowed))}, limit, "
                          "continue)")
-    after, limit = args.get("continue", "0") or "0", args.get("limit", "100") or "100"
-    if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= bindings.MAX_PAGE:
-        raise BadRequest(f"continue must be a number and limit a number from 1 to {bindings.MAX_PAGE}")
-    return {k: v for k, v in args.items() if k in allowed}, int(after), int(limit)
+    after = whole_number(args, "continue", 0, 0, MAX_ID)
+    limit = whole_number(args, "limit", 100, 1, bindings.MAX_PAGE)
+    return {k: v for k, v in args.items() if k in allowed}, after, limit
 
 
 def _id(value: str) -> int:
-    if not value.isdigit() or len(value) > 18:
-        raise NotFound(f"{value!r} is not an id")
-    return int(value)
+    return path_id(value)
 
 
 @bp.post("/v1/iam/binding-requests")

@@ -16,7 +16,6 @@ Bad manifests answer 400 with the reason, bodies past the size limit 413 (docs/f
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -25,7 +24,7 @@ from kagiya import audit
 from kagiya.callers import caller_from_request
 from kagiya.config import Settings
 from kagiya.errors import BadRequest, Forbidden, KagiyaError
-from kagiya.httpjson import raw_body
+from kagiya.httpjson import NotJson, parse_json, raw_body
 from kagiya.openapi import describe
 from kagiya.web import settings_of, store_of
 
@@ -64,9 +63,9 @@ def _read() -> tuple[str, list[str], bool, bytes]:
     recipients = [r for r in request.args.getlist("recipient") if r]
     if data.lstrip()[:1] == b"{":
         try:
-            parsed = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            parsed = None
+            parsed = parse_json(data)  # too deep, surrogates or NUL: 400
+        except NotJson:
+            parsed = None  # flow-style YAML such as `{kind: Secret, ...}`
         if isinstance(parsed, dict) and "manifest" in parsed:
             manifest = parsed["manifest"]
             wanted = parsed.get("recipients", [])

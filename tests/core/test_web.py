@@ -152,3 +152,28 @@ def test_access_log_lines_are_json_with_the_request_id(make_settings: Any, capsy
         expected = {200: ("req-ok", "/healthz"), 404: ("req-missing", "<unmatched>")}[line["status"]]
         assert (line["requestId"], line["route"]) == expected
     app.extensions["kagiya.store"].dispose()
+
+
+def test_openapi_describes_parameters_security_patterns_and_201(client: Any) -> None:
+    """Issue 16.7: enough detail for clients and fuzzers to build valid requests."""
+    spec = client.get("/openapi.json").get_json()
+    paths = spec["paths"]
+    audit_params = {p["name"]: p for p in paths["/v1/audit"]["get"]["parameters"]}
+    assert {"since", "until", "limit", "continue", "actor", "outcome"} <= set(audit_params)
+    assert audit_params["limit"]["schema"]["maximum"] == 500
+    assert audit_params["since"]["schema"]["format"] == "date-time"
+    assert {p["name"] for p in paths["/v1/iam/binding-requests"]["get"]["parameters"]} >= {"namespace", "state",
+                                                                                          "limit", "continue"}
+    assert paths["/v1/iam/binding-requests"]["get"]["security"] == [{"bearer": []}]
+    assert paths["/healthz"]["get"]["security"] == []
+    assert paths["/latest/meta-data/iam/info"]["get"]["security"] == [{"imdsToken": []}]
+    assert "mutual TLS" in paths["/authn/tokenreviews"]["post"]["description"]
+    assert set(spec["components"]["securitySchemes"]) >= {"bearer", "imdsToken", "gceMetadata", "containerToken"}
+    create = paths["/v1/iam/binding-requests"]["post"]
+    assert "201" in create["responses"] and "200" not in create["responses"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["namespace"]["pattern"].startswith("^[a-z0-9]")
+    assert any("arn:aws" in branch["properties"]["identity"]["pattern"] for branch in body["anyOf"])
+    rid = paths["/v1/iam/binding-requests/{rid}"]["get"]["parameters"][0]
+    assert rid["schema"]["pattern"] == "^[0-9]{1,18}$"
+    assert paths["/v1/iam/policies/{namespace}"]["put"]["parameters"][0]["schema"]["maxLength"] == 63

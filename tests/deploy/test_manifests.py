@@ -99,7 +99,7 @@ def test_dockerfile_lints_clean_and_runs_the_readme_command() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd, "Dockerfile needs an exec-form CMD"
     command = " ".join(yaml.safe_load(cmd.group(1)))
-    assert command == "gunicorn -c gunicorn.conf.py app:app"
+    assert command == "kagiya serve"
     assert command in (ROOT / "README.md").read_text()
     assert re.search(r"^USER 10001", dockerfile, re.M), "the image must run as a non-root user"
     assert "COPY requirements.txt" in dockerfile and "--no-deps -r requirements.txt" in dockerfile

@@ -1,0 +1,288 @@
+"""One client connection of the HTTP front (an asyncio Protocol): buffer bytes until a request is complete, hand
+it to the handler pool, write the whole answer; refuse what the limits exclude with a Kubernetes `Status` body.
+
+Deadlines are fields (`deadline`, `write_deadline`) that the front's sweeper checks, so no timer or coroutine is
+made per read. See `kagiya.serving.front` for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from kagiya.errors import status_body
+from kagiya.serving.http1 import PHRASES, REASONS, ChunkedBody, FrontError, RequestHead, check_incomplete, parse_head
+from kagiya.serving.wsgi import Response, build_environ, call_app
+
+if TYPE_CHECKING:
+    from kagiya.serving.front import Front
+
+log = logging.getLogger("kagiya.serving")
+_NO_BODY = ("1", "204", "304")
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: buffer until a request is complete, hand it to the pool, write the answer."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.config = front.config
+        self.loop = front.loop
+        assert self.loop is not None
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.state = "new"  # head, body, handling, idle, closed
+        self.deadline: float | None = None
+        self.write_deadline: float | None = None
+        self.timeout_answer = True  # False while idle between requests: close quietly
+        self.head: RequestHead | None = None
+        self.chunks: ChunkedBody | None = None
+        self.source = ""
+        self.peer: Any = ("", 0)
+        self.server: tuple[str, int] = ("", 0)
+        self.pem: str | None = None
+        self.scheme = "http"
+        self.reserved = 0  # body bytes counted against serving.max_buffered_body_bytes until answered
+
+    # --- asyncio callbacks ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername") or ("", 0)
+        self.source = str(self.peer[0])
+        sockname = transport.get_extra_info("sockname") or ("", 0)
+        self.server = (str(sockname[0]), int(sockname[1]))
+        front = self.front
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None and front.over_cap(self.source):  # TLS connections were checked before the handshake
+            self.state = "closed"
+            front.refused(503)
+            transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
+            transport.close()
+            return
+        if ssl_object is not None:
+            self.scheme = "https"
+            der = ssl_object.getpeercert(binary_form=True)
+            self.pem = ssl.DER_cert_to_PEM_cert(der) if der else None
+        front.connections.add(self)
+        front.per_source[self.source] = front.per_source.get(self.source, 0) + 1
+        assert self.loop is not None
+        self.state = "head"
+        self.deadline = self.loop.time() + self.config.header_timeout_seconds
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == "closed":
+            return
+        self.buffer += data
+        if self.state == "idle":
+            assert self.loop is not None
+            self.state = "head"  # the header deadline runs from the first byte of the next request
+            self.timeout_answer = True
+            self.deadline = self.loop.time() + self.config.header_timeout_seconds
+        if self.state in ("head", "body"):
+            self._process()
+
+    def eof_received(self) -> bool:
+        return False  # half-closed clients get no answer: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        assert self.loop is not None
+        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+
+    def resume_writing(self) -> None:
+        self.write_deadline = None
+
+    # --- request handling -------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        try:
+            if self.state == "head":
+                while self.buffer[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request line
+                    del self.buffer[:2]
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    check_incomplete(self.buffer, self.front.limits)
+                    return
+                self.head = head = parse_head(bytes(self.buffer[:end]), self.front.limits)
+                del self.buffer[:end + 4]
+                need = head.content_length or (self.front.limits.max_body_bytes if head.chunked else 0)
+                if need:
+                    if self.front.buffered + need > self.config.max_buffered_body_bytes:
+                        raise FrontError(503, "the server is busy receiving other request bodies; retry later")
+                    self.reserved = need
+                    self.front.buffered += need
+                self.state = "body"
+                assert self.loop is not None
+                self.deadline = self.loop.time() + self.config.body_timeout_seconds
+                if head.chunked:
+                    self.chunks = ChunkedBody(self.front.limits)
+                if head.expect_continue and (head.content_length or head.chunked):
+                    self.transport.write(_CONTINUE)
+            assert self.head is not None
+            head = self.head
+            if head.chunked:
+                assert self.chunks is not None
+                if not self.chunks.feed(self.buffer):
+                    return
+                body = self.chunks.body()
+                self.chunks = None
+            elif head.content_length:
+                if len(self.buffer) < head.content_length:
+                    return
+                body = bytes(self.buffer[:head.content_length])
+                del self.buffer[:head.content_length]
+            else:
+                body = b""
+        except FrontError as exc:
+            self.refuse(exc)
+            return
+        self._dispatch(head, body)
+
+    def _dispatch(self, head: RequestHead, body: bytes) -> None:
+        front = self.front
+        self.state = "handling"
+        self.deadline = None
+        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
+            front.refused(503)
+            self.transport.write(self._status_bytes(FrontError(503, "the server is overloaded; retry later"),
+                                                    close=not head.keep_alive))
+            self._next(head.keep_alive)
+            return
+        self.transport.pause_reading()
+        environ = build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
+                                peer_cert_pem=self.pem)
+        front.in_flight += 1
+        front.pool.submit(self._run, head, environ)
+
+    def _run(self, head: RequestHead, environ: dict[str, Any]) -> None:
+        """In a handler thread: run the app, then hand the whole answer back to the loop."""
+        try:
+            response = call_app(self.front.app, environ)
+        except Exception:  # noqa: BLE001 - the app's own handlers answer errors; this is a last resort
+            log.exception("the app failed outside its error handlers")
+            response = status_response(FrontError(500, "internal error"))
+        assert self.loop is not None
+        try:
+            self.loop.call_soon_threadsafe(self._respond, head, response)
+        except RuntimeError:  # the loop is gone (shutdown)
+            pass
+
+    def _release(self) -> None:
+        self.front.buffered -= self.reserved
+        self.reserved = 0
+
+    def _respond(self, head: RequestHead, response: Response) -> None:
+        self.front.in_flight -= 1
+        self._release()
+        if self.state == "closed":
+            return
+        keep_alive = head.keep_alive and not self.front.closing
+        self.transport.write(self._response_bytes(head, response, keep_alive))
+        self._next(keep_alive)
+
+    def _next(self, keep_alive: bool) -> None:
+        """After an answer: close, or wait (idle) for the next request on this connection."""
+        self._release()
+        if not keep_alive:
+            self.close()
+            return
+        assert self.loop is not None
+        self.head = None
+        self.state = "idle"
+        self.timeout_answer = False
+        self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
+        self.transport.resume_reading()
+        if self.buffer:  # a pipelined request already arrived
+            self.state = "head"
+            self.timeout_answer = True
+            self.deadline = self.loop.time() + self.config.header_timeout_seconds
+            self._process()
+
+    def expired(self) -> None:
+        """The sweeper found this connection past its deadline."""
+        if self.state in ("head", "body") and self.timeout_answer and self.state != "closed":
+            self.refuse(FrontError(408, "the request did not arrive in time"))
+        else:
+            self.close(abort=self.state == "handling")
+
+    def refuse(self, error: FrontError) -> None:
+        """Answer a request the front refuses, then close once the answer is flushed."""
+        if self.state == "closed":
+            return
+        self.front.refused(error.code)
+        self.transport.write(self._status_bytes(error))
+        self.close()
+
+    def close(self, abort: bool = False) -> None:
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.state == "closed" and self not in self.front.connections:
+            return
+        if self.state != "handling":  # else the handler still holds the body: released when it answers
+            self._release()
+        self.state = "closed"
+        self.deadline = self.write_deadline = None
+        front = self.front
+        if self in front.connections:
+            front.connections.discard(self)
+            left = front.per_source.get(self.source, 1) - 1
+            if left > 0:
+                front.per_source[self.source] = left
+            else:
+                front.per_source.pop(self.source, None)
+
+    # --- bytes on the wire ------------------------------------------------------------------------------
+
+    def _response_bytes(self, head: RequestHead, response: Response, keep_alive: bool) -> bytes:
+        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
+        declared = None
+        for name, value in response.headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                if lower == "content-length":
+                    declared = value
+                continue
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        body = response.body
+        if response.status.startswith(_NO_BODY):
+            body = b""
+        else:
+            length = declared if head.method == "HEAD" and declared else len(body)
+            lines.append(f"Content-Length: {length}".encode("latin-1"))
+            if head.method == "HEAD":
+                body = b""
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def _status_bytes(self, error: FrontError, close: bool = True) -> bytes:
+        response = status_response(error)
+        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
+        lines += [f"{k}: {v}".encode("latin-1") for k, v in response.headers]
+        if close:
+            lines.append(b"Connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
+
+
+def status_response(error: FrontError) -> Response:
+    """A Kubernetes `Status` answer for a request the front refuses (503 adds Retry-After)."""
+    body = json.dumps(status_body(error.code, REASONS.get(error.code, "InternalError"), error.message)).encode()
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+               ("Content-Length", str(len(body)))]
+    if error.code == 503:
+        headers.append(("Retry-After", "1"))
+    return Response(f"{error.code} {PHRASES.get(error.code, 'Error')}", headers, body)
