@@ -163,9 +163,7 @@ def _check_post(session: Session | None) -> None:
         raise Unauthorized("your session has ended: sign in again")
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        here = urlsplit(request.host_url)
-        there = urlsplit(origin)
-        if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+        if _origin_key(origin) not in _own_origins():
             _refuse_forgery("the form was posted from another site")
     elif origin == "null":
         _refuse_forgery("the form was posted from an opaque origin")
@@ -176,6 +174,26 @@ def _check_post(session: Session | None) -> None:
         expected = request.cookies.get(PRE_COOKIE, "")
     if not offered or not expected or not hmac.compare_digest(offered.encode(), expected.encode()):
         _refuse_forgery("the form's CSRF token is missing or wrong")
+
+
+def _origin_key(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in, for comparing origins."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _own_origins() -> set[tuple[str, str, int | None]]:
+    """The origins this service is reached at: the request's own, and `console.public_url`'s (behind a TLS-
+    terminating proxy the browser's origin is https while the request reaching us is plain http)."""
+    origins = {_origin_key(request.host_url)}
+    if console().section.public_url:
+        origins.add(_origin_key(console().section.public_url))
+    return origins
 
 
 def _refuse_forgery(why: str) -> None:

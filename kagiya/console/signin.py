@@ -73,11 +73,16 @@ def home() -> ResponseBase:
 def signin_page() -> Any:
     if current_session() is not None:
         return redirect(url_for("console.requests_page"))
+    return _signin_form()
+
+
+def _signin_form(error: str = "", status: int = 200) -> ResponseBase:
+    """The sign-in page. An error is only ever one this service found: never text taken from the URL, so nobody
+    can send a link that shows their own words ("your account is locked, call ...") on this service's page."""
     cookies: dict[str, str] = {}
     token = pre_token(cookies)
     issuer = console().oidc.get("issuer", "")
-    body, status = page("signin.html", title="Sign in", csrf_token=token, issuer=issuer,
-                        error=request.args.get("error", "")[:200],
+    body, status = page("signin.html", status, title="Sign in", csrf_token=token, issuer=issuer, error=error,
                         no_users=not console().settings.section("authn").token_file)
     response = make_response(body, status)
     for name, value in cookies.items():
@@ -147,7 +152,7 @@ def oidc_callback() -> Any:
 
 def _failed(why: str) -> Any:
     audit_action("console.signin", "denied", actor="anonymous", details={"mode": "oidc", "reason": why})
-    response = make_response(redirect(url_for("console.signin_page", error=why)))
+    response = _signin_form(why, 400)
     clear_cookie(response, LOGIN_COOKIE)
     return response
 
