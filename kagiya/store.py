@@ -272,9 +272,20 @@ class Store:
         self.engine.dispose()
 
 
+#: SQLSTATEs that mean "cannot write here now" but that drivers raise as InternalError: 25006 read_only_sql_transaction
+#: (a standby reached after a failover, or `default_transaction_read_only` set on the primary).
+UNAVAILABLE_SQLSTATES = frozenset({"25006"})
+
+
 def is_unavailable(exc: BaseException | None) -> bool:
     """True for errors that mean the store is down, locked, full or read-only (retry later), not a bug."""
-    return isinstance(exc, UNAVAILABLE_ERRORS)
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
+        return code in UNAVAILABLE_SQLSTATES
+    return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -289,9 +300,13 @@ def _describe(exc: BaseException) -> str:
 
 def init_app(app: Any) -> None:
     """Answer store failures as 503 + Retry-After with a Status body, from any route (one place, not per view)."""
-    from flask import jsonify
+    from flask import g, jsonify
 
     def unavailable(exc: BaseException) -> Any:
+        if not is_unavailable(exc):  # an InternalError that is a bug, not an outage: the app's 500 answer
+            log.error("unhandled error", exc_info=exc)
+            message = f"internal error (request id {g.get('request_id', '-')})"
+            return jsonify(status_body(500, "InternalError", message)), 500
         store = app.extensions.get("kagiya.store")
         if store is not None:
             store.mark_failed(exc)
@@ -303,7 +318,7 @@ def init_app(app: Any) -> None:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    for kind in UNAVAILABLE_ERRORS:
+    for kind in (*UNAVAILABLE_ERRORS, sa.exc.InternalError):
         app.register_error_handler(kind, unavailable)
 
 

@@ -16,7 +16,7 @@ import hmac
 import urllib.parse
 from typing import Any
 
-from flask import current_app, g, make_response, redirect, request, url_for
+from flask import Response, current_app, g, make_response, redirect, request, url_for
 from werkzeug.wrappers import Response as ResponseBase
 
 from kagiya.callers import resolver_of
@@ -76,7 +76,7 @@ def signin_page() -> Any:
     return _signin_form()
 
 
-def _signin_form(error: str = "", status: int = 200) -> ResponseBase:
+def _signin_form(error: str = "", status: int = 200) -> Response:
     """The sign-in page. An error is only ever one this service found: never text taken from the URL, so nobody
     can send a link that shows their own words ("your account is locked, call ...") on this service's page."""
     cookies: dict[str, str] = {}

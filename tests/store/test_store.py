@@ -145,3 +145,19 @@ def test_a_reader_paging_by_id_never_skips_an_event_committed_late(store: Any) -
     writer.join(10)
     items, _ = audit.query(store, audit.AuditQuery(action="test.late"))
     assert [e["target"] for e in items] == ["first", "second"]
+
+
+def test_only_a_read_only_transaction_counts_as_an_outage_among_internal_errors() -> None:
+    """SQLSTATE 25006 (a standby, a read-only primary) is retry-later; any other InternalError stays a bug (500)."""
+    import sqlalchemy as sa
+
+    from kagiya.store import is_unavailable
+
+    class DriverError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    assert is_unavailable(sa.exc.InternalError("INSERT", {}, DriverError("25006")))
+    assert not is_unavailable(sa.exc.InternalError("INSERT", {}, DriverError("XX000")))
+    assert not is_unavailable(sa.exc.IntegrityError("INSERT", {}, DriverError("23505")))
