@@ -31,6 +31,21 @@ def test_a_fresh_data_dir_is_private(make_settings: Any, token_file: Path, tmp_p
         assert mode(data / "audit-spill.jsonl") == 0o600
 
 
+def test_a_cli_command_creating_the_data_dir_makes_it_private(runner: Any, tmp_path: Path) -> None:
+    """`kagiya authn init ca` on a fresh machine creates <data_dir>/pki: the data dir it creates on the way must be
+    0700 too (the server only warns about an existing shared one, so a 0755 made here would stay)."""
+    import os
+
+    data = tmp_path / "new" / "data"
+    old = os.umask(0o022)
+    try:
+        result = runner(["authn", "init", "ca"], env={"KAGIYA_DATA_DIR": str(data)})
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stderr
+    assert mode(data) == 0o700 and mode(data / "pki") == 0o700 and mode(tmp_path / "new") == 0o700
+
+
 def test_an_existing_shared_database_is_tightened(settings: Any, data_dir: Path, caplog: Any) -> None:
     db = data_dir / "kagiya.db"
     db.touch()
