@@ -42,10 +42,13 @@ def ensure_private_dir(path: Path) -> None:
                     path, stat.S_IMODE(mode), path)
 
 
-def private_file(path: Path) -> None:
-    """Create `path` empty with mode 0600 if missing; tighten it to 0600 (with a warning) if it is shared."""
+def private_file(path: Path, create: bool = True) -> None:
+    """Create `path` empty with mode 0600 if missing (unless `create` is false: then a missing file is left
+    missing); tighten it to 0600 (with a warning) if it is shared."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return
     except OSError as exc:  # a read-only mount or another owner: the database layer reports what matters
         log.debug("cannot open %s to check its mode: %s", path, exc.strerror)
         return

@@ -339,6 +339,8 @@ def _make_engine(url: str, echo: bool) -> Engine:
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             ensure_private_dir(Path(parsed.database).parent)
             private_file(Path(parsed.database))
+            for leftover in ("-wal", "-shm", "-journal"):  # left by a killed process; SQLite reuses them as they are
+                private_file(Path(parsed.database + leftover), create=False)
         engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")

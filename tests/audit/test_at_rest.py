@@ -56,6 +56,24 @@ def test_an_existing_shared_database_is_tightened(settings: Any, data_dir: Path,
     assert any("changed to 0600" in r.getMessage() for r in caplog.records)
 
 
+def test_wal_files_left_by_a_killed_replica_are_tightened_too(settings: Any, data_dir: Path) -> None:
+    """Upgrading from a 0644 database: a replica that was killed leaves its -wal and -shm behind at 0644, and
+    SQLite reuses them as they are (it gives the database's mode only to files it creates)."""
+    import subprocess
+    import sys
+
+    db = data_dir / "kagiya.db"
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t (x)'); "
+                    "c.execute('INSERT INTO t VALUES (1)'); c.commit(); os._exit(0)", str(db)], check=True)
+    leftovers = [db, data_dir / "kagiya.db-wal", data_dir / "kagiya.db-shm"]
+    for path in leftovers:
+        assert path.exists(), path
+        path.chmod(0o644)
+    with kagiya_app(settings):
+        assert [mode(p) for p in leftovers] == [0o600] * 3
+
+
 def test_shared_keys_refuse_a_database_others_can_read(app: Any, data_dir: Path) -> None:
     store = app.extensions["kagiya.store"]
     assert len(store.shared_key("audit-fingerprint")) == 32
