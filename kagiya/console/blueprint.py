@@ -106,8 +106,10 @@ def is_secure() -> bool:
     return request.is_secure or console().secure_default
 
 
-def cookie_name() -> str:
-    return "__Host-kagiya-console" if is_secure() else "kagiya-console"
+def cookie_name(base: str = "kagiya-console") -> str:
+    """Under TLS every console cookie is `__Host-` prefixed (Secure, Path=/, no Domain), so a sibling subdomain or
+    a plain-http answer cannot plant one: not the session, nor the sign-in state or pre-session CSRF token."""
+    return f"__Host-{base}" if is_secure() else base
 
 
 def set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
@@ -171,7 +173,7 @@ def _check_post(session: Session | None) -> None:
     if session is not None:
         expected = session.csrf
     else:
-        expected = request.cookies.get(PRE_COOKIE, "")
+        expected = request.cookies.get(cookie_name(PRE_COOKIE), "")
     if not offered or not expected or not hmac.compare_digest(offered.encode(), expected.encode()):
         _refuse_forgery("the form's CSRF token is missing or wrong")
 
@@ -205,10 +207,10 @@ def _refuse_forgery(why: str) -> None:
 
 def pre_token(response_cookies: dict[str, str]) -> str:
     """The sign-in form's double-submit token (reusing the browser's, else a new one to set)."""
-    token = request.cookies.get(PRE_COOKIE, "")
+    token = request.cookies.get(cookie_name(PRE_COOKIE), "")
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
-        response_cookies[PRE_COOKIE] = token
+        response_cookies[cookie_name(PRE_COOKIE)] = token
     return token
 
 

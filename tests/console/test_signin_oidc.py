@@ -118,6 +118,28 @@ def test_behind_a_tls_proxy_the_public_origin_is_accepted_and_others_refused(mak
         assert resp.status_code == 302 and resp.headers["Location"].endswith("/ui/requests")
 
 
+def test_under_tls_a_planted_sign_in_state_cookie_is_not_honoured(make_settings: Any, token_file: Path,
+                                                                   idp: OidcIssuer) -> None:
+    """Login CSRF by cookie tossing: a sibling subdomain (or a plain-http answer) can set `kagiya-console-login`
+    but never a `__Host-` cookie; under TLS only the latter binds a sign-in answer to the browser."""
+    provider = {"type": "oidc", "name": "corp", "issuer": idp.url, "audiences": ["kagiya"]}
+    settings = make_settings({"authn": {"token_file": str(token_file), "providers": [provider]},
+                              "console": {"public_url": "https://kagiya.example.com"}})
+    with kagiya_app(settings) as app:
+        attacker, victim = app.test_client(), app.test_client()
+        start = attacker.get("/ui/signin/oidc")
+        cookie = next(c for c in start.headers.getlist("Set-Cookie") if "kagiya-console-login=" in c)
+        assert cookie.startswith("__Host-kagiya-console-login=") and "Secure" in cookie and "Path=/;" in cookie
+        back = requests.get(start.headers["Location"], allow_redirects=False, timeout=5)
+        answer = urlsplit(back.headers["Location"])
+        query = {k: v[0] for k, v in parse_qs(answer.query).items()}
+        victim.set_cookie("kagiya-console-login", query["state"], path="/ui/")  # tossed by the attacker
+        resp = victim.get(answer.path, query_string=query)
+        assert resp.status_code == 400 and victim.get("/ui/requests").status_code == 302
+        page = app.test_client().get("/ui/signin")
+        assert any(c.startswith("__Host-kagiya-console-pre=") for c in page.headers.getlist("Set-Cookie"))
+
+
 def test_the_console_can_be_switched_off(make_settings: Any, token_file: Path) -> None:
     settings = make_settings({"authn": {"token_file": str(token_file)}, "console": {"enabled": False}})
     with kagiya_app(settings) as app:
