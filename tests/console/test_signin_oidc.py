@@ -140,6 +140,21 @@ def test_under_tls_a_planted_sign_in_state_cookie_is_not_honoured(make_settings:
         assert any(c.startswith("__Host-kagiya-console-pre=") for c in page.headers.getlist("Set-Cookie"))
 
 
+def test_unauthenticated_sign_in_starts_cannot_grow_the_store_without_bound(oidc_app: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from kagiya.console import sessions
+
+    monkeypatch.setattr(sessions, "MAX_PENDING_LOGINS", 5)
+    client = oidc_app.test_client()
+    assert [client.get("/ui/signin/oidc").status_code for _ in range(5)] == [302] * 5
+    refused = client.get("/ui/signin/oidc")
+    assert refused.status_code == 429 and "in progress" in refused.get_data(as_text=True)
+    with oidc_app.extensions["kagiya.store"].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sessions.logins)).scalar_one() == 5
+
+
 def test_the_console_can_be_switched_off(make_settings: Any, token_file: Path) -> None:
     settings = make_settings({"authn": {"token_file": str(token_file)}, "console": {"enabled": False}})
     with kagiya_app(settings) as app:
