@@ -331,6 +331,8 @@ def _load_schema(ref: str) -> Schema:
 
 
 def _make_engine(url: str, echo: bool) -> Engine:
+    """`hide_parameters`: a failed statement's error (logged with its traceback by the 500 handler) never quotes
+    the values it carried (shared HMAC keys, session CSRF tokens, policy bodies)."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -341,7 +343,8 @@ def _make_engine(url: str, echo: bool) -> Engine:
             private_file(Path(parsed.database))
             for leftover in ("-wal", "-shm", "-journal"):  # left by a killed process; SQLite reuses them as they are
                 private_file(Path(parsed.database + leftover), create=False)
-        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
+        engine = sa.create_engine(url, echo=echo, hide_parameters=True,
+                                  connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -360,7 +363,8 @@ def _make_engine(url: str, echo: bool) -> Engine:
                         "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15_000}
         connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
     try:
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10,
+        return sa.create_engine(url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=5,
+                                max_overflow=10, pool_timeout=10,
                                 connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"database driver {exc.name!r} is not installed (pip install 'kagiya[postgres]')") from None
