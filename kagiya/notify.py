@@ -8,6 +8,8 @@ and freshness.
 Delivery never blocks the request that caused it: events go to a bounded queue served by one daemon thread per
 process (started on first use, restarted after a fork), retried with exponential backoff on connection errors, 429
 and 5xx. A full queue drops the event with a warning: a binding decision must never wait on a chat server.
+Redirects are never followed: a 3xx answer is a failed delivery (not retried), so a receiver cannot steer the
+service's requests to another host (an internal address, a metadata endpoint) or to plain http.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ class Notifier:
         req = urllib.request.Request(self.settings.webhook_url, data=body, headers=headers,  # noqa: S310
                                      method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.settings.timeout_seconds) as resp:  # noqa: S310
+            with _opener().open(req, timeout=self.settings.timeout_seconds) as resp:
                 status = resp.status
         except urllib.error.HTTPError as exc:
             status = exc.code
@@ -192,6 +194,17 @@ class Notifier:
             return "retry"
         log.warning("notification %s: webhook answered HTTP %d, not retried", event, status)
         return "give-up"
+
+
+def _opener() -> Any:
+    """A urllib opener that follows no redirect (a 3xx arrives as HTTPError with its status)."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
 
 
 def _read_secret(path: str) -> bytes:

@@ -21,10 +21,20 @@ SHARED_BITS = stat.S_IRWXG | stat.S_IRWXO
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` 0700 (parents as needed); warn when an existing one is open to group or others."""
+    """Create `path` 0700, and every missing parent 0700 too (a `<data_dir>/pki` made first must not leave the data
+    dir at the umask's 0755); warn when an existing one is open to group or others."""
     if not path.exists():
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        missing = []
+        step = path
+        while not step.exists() and step != step.parent:
+            missing.append(step)
+            step = step.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # made meanwhile by someone else: theirs to set
+            os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
         return
     mode = path.stat().st_mode
     if mode & SHARED_BITS:
@@ -32,10 +42,13 @@ def ensure_private_dir(path: Path) -> None:
                     path, stat.S_IMODE(mode), path)
 
 
-def private_file(path: Path) -> None:
-    """Create `path` empty with mode 0600 if missing; tighten it to 0600 (with a warning) if it is shared."""
+def private_file(path: Path, create: bool = True) -> None:
+    """Create `path` empty with mode 0600 if missing (unless `create` is false: then a missing file is left
+    missing); tighten it to 0600 (with a warning) if it is shared."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return
     except OSError as exc:  # a read-only mount or another owner: the database layer reports what matters
         log.debug("cannot open %s to check its mode: %s", path, exc.strerror)
         return

@@ -272,9 +272,20 @@ class Store:
         self.engine.dispose()
 
 
+#: SQLSTATEs that mean "cannot write here now" but that drivers raise as InternalError: 25006 read_only_sql_transaction
+#: (a standby reached after a failover, or `default_transaction_read_only` set on the primary).
+UNAVAILABLE_SQLSTATES = frozenset({"25006"})
+
+
 def is_unavailable(exc: BaseException | None) -> bool:
     """True for errors that mean the store is down, locked, full or read-only (retry later), not a bug."""
-    return isinstance(exc, UNAVAILABLE_ERRORS)
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
+        return code in UNAVAILABLE_SQLSTATES
+    return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -289,9 +300,13 @@ def _describe(exc: BaseException) -> str:
 
 def init_app(app: Any) -> None:
     """Answer store failures as 503 + Retry-After with a Status body, from any route (one place, not per view)."""
-    from flask import jsonify
+    from flask import g, jsonify
 
     def unavailable(exc: BaseException) -> Any:
+        if not is_unavailable(exc):  # an InternalError that is a bug, not an outage: the app's 500 answer
+            log.error("unhandled error", exc_info=exc)
+            message = f"internal error (request id {g.get('request_id', '-')})"
+            return jsonify(status_body(500, "InternalError", message)), 500
         store = app.extensions.get("kagiya.store")
         if store is not None:
             store.mark_failed(exc)
@@ -303,7 +318,7 @@ def init_app(app: Any) -> None:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
-    for kind in UNAVAILABLE_ERRORS:
+    for kind in (*UNAVAILABLE_ERRORS, sa.exc.InternalError):
         app.register_error_handler(kind, unavailable)
 
 
@@ -316,6 +331,8 @@ def _load_schema(ref: str) -> Schema:
 
 
 def _make_engine(url: str, echo: bool) -> Engine:
+    """`hide_parameters`: a failed statement's error (logged with its traceback by the 500 handler) never quotes
+    the values it carried (shared HMAC keys, session CSRF tokens, policy bodies)."""
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -324,7 +341,10 @@ def _make_engine(url: str, echo: bool) -> Engine:
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             ensure_private_dir(Path(parsed.database).parent)
             private_file(Path(parsed.database))
-        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 10, "check_same_thread": False})
+            for leftover in ("-wal", "-shm", "-journal"):  # left by a killed process; SQLite reuses them as they are
+                private_file(Path(parsed.database + leftover), create=False)
+        engine = sa.create_engine(url, echo=echo, hide_parameters=True,
+                                  connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -343,7 +363,8 @@ def _make_engine(url: str, echo: bool) -> Engine:
                         "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15_000}
         connect_args = {k: v for k, v in connect_args.items() if k not in parsed.query}
     try:
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10,
+        return sa.create_engine(url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=5,
+                                max_overflow=10, pool_timeout=10,
                                 connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"database driver {exc.name!r} is not installed (pip install 'kagiya[postgres]')") from None

@@ -106,8 +106,10 @@ def is_secure() -> bool:
     return request.is_secure or console().secure_default
 
 
-def cookie_name() -> str:
-    return "__Host-kagiya-console" if is_secure() else "kagiya-console"
+def cookie_name(base: str = "kagiya-console") -> str:
+    """Under TLS every console cookie is `__Host-` prefixed (Secure, Path=/, no Domain), so a sibling subdomain or
+    a plain-http answer cannot plant one: not the session, nor the sign-in state or pre-session CSRF token."""
+    return f"__Host-{base}" if is_secure() else base
 
 
 def set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
@@ -163,9 +165,7 @@ def _check_post(session: Session | None) -> None:
         raise Unauthorized("your session has ended: sign in again")
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        here = urlsplit(request.host_url)
-        there = urlsplit(origin)
-        if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+        if _origin_key(origin) not in _own_origins():
             _refuse_forgery("the form was posted from another site")
     elif origin == "null":
         _refuse_forgery("the form was posted from an opaque origin")
@@ -173,9 +173,29 @@ def _check_post(session: Session | None) -> None:
     if session is not None:
         expected = session.csrf
     else:
-        expected = request.cookies.get(PRE_COOKIE, "")
+        expected = request.cookies.get(cookie_name(PRE_COOKIE), "")
     if not offered or not expected or not hmac.compare_digest(offered.encode(), expected.encode()):
         _refuse_forgery("the form's CSRF token is missing or wrong")
+
+
+def _origin_key(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in, for comparing origins."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _own_origins() -> set[tuple[str, str, int | None]]:
+    """The origins this service is reached at: the request's own, and `console.public_url`'s (behind a TLS-
+    terminating proxy the browser's origin is https while the request reaching us is plain http)."""
+    origins = {_origin_key(request.host_url)}
+    if console().section.public_url:
+        origins.add(_origin_key(console().section.public_url))
+    return origins
 
 
 def _refuse_forgery(why: str) -> None:
@@ -187,10 +207,10 @@ def _refuse_forgery(why: str) -> None:
 
 def pre_token(response_cookies: dict[str, str]) -> str:
     """The sign-in form's double-submit token (reusing the browser's, else a new one to set)."""
-    token = request.cookies.get(PRE_COOKIE, "")
+    token = request.cookies.get(cookie_name(PRE_COOKIE), "")
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
-        response_cookies[PRE_COOKIE] = token
+        response_cookies[cookie_name(PRE_COOKIE)] = token
     return token
 
 

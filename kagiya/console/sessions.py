@@ -22,12 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from kagiya.authn.providers.base import User
+from kagiya.errors import TooManyRequests
 from kagiya.store import Schema, Store, create_tables, metadata
 
 _TIME = sa.DateTime(timezone=True)
 LOGIN_TTL = dt.timedelta(minutes=10)
 #: last_seen is written at most this often, so the live queue's polling does not write on every request.
 TOUCH_EVERY = dt.timedelta(seconds=30)
+#: Sign-ins in progress (each a row for LOGIN_TTL) before new ones are refused: starting one needs no credential,
+#: so without a bound anyone could grow the store by a row per request until the disk is full.
+MAX_PENDING_LOGINS = 20_000
 
 sessions = sa.Table(
     "console_sessions",
@@ -129,6 +133,9 @@ class SessionStore:
         now = self.clock()
         with self.store.begin() as conn:
             conn.execute(logins.delete().where(logins.c.created_at < now - LOGIN_TTL))
+            pending = conn.execute(sa.select(sa.func.count()).select_from(logins)).scalar_one()
+            if pending >= MAX_PENDING_LOGINS:
+                raise TooManyRequests("too many sign-ins are in progress; try again in a few minutes")
             conn.execute(logins.insert().values(state_hash=_hash(state), verifier=verifier, nonce=nonce,
                                                 redirect_uri=redirect_uri, created_at=now))
         return state, nonce, verifier

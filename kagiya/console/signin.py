@@ -16,7 +16,7 @@ import hmac
 import urllib.parse
 from typing import Any
 
-from flask import current_app, g, make_response, redirect, request, url_for
+from flask import Response, current_app, g, make_response, redirect, request, url_for
 from werkzeug.wrappers import Response as ResponseBase
 
 from kagiya.callers import resolver_of
@@ -59,8 +59,8 @@ def _start_session(user: Any, mode: str) -> ResponseBase:
     audit_action("console.signin", "success", details={"mode": mode, "uid": user.uid})
     response = make_response(redirect(url_for("console.requests_page")))
     set_cookie(response, cookie_name(), sid, console().section.session_absolute_seconds)
-    clear_cookie(response, PRE_COOKIE)
-    clear_cookie(response, LOGIN_COOKIE)
+    clear_cookie(response, cookie_name(PRE_COOKIE))
+    clear_cookie(response, cookie_name(LOGIN_COOKIE))
     return response
 
 
@@ -73,11 +73,16 @@ def home() -> ResponseBase:
 def signin_page() -> Any:
     if current_session() is not None:
         return redirect(url_for("console.requests_page"))
+    return _signin_form()
+
+
+def _signin_form(error: str = "", status: int = 200) -> Response:
+    """The sign-in page. An error is only ever one this service found: never text taken from the URL, so nobody
+    can send a link that shows their own words ("your account is locked, call ...") on this service's page."""
     cookies: dict[str, str] = {}
     token = pre_token(cookies)
     issuer = console().oidc.get("issuer", "")
-    body, status = page("signin.html", title="Sign in", csrf_token=token, issuer=issuer,
-                        error=request.args.get("error", "")[:200],
+    body, status = page("signin.html", status, title="Sign in", csrf_token=token, issuer=issuer, error=error,
                         no_users=not console().settings.section("authn").token_file)
     response = make_response(body, status)
     for name, value in cookies.items():
@@ -99,8 +104,8 @@ def signin_static() -> Any:
     except Unauthorized:
         limiter.failed(address)
         audit_action("console.signin", "denied", actor="anonymous", details={"mode": "static"})
-        return page("signin.html", 401, title="Sign in", csrf_token=request.cookies.get(PRE_COOKIE, ""),
-                    issuer="", error="That token was not accepted.")
+        return page("signin.html", 401, title="Sign in", issuer="", error="That token was not accepted.",
+                    csrf_token=request.cookies.get(cookie_name(PRE_COOKIE), ""))
     return _start_session(user, "static")
 
 
@@ -117,7 +122,7 @@ def oidc_start() -> ResponseBase:
              "code_challenge_method": "S256"}
     response = make_response(redirect(client.endpoint("authorization_endpoint") + "?" +
                                       urllib.parse.urlencode(query)))
-    set_cookie(response, LOGIN_COOKIE, state, 600)
+    set_cookie(response, cookie_name(LOGIN_COOKIE), state, 600)
     return response
 
 
@@ -126,7 +131,7 @@ def oidc_callback() -> Any:
     if console().mode != "oidc":
         raise BadRequest("no OIDC issuer is configured for the console")
     state = request.args.get("state", "")
-    bound = request.cookies.get(LOGIN_COOKIE, "")
+    bound = request.cookies.get(cookie_name(LOGIN_COOKIE), "")
     if not state or not bound or not hmac.compare_digest(state.encode(), bound.encode()):
         return _failed("this sign-in answer does not belong to this browser; start again")
     attempt = console().sessions.finish_login(state)
@@ -147,8 +152,8 @@ def oidc_callback() -> Any:
 
 def _failed(why: str) -> Any:
     audit_action("console.signin", "denied", actor="anonymous", details={"mode": "oidc", "reason": why})
-    response = make_response(redirect(url_for("console.signin_page", error=why)))
-    clear_cookie(response, LOGIN_COOKIE)
+    response = _signin_form(why, 400)
+    clear_cookie(response, cookie_name(LOGIN_COOKIE))
     return response
 
 

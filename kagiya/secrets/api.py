@@ -119,7 +119,8 @@ def encrypt_for(caller: Any, text: str, recipients: list[str], raw: bytes) -> st
     result = ops.encrypt(ops.Source(text, None), sset, [r.lstrip("+") for r in recipients])
     audit.record(store_of(current_app), actor=caller.username, action="secrets.encrypt",
                  target=", ".join(_identities(text)) or "-", outcome="success", request_id=g.get("request_id", ""),
-                 details={"input_sha256": hashlib.sha256(raw).hexdigest(), "key_ids": recipients})
+                 # the input is plaintext: a keyed fingerprint, never a bare hash a log reader could test guesses on
+                 details={"input_fingerprint": audit.fingerprint(raw), "key_ids": recipients})
     return result
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, NotFound, UsageError
+from kagiya.private_files import ensure_private_dir
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 CA_DAYS = 3650
@@ -35,7 +36,7 @@ class Issued:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(path.parent)  # the data dir too, when <data_dir>/pki is the first thing made in it
     write_atomic(path, data, mode)
 
 

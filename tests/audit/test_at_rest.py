@@ -31,6 +31,21 @@ def test_a_fresh_data_dir_is_private(make_settings: Any, token_file: Path, tmp_p
         assert mode(data / "audit-spill.jsonl") == 0o600
 
 
+def test_a_cli_command_creating_the_data_dir_makes_it_private(runner: Any, tmp_path: Path) -> None:
+    """`kagiya authn init ca` on a fresh machine creates <data_dir>/pki: the data dir it creates on the way must be
+    0700 too (the server only warns about an existing shared one, so a 0755 made here would stay)."""
+    import os
+
+    data = tmp_path / "new" / "data"
+    old = os.umask(0o022)
+    try:
+        result = runner(["authn", "init", "ca"], env={"KAGIYA_DATA_DIR": str(data)})
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stderr
+    assert mode(data) == 0o700 and mode(data / "pki") == 0o700 and mode(tmp_path / "new") == 0o700
+
+
 def test_an_existing_shared_database_is_tightened(settings: Any, data_dir: Path, caplog: Any) -> None:
     db = data_dir / "kagiya.db"
     db.touch()
@@ -39,6 +54,24 @@ def test_an_existing_shared_database_is_tightened(settings: Any, data_dir: Path,
     with kagiya_app(settings):
         assert mode(db) == 0o600
     assert any("changed to 0600" in r.getMessage() for r in caplog.records)
+
+
+def test_wal_files_left_by_a_killed_replica_are_tightened_too(settings: Any, data_dir: Path) -> None:
+    """Upgrading from a 0644 database: a replica that was killed leaves its -wal and -shm behind at 0644, and
+    SQLite reuses them as they are (it gives the database's mode only to files it creates)."""
+    import subprocess
+    import sys
+
+    db = data_dir / "kagiya.db"
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t (x)'); "
+                    "c.execute('INSERT INTO t VALUES (1)'); c.commit(); os._exit(0)", str(db)], check=True)
+    leftovers = [db, data_dir / "kagiya.db-wal", data_dir / "kagiya.db-shm"]
+    for path in leftovers:
+        assert path.exists(), path
+        path.chmod(0o644)
+    with kagiya_app(settings):
+        assert [mode(p) for p in leftovers] == [0o600] * 3
 
 
 def test_shared_keys_refuse_a_database_others_can_read(app: Any, data_dir: Path) -> None:

@@ -67,3 +67,34 @@ def test_postgres_outage_spills_replays_and_recovers(postgres: Any, make_setting
         assert ids == [f"pg-{i:02d}" for i in range(13)]  # in order, none lost, none twice
         assert put_policy(client, "team-a").status_code == 200
         assert client.get("/v1/iam/policies/team-a", headers=ADMIN).status_code == 200
+
+
+def test_a_read_only_postgres_is_503_not_500_and_recovers(postgres: Any, make_settings: Any, token_file: Path) -> None:
+    """After a failover the service may reach a standby (or a primary put in read-only mode): writes fail with
+    SQLSTATE 25006, which the driver raises as InternalError, not OperationalError. Still 503 + Retry-After."""
+    import sqlalchemy as sa
+
+    url, _server = postgres
+    reset(url)
+    settings = make_settings({"database_url": url, "authn": {"token_file": str(token_file)}})
+    with kagiya_app(settings) as app:
+        app.config["TESTING"] = False
+        client = app.test_client()
+        store = app.extensions["kagiya.store"]
+        assert put_policy(client, "team-a").status_code == 200
+
+        def read_only(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dbapi_conn.commit()
+
+        sa.event.listen(store.engine, "connect", read_only)
+        store.engine.dispose()
+        try:
+            assert_unavailable(put_policy(client, "team-b"))
+            assert client.get("/readyz").status_code == 503
+        finally:
+            sa.event.remove(store.engine, "connect", read_only)
+            store.engine.dispose()
+        assert wait_ready(client, 10).status_code == 200
+        assert put_policy(client, "team-b").status_code == 200

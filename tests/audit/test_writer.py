@@ -178,3 +178,70 @@ def test_secrets_audit_uses_the_same_writer(make_settings: Any, token_file: Path
         assert audit.flush(store, 20)
         assert [r["request_id"] for r in audit_rows(store, "secrets.encrypt")] == ["enc-1"]
         assert [r["request_id"] for r in audit_rows(store, "secrets.decrypt")] == ["dec-1"]
+
+
+def test_a_crash_after_replay_inserted_but_before_truncate_replays_exactly_once(tmp_path: Path) -> None:
+    """The spill offset lives in memory: after a crash the whole file is replayed again; the store skips the
+    event_uids it already holds, so each event is stored once and in the file's order."""
+    from kagiya.audit.service import start_writer
+    from kagiya.audit.spill import SpillFile
+    from kagiya.audit_settings import AuditSettings
+    from kagiya.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'kagiya.db'}")
+    store.migrate()
+    rows = [{"time": audit.AuditEvent("a", "x", "t", "success").time, "actor": "alice", "action": "test.crash",
+             "target": "t", "outcome": "success", "request_id": f"c{i:02d}", "details": "{}",
+             "event_uid": os.urandom(16).hex()} for i in range(20)]
+    spill = SpillFile(tmp_path)
+    spill.append(rows)
+    spill.sync()
+    audit.write_rows(store, rows[:12])  # the replay's insert committed ...
+    os.close(spill.fd)  # ... then the process died: no truncate, and its flock goes with the descriptor
+    writer = start_writer(store, tmp_path, AuditSettings(batch_size=5, retry_seconds=0.05))
+    try:
+        assert audit.flush(store, 10)
+        assert [r["request_id"] for r in audit_rows(store, "test.crash")] == [f"c{i:02d}" for i in range(20)]
+        assert writer.stats["replayed"] == 20 and (tmp_path / "audit-spill.jsonl").stat().st_size == 0
+    finally:
+        store.dispose()
+
+
+def test_many_threads_through_overflow_and_a_locked_store_lose_and_repeat_nothing(tmp_path: Path) -> None:
+    """Request threads overflow into the spill file while the writer inserts and replays: every event lands once,
+    and each thread's events keep their order."""
+    import threading
+
+    from kagiya.audit.service import start_writer
+    from kagiya.audit_settings import AuditSettings
+    from kagiya.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'kagiya.db'}")
+    store.migrate()
+    writer = start_writer(store, tmp_path, AuditSettings(queue_size=10, batch_size=7, retry_seconds=0.02,
+                                                         max_retry_seconds=0.05))
+
+    def submit(thread: int) -> None:
+        for i in range(150):
+            audit.record(store, actor="alice", action="test.threads", target="t", outcome="success",
+                         request_id=f"t{thread}-{i:03d}")
+
+    try:
+        threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
+        with exclusive_lock(tmp_path / "kagiya.db"):
+            for t in threads[:3]:
+                t.start()
+            for t in threads[:3]:
+                t.join()
+        for t in threads[3:]:
+            t.start()
+        for t in threads[3:]:
+            t.join()
+        assert audit.flush(store, 30)
+        ids = [r["request_id"] for r in audit_rows(store, "test.threads")]
+        assert len(ids) == len(set(ids)) == 900 and writer.stats["dropped"] == 0
+        for n in range(6):
+            mine = [i for i in ids if i.startswith(f"t{n}-")]
+            assert mine == sorted(mine)
+    finally:
+        store.dispose()

@@ -192,3 +192,18 @@ def test_audit_page_filters_pages_and_shows_one_event(console_app: Any) -> None:
     detail = client.get(f"/ui/audit/{eid}").get_data(as_text=True)
     assert "iam.request.create" in detail and "team-a" in detail
     assert client.get("/ui/audit", query_string={"since": "yesterday"}).status_code == 400
+
+
+def test_markup_in_reasons_and_comments_is_shown_as_text_everywhere(console_app: Any) -> None:
+    """XSS: a requester's reason and an approver's comment are someone else's words on an approver's page."""
+    lure = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    client = console_app.test_client()
+    rid = file_request(client, reason=lure)
+    csrf = sign_in(client, "admin-token-0001")
+    for path in ("/ui/requests", "/ui/requests/pending.frag"):
+        html = client.get(path).get_data(as_text=True)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and lure not in html and "<img src=x" not in html
+    client.post(f"/ui/requests/{rid}/deny", data={"csrf_token": csrf, "comment": lure})
+    eid = _audit(client, action="iam.request.deny")[0]["id"]
+    html = client.get(f"/ui/audit/{eid}").get_data(as_text=True)
+    assert lure not in html and "<script>" not in html.split('<pre class="explain">')[1]

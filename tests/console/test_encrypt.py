@@ -73,3 +73,22 @@ def test_unknown_recipients_are_refused_by_the_api_rules(enc_app: Any) -> None:
     assert resp.status_code == 400
     assert client.post("/ui/encrypt", data={"name": "db", "namespace": "prod", "values": "a=b",
                                             "recipient": "local:svc"}).status_code == 403  # no CSRF token
+
+
+def test_the_audit_event_gives_no_offline_guessing_oracle_for_a_weak_value(enc_app: Any) -> None:
+    """The encrypted input is plaintext: a bare SHA-256 of it in the audit log would let any log reader confirm a
+    guessed value (the manifest's layout is known from the event's target). Only a keyed fingerprint is kept."""
+    import hashlib
+
+    from kagiya.console.encrypt import parse_values, secret_manifest
+
+    client = enc_app.test_client()
+    csrf = sign_in(client, "dev-token-0002")
+    resp = client.post("/ui/encrypt", data={"csrf_token": csrf, "name": "db", "namespace": "prod",
+                                            "values": "password=hunter2", "recipient": "local:svc"})
+    assert resp.status_code == 200
+    guess = secret_manifest("db", "prod", parse_values("password=hunter2")).encode()
+    [event] = client.get("/v1/audit", query_string={"action": "secrets.encrypt"},
+                         headers=bearer("admin-token-0001")).get_json()["items"]
+    assert hashlib.sha256(guess).hexdigest() not in str(event)
+    assert event["details"]["input_fingerprint"].startswith("hmac:")

@@ -30,14 +30,17 @@ class Receiver:
         self.posts: list[tuple[dict[str, str], bytes]] = []
         self.fail_first = 0
         self.delay = 0.0
+        self.redirect_to = ""
         self.got = threading.Event()
         app = Flask("receiver")
 
-        @app.post("/hook")
+        @app.route("/hook", methods=["GET", "POST"])  # GET too: a followed 302 turns the POST into a GET
         def hook() -> tuple[str, int]:
             if self.delay:
                 time.sleep(self.delay)
             self.posts.append((dict(request.headers), request.get_data()))
+            if self.redirect_to:
+                return "", 302, {"Location": self.redirect_to}  # type: ignore[return-value]
             if len(self.posts) <= self.fail_first:
                 return "busy", 503
             self.got.set()
@@ -129,6 +132,25 @@ def test_a_slow_receiver_never_delays_the_request(notify_app: Any, receiver: Rec
     file_request(client, sa="other")
     assert time.monotonic() - started < 1.0
     receiver.wait_for(1, timeout=10)
+
+
+def test_a_redirect_is_never_followed_to_another_host(notify_app: Any, receiver: Receiver) -> None:
+    """SSRF: a receiver answering 302 must not steer the service's request (nor its signature) elsewhere."""
+    elsewhere = Receiver()
+    elsewhere.server.start()
+    try:
+        receiver.redirect_to = elsewhere.server.url + "/hook"
+        file_request(notify_app.test_client())
+        notifier = notify_app.extensions["kagiya.notify"]
+        deadline = time.monotonic() + 5
+        while notifier.dropped < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert notifier.dropped == 1 and notifier.delivered == 0
+        assert len(receiver.posts) == 1  # a 3xx is not retried either
+        time.sleep(0.2)
+        assert elsewhere.posts == []
+    finally:
+        elsewhere.server.stop()
 
 
 def test_a_plain_http_webhook_is_refused_unless_loopback(make_settings: Any) -> None:

@@ -59,14 +59,14 @@ def test_a_callback_from_another_browser_or_a_replay_is_refused(oidc_app: Any) -
     path, query = _authorize(attacker)
     victim.get("/ui/signin/oidc")  # the victim has a login cookie of their own
     resp = victim.get(path, query_string=query)  # login CSRF: the attacker's code in the victim's browser
-    assert resp.status_code == 302 and "/ui/signin?error=" in resp.headers["Location"]
+    assert resp.status_code == 400 and "does not belong to this browser" in resp.get_data(as_text=True)
     assert victim.get("/ui/requests").status_code == 302
     assert attacker.get(path, query_string=query).status_code == 302
     assert attacker.get("/ui/requests").status_code == 200
     attacker.get("/ui/signin/oidc")
     attacker.set_cookie("kagiya-console-login", query["state"], path="/ui/")
     again = attacker.get(path, query_string=query)  # same state and code once more
-    assert "error=" in again.headers["Location"]
+    assert again.status_code == 400 and "unknown or expired" in again.get_data(as_text=True)
 
 
 def test_an_id_token_the_provider_rejects_gives_no_session(oidc_app: Any, idp: OidcIssuer) -> None:
@@ -74,7 +74,7 @@ def test_an_id_token_the_provider_rejects_gives_no_session(oidc_app: Any, idp: O
     client = oidc_app.test_client()
     path, query = _authorize(client)
     resp = client.get(path, query_string=query)
-    assert "error=" in resp.headers["Location"]
+    assert resp.status_code == 400 and 'role="alert"' in resp.get_data(as_text=True)
     assert client.get("/ui/requests").status_code == 302
 
 
@@ -91,6 +91,68 @@ def test_under_tls_the_cookie_is_secure_and_host_only(make_settings: Any, token_
                                                "csrf_token": csrf_of(page.get_data(as_text=True))})
         cookie = next(c for c in resp.headers.getlist("Set-Cookie") if c.startswith("__Host-kagiya-console="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/;" in cookie
+
+
+def test_the_sign_in_page_shows_no_words_taken_from_its_url(oidc_app: Any) -> None:
+    """Content spoofing: a link to this service must not make its sign-in page say what the link's author wants."""
+    lure = "Your account is locked. Call +1 555 0100 to unlock it"
+    for client_path in ("/ui/signin", "/ui/signin/callback"):
+        resp = oidc_app.test_client().get(client_path, query_string={"error": lure, "state": "x"})
+        assert lure not in resp.get_data(as_text=True)
+
+
+def test_behind_a_tls_proxy_the_public_origin_is_accepted_and_others_refused(make_settings: Any,
+                                                                            token_file: Path) -> None:
+    """The browser's Origin is the public https URL while the request reaching the service is plain http."""
+    from tests.console.conftest import csrf_of
+
+    settings = make_settings({"authn": {"token_file": str(token_file)},
+                              "console": {"public_url": "https://kagiya.example.com"}})
+    with kagiya_app(settings) as app:
+        client = app.test_client()
+        token = csrf_of(client.get("/ui/signin").get_data(as_text=True))
+        form = {"token": "dev-token-0002", "csrf_token": token}
+        for forged in ("https://evil.example.com", "http://kagiya.example.com", "https://kagiya.example.com:8443"):
+            assert client.post("/ui/signin", data=form, headers={"Origin": forged}).status_code == 403, forged
+        resp = client.post("/ui/signin", data=form, headers={"Origin": "https://kagiya.example.com"})
+        assert resp.status_code == 302 and resp.headers["Location"].endswith("/ui/requests")
+
+
+def test_under_tls_a_planted_sign_in_state_cookie_is_not_honoured(make_settings: Any, token_file: Path,
+                                                                   idp: OidcIssuer) -> None:
+    """Login CSRF by cookie tossing: a sibling subdomain (or a plain-http answer) can set `kagiya-console-login`
+    but never a `__Host-` cookie; under TLS only the latter binds a sign-in answer to the browser."""
+    provider = {"type": "oidc", "name": "corp", "issuer": idp.url, "audiences": ["kagiya"]}
+    settings = make_settings({"authn": {"token_file": str(token_file), "providers": [provider]},
+                              "console": {"public_url": "https://kagiya.example.com"}})
+    with kagiya_app(settings) as app:
+        attacker, victim = app.test_client(), app.test_client()
+        start = attacker.get("/ui/signin/oidc")
+        cookie = next(c for c in start.headers.getlist("Set-Cookie") if "kagiya-console-login=" in c)
+        assert cookie.startswith("__Host-kagiya-console-login=") and "Secure" in cookie and "Path=/;" in cookie
+        back = requests.get(start.headers["Location"], allow_redirects=False, timeout=5)
+        answer = urlsplit(back.headers["Location"])
+        query = {k: v[0] for k, v in parse_qs(answer.query).items()}
+        victim.set_cookie("kagiya-console-login", query["state"], path="/ui/")  # tossed by the attacker
+        resp = victim.get(answer.path, query_string=query)
+        assert resp.status_code == 400 and victim.get("/ui/requests").status_code == 302
+        page = app.test_client().get("/ui/signin")
+        assert any(c.startswith("__Host-kagiya-console-pre=") for c in page.headers.getlist("Set-Cookie"))
+
+
+def test_unauthenticated_sign_in_starts_cannot_grow_the_store_without_bound(oidc_app: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from kagiya.console import sessions
+
+    monkeypatch.setattr(sessions, "MAX_PENDING_LOGINS", 5)
+    client = oidc_app.test_client()
+    assert [client.get("/ui/signin/oidc").status_code for _ in range(5)] == [302] * 5
+    refused = client.get("/ui/signin/oidc")
+    assert refused.status_code == 429 and "in progress" in refused.get_data(as_text=True)
+    with oidc_app.extensions["kagiya.store"].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sessions.logins)).scalar_one() == 5
 
 
 def test_the_console_can_be_switched_off(make_settings: Any, token_file: Path) -> None:

@@ -145,3 +145,39 @@ def test_a_reader_paging_by_id_never_skips_an_event_committed_late(store: Any) -
     writer.join(10)
     items, _ = audit.query(store, audit.AuditQuery(action="test.late"))
     assert [e["target"] for e in items] == ["first", "second"]
+
+
+def test_only_a_read_only_transaction_counts_as_an_outage_among_internal_errors() -> None:
+    """SQLSTATE 25006 (a standby, a read-only primary) is retry-later; any other InternalError stays a bug (500)."""
+    import sqlalchemy as sa
+
+    from kagiya.store import is_unavailable
+
+    class DriverError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    assert is_unavailable(sa.exc.InternalError("INSERT", {}, DriverError("25006")))
+    assert not is_unavailable(sa.exc.InternalError("INSERT", {}, DriverError("XX000")))
+    assert not is_unavailable(sa.exc.IntegrityError("INSERT", {}, DriverError("23505")))
+
+
+def test_a_failed_statement_never_carries_its_parameters_into_errors_or_logs(store: Any) -> None:
+    """The generic 500 handler logs the traceback: an error's text must not quote what was being written (a console
+    session's CSRF token here; a shared HMAC key or a policy body elsewhere)."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from kagiya.console.sessions import sessions
+
+    now = dt.datetime.now(dt.UTC)
+    row = {"id_hash": "a" * 64, "username": "bob", "uid": "", "groups": "[]", "mode": "static",
+           "csrf": "csrf-token-that-must-not-leak", "created_at": now, "last_seen_at": now, "expires_at": now}
+    with store.begin() as conn:
+        conn.execute(sessions.insert().values(**row))
+    with pytest.raises(sa.exc.IntegrityError) as caught:
+        with store.begin() as conn:
+            conn.execute(sessions.insert().values(**row))
+    assert "csrf-token-that-must-not-leak" not in str(caught.value) and "hidden" in str(caught.value)
