@@ -21,6 +21,7 @@ from kagiya.errors import BadRequest, KagiyaError, NotFound
 from kagiya.httpjson import MAX_ID, json_body, path_id, whole_number
 from kagiya.iam import bindings, policy
 from kagiya.iam.context import EXTENSION, IamContext, iam_context
+from kagiya.iam.policy import CLOUDS, MAX_PATTERN, MAX_RULES
 from kagiya.iam.resolve import resolve_all
 from kagiya.openapi import describe
 
@@ -50,15 +51,18 @@ REQUEST_SCHEMA = {
          "required": ["tenant"]},
     ],
 }
-RULE_SCHEMA = {"type": "object", "properties": {"cloud": {"type": "string"}, "glob": {"type": "string"},
-                                                "regex": {"type": "string"}}}
+_PATTERN = {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN}
+RULE_SCHEMA = {"type": "object", "additionalProperties": False,
+               "properties": {"cloud": {"type": "string", "enum": list(CLOUDS)}, "glob": _PATTERN, "regex": _PATTERN},
+               "required": ["cloud"], "oneOf": [{"required": ["glob"]}, {"required": ["regex"]}]}
+_RULES = {"type": "array", "maxItems": MAX_RULES, "items": RULE_SCHEMA}
 POLICY_SCHEMA = {
-    "type": "object",
+    "type": "object", "additionalProperties": False,
     "properties": {
-        "allow": {"type": "array", "items": RULE_SCHEMA}, "autoApprove": {"type": "array", "items": RULE_SCHEMA},
+        "allow": _RULES, "autoApprove": _RULES,
         "approverGroups": {"type": "array", "items": {"type": "string"}},
         "requesterGroups": {"type": "array", "items": {"type": "string"}},
-        "allowSelfApproval": {"type": "boolean"}, "maxSessionSeconds": {"type": "integer"},
+        "allowSelfApproval": {"type": "boolean"}, "maxSessionSeconds": {"type": "integer", "minimum": 900, "maximum": 43200},
         "trustAnnotations": {"type": "boolean"},
         "aws_injection": {"type": "string", "enum": ["container-credentials", "web-identity"],
                           "description": "what the admission webhook injects for an AWS role"},

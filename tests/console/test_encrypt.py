@@ -37,7 +37,7 @@ def test_encrypted_manifest_decrypts_to_the_pasted_values(enc_app: Any, caplog: 
     resp = client.post("/ui/encrypt", data={"csrf_token": csrf, "name": "db", "namespace": "prod",
                                             "values": f"password={VALUE}\nuser=app\n", "recipient": "local:svc"})
     html = resp.get_data(as_text=True)
-    assert resp.status_code == 200 and "# kubesec:local:svc:" in html
+    assert resp.status_code == 200 and "# kagiya:local:svc:" in html
     assert VALUE not in html and base64.b64encode(VALUE.encode()).decode() not in html
     manifest = html.split('readonly aria-labelledby="result-title">')[1].split("</textarea>")[0]
     import html as html_lib

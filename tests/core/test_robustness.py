@@ -87,8 +87,8 @@ def test_json_nested_ten_thousand_deep_is_400_on_every_json_route(client: Any, r
     deep_object = b'{"a":' * 10000 + b"1" + b"}" * 10000
     deep_inside = b'{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":' + deep_object + b"}"
     for method, path in routes:
-        if method not in ("POST", "PUT", "PATCH") or path.startswith(METADATA_PREFIXES):
-            continue
+        if method not in ("POST", "PUT", "PATCH") or path.startswith(METADATA_PREFIXES + HTML_PREFIXES):
+            continue  # the console's forms are not JSON routes (their own tests cover bad posts)
         for body in (deep_array, deep_object, deep_inside):
             resp = client.open(path, method=method, data=body, headers={**ADMIN, "Content-Type": "application/json"})
             check(resp, method, path)
