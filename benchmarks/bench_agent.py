@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -161,9 +160,6 @@ def run(tmp: Path, kube: Any, sts: StsCounter) -> int:
            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     port, agent_port = free_port(), free_port()
     argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port)]
-    help_text = subprocess.run(argv[:2] + ["--help"], capture_output=True, text=True, env={**os.environ, **env}).stdout
-    if "--workers" in help_text:
-        argv += ["--workers", "1"]  # one replica = one process (older serving model)
     agent_argv = [str(VENV_BIN / "kagiya"), "agent", "--listen", f"127.0.0.1:{agent_port}",
                   "--server", f"http://127.0.0.1:{port}", "--token-file", str(tmp / "agent-token")]
     with ServerProcess(argv, port=port, env=env, log_path=tmp / "kagiya.log", timeout=60), \

@@ -166,7 +166,7 @@ def scenario(tmp: Path, moto_url: str, prefetch: bool) -> dict[str, list[float]]
         }))
         env = {"KAGIYA_CONFIG": str(config), "AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "true",
                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-        argv = [str(VENV_BIN / "kagiya"), "serve", "--workers", "1", "--port", str(port)]
+        argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port)]
         with ServerProcess(argv, port=port, env=env, log_path=tmp / f"kagiya-{prefetch}.log", timeout=60) as srv:
             try:
                 return measure(port, kube, prefetch)
@@ -214,8 +214,8 @@ def main() -> int:
         with ServerProcess([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], port=moto_port,
                            log_path=tmp / "moto.log"):
             moto_url = f"http://127.0.0.1:{moto_port}"
-            print(f"{PODS} concurrent pods, IMDSv2 from distinct 127.0.1.x addresses; kagiya serve (gunicorn gthread, "
-                  "1 worker x 8 threads); client: 200 threads in one process")
+            print(f"{PODS} concurrent pods, IMDSv2 from distinct 127.0.1.x addresses; kagiya serve (one process, "
+                  "the serving front's default 16 handler threads); client: 200 threads in one process")
             warm = scenario(tmp, moto_url, prefetch=True)
             cold = scenario(tmp, moto_url, prefetch=False)
     errors = sum(warm["errors"]) + sum(cold["errors"])

@@ -1,8 +1,8 @@
-"""Serving model: the one-process front (`kagiya serve`) against today's gunicorn setup, in the same run.
+"""Serving model: the one-process front (`kagiya serve`) against the gunicorn setup it replaced, in the same run.
 
 1. Slow clients: /healthz and a cached TokenReview p99 (one client, keep-alive) with SLOW connections open that
    trickle a byte of their headers or body every 0.5 s, against the same probes' p99 idle. Goal: within 2x.
-   The gunicorn baseline (2 gthread workers x 8 threads, as gunicorn.conf.py ran it) gets the same slow clients and
+   The gunicorn baseline (2 gthread workers x 8 threads, as the removed gunicorn.conf.py ran it) gets the same slow clients and
    a few probes with a short timeout, to show what the front replaces.
 2. Throughput: a cached TokenReview (one OIDC JWT, answered from the review cache) over CLIENTS keep-alive
    connections, front vs gunicorn, alternating TP_ROUNDS rounds, best of each. Goal: the front not lower.
@@ -35,7 +35,7 @@ ROUNDS = 3
 TP_ROUNDS = 5
 BIN = Path(sys.executable).parent
 
-#: Today's production setup before the front: gunicorn, 2 gthread workers x 8 threads, app preloaded in the master,
+#: The production setup before the front: gunicorn, 2 gthread workers x 8 threads, app preloaded in the master,
 #: database connections reopened and background work started in each worker after the fork.
 GUNICORN = """
 import sys

@@ -164,8 +164,8 @@ def main() -> int:
         }))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
         kport, bport = free_port(), free_port()
-        kagiya = ServerProcess([str(BIN / "kagiya"), "--config", str(config), "serve", "--port", str(kport),
-                                "--workers", "2"], port=kport, env=env, log_path=tmpdir / "kagiya.log", timeout=60)
+        kagiya = ServerProcess([str(BIN / "kagiya"), "--config", str(config), "serve", "--port", str(kport)],
+                               port=kport, env=env, log_path=tmpdir / "kagiya.log", timeout=60)
         bare = ServerProcess([sys.executable, "-c", BARE_APP, str(bport)], port=bport, env=env, cwd=ROOT,
                              log_path=tmpdir / "bare.log", timeout=60)
         kagiya.env = bare.env = env
@@ -175,7 +175,7 @@ def main() -> int:
                     for i in range(UNCACHED_REQUESTS)]
         with kagiya, bare:
             load(bport, [body("warm")] * 200)
-            load(kport, [body(cached_token)] * 200)  # warm both workers' caches and JWKS
+            load(kport, [body(cached_token)] * 200)  # warm the review cache and JWKS
             print(f"{CLIENTS} clients; latency in ms; best of {ROUNDS} alternating rounds for bare and cached")
             print(f"{'scenario':<10}{'requests':>8}{'req/s':>10}{'p50':>10}{'p99':>10}{'CPU us/req':>12}"
                   f"{'failed':>8}")

@@ -51,7 +51,7 @@ def replicas(postgres_url: str, token_file: Path, tmp_path: Path) -> Iterator[li
                 "KAGIYA_IAM_BASE_ROLE_ARN": BASE_ARN, "KAGIYA_DATA_DIR": str(tmp_path / name),
                 "KAGIYA_LOG_LEVEL": "WARNING",
             }
-            argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "1"]
+            argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port)]
             servers.append(ServerProcess(argv, port=port, env=env, log_path=tmp_path / f"{name}.log").start())
         yield servers
     finally:
@@ -162,7 +162,7 @@ def test_sigterm_lets_the_in_flight_request_finish(replicas: list[ServerProcess]
         sock.sendall(head + body[:10])
         time.sleep(0.3)
         assert a.proc is not None
-        a.proc.send_signal(signal.SIGTERM)  # graceful stop of the gunicorn master
+        a.proc.send_signal(signal.SIGTERM)  # graceful stop: the front finishes requests already being read
         time.sleep(0.5)
         sock.sendall(body[10:])
         reply = b""
