@@ -2,8 +2,8 @@
 
 1. Slow clients: /healthz and a cached TokenReview p99 (one client, keep-alive) with SLOW connections open that
    trickle a byte of their headers or body every 0.5 s, against the same probes' p99 idle. Goal: within 2x.
-   The gunicorn baseline (2 gthread workers x 8 threads, as the removed gunicorn.conf.py ran it) gets the same slow clients and
-   a few probes with a short timeout, to show what the front replaces.
+   The gunicorn baseline (2 gthread workers x 8 threads, as the removed gunicorn.conf.py ran it) gets the same
+   slow clients and a few probes with a short timeout, to show what the front replaces.
 2. Throughput: a cached TokenReview (one OIDC JWT, answered from the review cache) over CLIENTS keep-alive
    connections, front vs gunicorn, alternating TP_ROUNDS rounds, best of each. Goal: the front not lower.
 """
