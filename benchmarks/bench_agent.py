@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import admin, pct, wait_ready  # noqa: E402
 from tests.iam_credentials.sts_counter import StsCounter  # noqa: E402
 from tests.standins.kube_apiserver import KubeApiServer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
@@ -39,28 +40,12 @@ AGENT = "agent-token-0004"
 VENV_BIN = Path(sys.executable).parent
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def call(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, float]:
     t0 = time.perf_counter()
     conn.request(method, path, headers=headers)
     r = conn.getresponse()
     body = r.read()
     return r.status, body, time.perf_counter() - t0
-
-
-def admin(port: int, method: str, path: str, body: Any) -> Any:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=json.dumps(body), headers={"Authorization": f"Bearer {ADMIN}",
-                                                               "Content-Type": "application/json"})
-    r = conn.getresponse()
-    data = r.read()
-    if r.status >= 300:
-        raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
-    return json.loads(data)
 
 
 def metric(port: int, prefix: str, *labels: str) -> float:
@@ -71,20 +56,6 @@ def metric(port: int, prefix: str, *labels: str) -> float:
         if line.startswith(prefix + "{") and all(label in line for label in labels):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("kagiya never became ready")
 
 
 def burst(port: int) -> dict[str, Any]:
@@ -167,8 +138,8 @@ def run(tmp: Path, kube: Any, sts: StsCounter) -> int:
         wait_ready(port)
         policy = {"allow": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}],
                   "autoApprove": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}]}
-        admin(port, "PUT", "/v1/iam/policies/team-a", policy)
-        admin(port, "POST", "/v1/iam/binding-requests",
+        admin(port, ADMIN, "PUT", "/v1/iam/policies/team-a", policy)
+        admin(port, ADMIN, "POST", "/v1/iam/binding-requests",
               {"namespace": "team-a", "serviceAccount": "web", "cloud": "aws", "identity": ROLE})
         for i in range(PODS):
             kube.add_pod("team-a", f"web-{i}", ip=f"127.0.1.{i + 1}", service_account="web", node="node-1")

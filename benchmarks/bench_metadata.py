@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import admin, pct, wait_ready  # noqa: E402
 from tests.standins.kube_apiserver import KubeApiServer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -35,40 +36,10 @@ ADMIN = "admin-token-0001"
 VENV_BIN = Path(sys.executable).parent
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def request(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
     conn.request(method, path, headers=headers)
     r = conn.getresponse()
     return r.status, r.read()
-
-
-def admin(port: int, method: str, path: str, body: Any) -> Any:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=json.dumps(body), headers={"Authorization": f"Bearer {ADMIN}",
-                                                               "Content-Type": "application/json"})
-    r = conn.getresponse()
-    data = r.read()
-    if r.status >= 300:
-        raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
-    return json.loads(data)
-
-
-def wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("kagiya never became ready")
 
 
 def prefetched(port: int) -> float:
@@ -180,8 +151,8 @@ def measure(port: int, kube: Any, prefetch: bool) -> dict[str, list[float]]:
     wait_ready(port)
     policy = {"allow": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}],
               "autoApprove": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}]}
-    admin(port, "PUT", "/v1/iam/policies/team-a", policy)
-    admin(port, "POST", "/v1/iam/binding-requests",
+    admin(port, ADMIN, "PUT", "/v1/iam/policies/team-a", policy)
+    admin(port, ADMIN, "POST", "/v1/iam/binding-requests",
           {"namespace": "team-a", "serviceAccount": "web", "cloud": "aws", "identity": ROLE})
     started = time.perf_counter()
     for i in range(PODS):

@@ -17,13 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import pct, post_reviews, process_cpu  # noqa: E402
 from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -68,11 +68,6 @@ Gunicorn().run()
 def review(token: str) -> bytes:
     return json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                        "spec": {"token": token}}).encode()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def probe(port: int, body: bytes, count: int, timeout: float = 10.0) -> tuple[list[float], list[float], int]:
@@ -146,43 +141,10 @@ class SlowClients:
         self.proc.wait(10)
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user+sys) used so far by process `pid` (Linux /proc; 10 ms resolution)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def throughput(port: int, body: bytes) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    bad = [0]
-    lock = threading.Lock()
-    gate = threading.Barrier(CLIENTS + 1)
-
-    def worker(n: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        failures = 0
-        gate.wait()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.request("POST", "/authn/tokenreviews", body=body)
-            resp = conn.getresponse()
-            data = resp.read()
-            mine.append((time.perf_counter() - t0) * 1000)
-            failures += resp.status != 200 or b'"authenticated":true' not in data
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            bad[0] += failures
-
-    threads = [threading.Thread(target=worker, args=(REQUESTS // CLIENTS,)) for _ in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.perf_counter() - started), latencies, bad[0]
+    """Cached reviews over CLIENTS keep-alive connections: (requests per second, latencies in ms, failures)."""
+    seconds, latencies, bad = post_reviews(port, [body] * REQUESTS, CLIENTS)
+    return len(latencies) / seconds, latencies, bad
 
 
 def main() -> int:

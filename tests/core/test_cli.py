@@ -69,7 +69,7 @@ def test_serve_answers_healthz_and_ignores_workers(tmp_path: Path) -> None:
     """`kagiya serve` answers on its front; the old `--workers` option is accepted, ignored and said so."""
     port = free_port()
     env = {"KAGIYA_DATA_DIR": str(tmp_path / "data"), "KAGIYA_LOG_LEVEL": "WARNING"}
-    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "2"],
+    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "3"],
                        port=port, env=env, log_path=tmp_path / "serve.log") as srv:
         with urllib.request.urlopen(f"{srv.url}/healthz", timeout=10) as resp:
             assert json.load(resp) == {"status": "ok"}
