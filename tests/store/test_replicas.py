@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.store.conftest import _reset_postgres
+from tests.support.postgres import reset_database
 from tests.support.servers import VENV_BIN, ServerProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,7 +41,7 @@ def call(url: str, method: str = "GET", body: Any = None, token: str = DEV, requ
 
 @pytest.fixture
 def replicas(postgres_url: str, token_file: Path, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    _reset_postgres(postgres_url)
+    reset_database(postgres_url)
     servers = []
     try:
         for name in ("a", "b"):
