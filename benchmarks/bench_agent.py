@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import admin, pct, wait_ready  # noqa: E402
+from benchmarks.common import admin, pct, show, wait_ready  # noqa: E402
 from tests.iam_credentials.sts_counter import StsCounter  # noqa: E402
 from tests.standins.kube_apiserver import KubeApiServer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
@@ -92,13 +92,6 @@ def burst(port: int) -> dict[str, Any]:
     for t in threads:
         t.join()
     return out
-
-
-def show(name: str, values: list[float]) -> float:
-    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
-    print(f"  {name:<52} n={len(values):>5}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  "
-          f"mean {statistics.fmean(values) * 1000:8.2f} ms  max {max(values) * 1000:8.2f} ms")
-    return p99
 
 
 def main() -> int:
@@ -168,10 +161,10 @@ def run(tmp: Path, kube: Any, sts: StsCounter) -> int:
     via = results["agent"]
     show("direct: each request", direct["requests"])
     show("via agent: each request (PUT answered on the node)", via["requests"])
-    dg99 = show("direct: the two GETs", direct["gets"])
-    ag99 = show("via agent: the two GETs (relayed)", via["gets"])
-    df99 = show("direct: full fetch (3 requests)", direct["fetch"])
-    af99 = show("via agent: full fetch (3 requests)", via["fetch"])
+    _, dg99 = show("direct: the two GETs", direct["gets"])
+    _, ag99 = show("via agent: the two GETs (relayed)", via["gets"])
+    _, df99 = show("direct: full fetch (3 requests)", direct["fetch"])
+    _, af99 = show("via agent: full fetch (3 requests)", via["fetch"])
     slow_direct = sum(t > 1.0 for t in direct["requests"])
     slow_agent = sum(t > 1.0 for t in via["requests"])
     print("ratios:")

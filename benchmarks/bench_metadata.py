@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import admin, pct, wait_ready  # noqa: E402
+from benchmarks.common import admin, show, wait_ready  # noqa: E402
 from tests.standins.kube_apiserver import KubeApiServer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -171,13 +170,6 @@ def measure(port: int, kube: Any, prefetch: bool) -> dict[str, list[float]]:
     return result
 
 
-def show(name: str, values: list[float]) -> tuple[float, float]:
-    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
-    print(f"  {name:<46} n={len(values):>5}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  "
-          f"mean {statistics.fmean(values) * 1000:8.2f} ms")
-    return p50, p99
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kagiya-bench-metadata-") as tmpdir:
         tmp = Path(tmpdir)
@@ -191,13 +183,13 @@ def main() -> int:
             cold = scenario(tmp, moto_url, prefetch=False)
     errors = sum(warm["errors"]) + sum(cold["errors"])
     print("with prefetch (kagiya default):")
-    _, first_p99 = show("first full IMDSv2 fetch (PUT+GET+GET)", warm["first"])
-    steady50, steady99 = show("steady GET security-credentials/ROLE", warm["steady"])
-    base50, base99 = show("baseline GET /healthz (same server)", warm["baseline"])
-    alone50, alone99 = show("one pod alone: GET security-credentials/ROLE", warm["alone"])
-    show("one pod alone: GET /healthz", warm["alone_base"])
+    _, first_p99 = show("first full IMDSv2 fetch (PUT+GET+GET)", warm["first"], 46)
+    steady50, steady99 = show("steady GET security-credentials/ROLE", warm["steady"], 46)
+    base50, base99 = show("baseline GET /healthz (same server)", warm["baseline"], 46)
+    alone50, alone99 = show("one pod alone: GET security-credentials/ROLE", warm["alone"], 46)
+    show("one pod alone: GET /healthz", warm["alone_base"], 46)
     print("without prefetch (minted inline on the first request, kube2iam-style):")
-    _, cold_first99 = show("first full IMDSv2 fetch (PUT+GET+GET)", cold["first"])
+    _, cold_first99 = show("first full IMDSv2 fetch (PUT+GET+GET)", cold["first"], 46)
     print("ratios:")
     print(f"  steady credentials vs bare route: p50 x{steady50 / base50:.2f}, p99 x{steady99 / base99:.2f}")
     print(f"  first request, no prefetch vs prefetch: p99 x{cold_first99 / first_p99:.2f}")

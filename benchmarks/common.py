@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,14 @@ def pct(values: Sequence[float], p: float) -> float:
     """The `p`th percentile (0-100) by nearest rank: the value below which `p`% of the samples fall."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def show(name: str, seconds: Sequence[float], width: int = 52) -> tuple[float, float]:
+    """Print one latency line (n, p50, p99, mean, max in ms) for samples in seconds; return (p50, p99) in ms."""
+    p50, p99 = pct(seconds, 50) * 1000, pct(seconds, 99) * 1000
+    print(f"  {name:<{width}} n={len(seconds):>5}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  "
+          f"mean {statistics.fmean(seconds) * 1000:8.2f} ms  max {max(seconds) * 1000:8.2f} ms")
+    return p50, p99
 
 
 def process_cpu(pid: int) -> float:
