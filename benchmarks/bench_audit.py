@@ -13,6 +13,7 @@ and how long the writer needed to drain what the queued rounds left (all events 
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -25,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import run_together  # noqa: E402
+
 CLIENTS = 8
 REQUESTS = 1200
 ROUNDS = 3
@@ -33,13 +36,11 @@ ROUNDS = 3
 def run(app: Any, label: str, round_no: int) -> tuple[list[float], float]:
     latencies: list[float] = []
     lock = threading.Lock()
-    gate = threading.Barrier(CLIENTS + 1)
     failures = [0]
 
     def worker(n: int) -> None:
         client = app.test_client()
         mine = []
-        gate.wait()
         for i in range(REQUESTS // CLIENTS):
             body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                     "spec": {"token": token(f"{round_no}-{n}-{i}")}}
@@ -52,14 +53,7 @@ def run(app: Any, label: str, round_no: int) -> tuple[list[float], float]:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
+    seconds = run_together([functools.partial(worker, n) for n in range(CLIENTS)])
     if failures[0]:
         raise SystemExit(f"{label}: {failures[0]} reviews failed")
     return latencies, seconds

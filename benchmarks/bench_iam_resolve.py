@@ -21,13 +21,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import pct  # noqa: E402
+
 PODS, NAMESPACES, BINDINGS, SAMPLES = 10_000, 100, 1_000, 3_000
 ARN = "arn:aws:iam::123456789012:role/"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def pod_objects() -> list[dict[str, Any]]:
@@ -149,13 +146,13 @@ def main() -> None:
           f"{allowed}/{SAMPLES} resolutions allowed")
     print(f"pod index memory (tracemalloc): {index_bytes / 1e6:.1f} MB ({index_bytes / PODS:.0f} B/pod)")
     print(f"resolve (pod by IP + bindings + policy): p50 {statistics.median(timings) * ms:.3f} ms, "
-          f"p99 {pct(timings, 0.99) * ms:.3f} ms  ({SAMPLES} calls)")
+          f"p99 {pct(timings, 99) * ms:.3f} ms  ({SAMPLES} calls)")
     print(f"baseline (linear pod scan + all bindings): p50 {statistics.median(naive) * ms:.3f} ms, "
-          f"p99 {pct(naive, 0.99) * ms:.3f} ms  ({len(naive)} calls)")
+          f"p99 {pct(naive, 99) * ms:.3f} ms  ({len(naive)} calls)")
     print(f"ratio baseline/indexed: p50 x{statistics.median(naive) / statistics.median(timings):.1f}, "
-          f"p99 x{pct(naive, 0.99) / pct(timings, 0.99):.1f}")
+          f"p99 x{pct(naive, 99) / pct(timings, 99):.1f}")
     print(f"GET /v1/iam/explain (Flask test client, all clouds): p50 {statistics.median(explain) * ms:.3f} ms, "
-          f"p99 {pct(explain, 0.99) * ms:.3f} ms  ({len(explain)} calls)")
+          f"p99 {pct(explain, 99) * ms:.3f} ms  ({len(explain)} calls)")
     if sync_seconds is not None:
         print(f"initial list+index of {PODS} pods through the kubernetes client (stand-in): {sync_seconds:.2f} s")
     app.extensions["kagiya.store"].dispose()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import admin, show, wait_ready  # noqa: E402
 from tests.standins.kube_apiserver import KubeApiServer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -35,40 +35,10 @@ ADMIN = "admin-token-0001"
 VENV_BIN = Path(sys.executable).parent
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def request(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
     conn.request(method, path, headers=headers)
     r = conn.getresponse()
     return r.status, r.read()
-
-
-def admin(port: int, method: str, path: str, body: Any) -> Any:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=json.dumps(body), headers={"Authorization": f"Bearer {ADMIN}",
-                                                               "Content-Type": "application/json"})
-    r = conn.getresponse()
-    data = r.read()
-    if r.status >= 300:
-        raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
-    return json.loads(data)
-
-
-def wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("kagiya never became ready")
 
 
 def prefetched(port: int) -> float:
@@ -166,7 +136,7 @@ def scenario(tmp: Path, moto_url: str, prefetch: bool) -> dict[str, list[float]]
         }))
         env = {"KAGIYA_CONFIG": str(config), "AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "true",
                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-        argv = [str(VENV_BIN / "kagiya"), "serve", "--workers", "1", "--port", str(port)]
+        argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port)]
         with ServerProcess(argv, port=port, env=env, log_path=tmp / f"kagiya-{prefetch}.log", timeout=60) as srv:
             try:
                 return measure(port, kube, prefetch)
@@ -180,8 +150,8 @@ def measure(port: int, kube: Any, prefetch: bool) -> dict[str, list[float]]:
     wait_ready(port)
     policy = {"allow": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}],
               "autoApprove": [{"cloud": "aws", "glob": "arn:aws:iam::123456789012:role/app-*"}]}
-    admin(port, "PUT", "/v1/iam/policies/team-a", policy)
-    admin(port, "POST", "/v1/iam/binding-requests",
+    admin(port, ADMIN, "PUT", "/v1/iam/policies/team-a", policy)
+    admin(port, ADMIN, "POST", "/v1/iam/binding-requests",
           {"namespace": "team-a", "serviceAccount": "web", "cloud": "aws", "identity": ROLE})
     started = time.perf_counter()
     for i in range(PODS):
@@ -200,13 +170,6 @@ def measure(port: int, kube: Any, prefetch: bool) -> dict[str, list[float]]:
     return result
 
 
-def show(name: str, values: list[float]) -> tuple[float, float]:
-    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
-    print(f"  {name:<46} n={len(values):>5}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  "
-          f"mean {statistics.fmean(values) * 1000:8.2f} ms")
-    return p50, p99
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kagiya-bench-metadata-") as tmpdir:
         tmp = Path(tmpdir)
@@ -214,19 +177,19 @@ def main() -> int:
         with ServerProcess([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], port=moto_port,
                            log_path=tmp / "moto.log"):
             moto_url = f"http://127.0.0.1:{moto_port}"
-            print(f"{PODS} concurrent pods, IMDSv2 from distinct 127.0.1.x addresses; kagiya serve (gunicorn gthread, "
-                  "1 worker x 8 threads); client: 200 threads in one process")
+            print(f"{PODS} concurrent pods, IMDSv2 from distinct 127.0.1.x addresses; kagiya serve (one process, "
+                  "the serving front's default 16 handler threads); client: 200 threads in one process")
             warm = scenario(tmp, moto_url, prefetch=True)
             cold = scenario(tmp, moto_url, prefetch=False)
     errors = sum(warm["errors"]) + sum(cold["errors"])
     print("with prefetch (kagiya default):")
-    _, first_p99 = show("first full IMDSv2 fetch (PUT+GET+GET)", warm["first"])
-    steady50, steady99 = show("steady GET security-credentials/ROLE", warm["steady"])
-    base50, base99 = show("baseline GET /healthz (same server)", warm["baseline"])
-    alone50, alone99 = show("one pod alone: GET security-credentials/ROLE", warm["alone"])
-    show("one pod alone: GET /healthz", warm["alone_base"])
+    _, first_p99 = show("first full IMDSv2 fetch (PUT+GET+GET)", warm["first"], 46)
+    steady50, steady99 = show("steady GET security-credentials/ROLE", warm["steady"], 46)
+    base50, base99 = show("baseline GET /healthz (same server)", warm["baseline"], 46)
+    alone50, alone99 = show("one pod alone: GET security-credentials/ROLE", warm["alone"], 46)
+    show("one pod alone: GET /healthz", warm["alone_base"], 46)
     print("without prefetch (minted inline on the first request, kube2iam-style):")
-    _, cold_first99 = show("first full IMDSv2 fetch (PUT+GET+GET)", cold["first"])
+    _, cold_first99 = show("first full IMDSv2 fetch (PUT+GET+GET)", cold["first"], 46)
     print("ratios:")
     print(f"  steady credentials vs bare route: p50 x{steady50 / base50:.2f}, p99 x{steady99 / base99:.2f}")
     print(f"  first request, no prefetch vs prefetch: p99 x{cold_first99 / first_p99:.2f}")

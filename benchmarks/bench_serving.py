@@ -1,9 +1,9 @@
-"""Serving model: the one-process front (`kagiya serve`) against today's gunicorn setup, in the same run.
+"""Serving model: the one-process front (`kagiya serve`) against the gunicorn setup it replaced, in the same run.
 
 1. Slow clients: /healthz and a cached TokenReview p99 (one client, keep-alive) with SLOW connections open that
    trickle a byte of their headers or body every 0.5 s, against the same probes' p99 idle. Goal: within 2x.
-   The gunicorn baseline (2 gthread workers x 8 threads, as gunicorn.conf.py ran it) gets the same slow clients and
-   a few probes with a short timeout, to show what the front replaces.
+   The gunicorn baseline (2 gthread workers x 8 threads, as the removed gunicorn.conf.py ran it) gets the same
+   slow clients and a few probes with a short timeout, to show what the front replaces.
 2. Throughput: a cached TokenReview (one OIDC JWT, answered from the review cache) over CLIENTS keep-alive
    connections, front vs gunicorn, alternating TP_ROUNDS rounds, best of each. Goal: the front not lower.
 """
@@ -17,13 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import pct, post_reviews, process_cpu  # noqa: E402
 from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -35,7 +35,7 @@ ROUNDS = 3
 TP_ROUNDS = 5
 BIN = Path(sys.executable).parent
 
-#: Today's production setup before the front: gunicorn, 2 gthread workers x 8 threads, app preloaded in the master,
+#: The production setup before the front: gunicorn, 2 gthread workers x 8 threads, app preloaded in the master,
 #: database connections reopened and background work started in each worker after the fork.
 GUNICORN = """
 import sys
@@ -68,11 +68,6 @@ Gunicorn().run()
 def review(token: str) -> bytes:
     return json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                        "spec": {"token": token}}).encode()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def probe(port: int, body: bytes, count: int, timeout: float = 10.0) -> tuple[list[float], list[float], int]:
@@ -146,43 +141,10 @@ class SlowClients:
         self.proc.wait(10)
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user+sys) used so far by process `pid` (Linux /proc; 10 ms resolution)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def throughput(port: int, body: bytes) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    bad = [0]
-    lock = threading.Lock()
-    gate = threading.Barrier(CLIENTS + 1)
-
-    def worker(n: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        failures = 0
-        gate.wait()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.request("POST", "/authn/tokenreviews", body=body)
-            resp = conn.getresponse()
-            data = resp.read()
-            mine.append((time.perf_counter() - t0) * 1000)
-            failures += resp.status != 200 or b'"authenticated":true' not in data
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            bad[0] += failures
-
-    threads = [threading.Thread(target=worker, args=(REQUESTS // CLIENTS,)) for _ in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.perf_counter() - started), latencies, bad[0]
+    """Cached reviews over CLIENTS keep-alive connections: (requests per second, latencies in ms, failures)."""
+    seconds, latencies, bad = post_reviews(port, [body] * REQUESTS, CLIENTS)
+    return len(latencies) / seconds, latencies, bad
 
 
 def main() -> int:

@@ -16,19 +16,17 @@ in the same run: a review that waits on a synchronous fsync shows up there.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import pct, post_reviews, process_cpu  # noqa: E402
 from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -62,68 +60,11 @@ def body(token: str) -> bytes:
                        "spec": {"token": token}}).encode()
 
 
-def load(port: int, bodies: list[bytes]) -> tuple[float, list[float], int]:
-    """Send `bodies` over CLIENTS keep-alive connections; (seconds, latencies in ms, non-authenticated count)."""
-    latencies: list[float] = []
-    failures = [0]
-    lock = threading.Lock()
-    chunks = [bodies[i::CLIENTS] for i in range(CLIENTS)]
-    start_gate = threading.Barrier(CLIENTS + 1)
-
-    def worker(chunk: list[bytes]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        bad = 0
-        start_gate.wait()
-        for payload in chunk:
-            t0 = time.perf_counter()
-            conn.request("POST", "/authn/tokenreviews", body=payload, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            mine.append((time.perf_counter() - t0) * 1000)
-            if resp.status != 200 or b'"authenticated":true' not in data:
-                bad += 1
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            failures[0] += bad
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started, latencies, failures[0]
-
-
-def server_cpu(master_pid: int) -> float:
-    """CPU seconds (user+sys) used so far by the server process and its children (Linux /proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master_pid or int(entry.name) == master_pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def measured(proc: ServerProcess, bodies: list[bytes]) -> tuple[float, list[float], int, float]:
     assert proc.proc is not None
-    before = server_cpu(proc.proc.pid)
-    seconds, lat, bad = load(proc.port, bodies)
-    return seconds, lat, bad, (server_cpu(proc.proc.pid) - before) / len(bodies) * 1e6
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+    before = process_cpu(proc.proc.pid)
+    seconds, lat, bad = post_reviews(proc.port, bodies, CLIENTS)
+    return seconds, lat, bad, (process_cpu(proc.proc.pid) - before) / len(bodies) * 1e6
 
 
 def report(name: str, seconds: float, lat: list[float], bad: int, cpu_us: float) -> dict[str, float]:
@@ -164,8 +105,8 @@ def main() -> int:
         }))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
         kport, bport = free_port(), free_port()
-        kagiya = ServerProcess([str(BIN / "kagiya"), "--config", str(config), "serve", "--port", str(kport),
-                                "--workers", "2"], port=kport, env=env, log_path=tmpdir / "kagiya.log", timeout=60)
+        kagiya = ServerProcess([str(BIN / "kagiya"), "--config", str(config), "serve", "--port", str(kport)],
+                               port=kport, env=env, log_path=tmpdir / "kagiya.log", timeout=60)
         bare = ServerProcess([sys.executable, "-c", BARE_APP, str(bport)], port=bport, env=env, cwd=ROOT,
                              log_path=tmpdir / "bare.log", timeout=60)
         kagiya.env = bare.env = env
@@ -174,8 +115,8 @@ def main() -> int:
         uncached = [body(issuer.mint(sub=f"user{i}", groups=["dev"], expires_in=3600, jti=str(i)))
                     for i in range(UNCACHED_REQUESTS)]
         with kagiya, bare:
-            load(bport, [body("warm")] * 200)
-            load(kport, [body(cached_token)] * 200)  # warm both workers' caches and JWKS
+            post_reviews(bport, [body("warm")] * 200, CLIENTS)
+            post_reviews(kport, [body(cached_token)] * 200, CLIENTS)  # warm the review cache and JWKS
             print(f"{CLIENTS} clients; latency in ms; best of {ROUNDS} alternating rounds for bare and cached")
             print(f"{'scenario':<10}{'requests':>8}{'req/s':>10}{'p50':>10}{'p99':>10}{'CPU us/req':>12}"
                   f"{'failed':>8}")

@@ -37,7 +37,7 @@ def add_startup(app: Flask, name: str, start: Callable[[], None]) -> None:
     app.extensions["kagiya.startup"][name] = start
 
 
-#: The name used while replicas were gunicorn workers started by fork; kept so capabilities need not change.
+#: The older name of `add_startup` (from when background work started after a fork); capabilities still use it.
 add_after_fork = add_startup
 
 

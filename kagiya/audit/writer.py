@@ -150,8 +150,9 @@ class AuditWriter:
             self._cond.notify_all()
 
     def reset_after_fork(self) -> None:
-        """In a forked child (gunicorn's preloaded workers): the parent's thread did not come along, its queue
-        is the parent's to write, and its spill file stays locked by the parent. Start afresh with our own."""
+        """In a forked child (a process forked after the app was built; `kagiya serve` itself never forks): the
+        parent's thread did not come along, its queue is the parent's to write, and its spill file stays locked by
+        the parent. Start afresh with our own."""
         self._cond = threading.Condition()
         self._queue = collections.deque()
         self._inflight, self._inflight_spilled = None, False

@@ -252,7 +252,7 @@ class Authenticator:
             pool.shutdown(wait=wait, cancel_futures=True)
 
     def _executor(self) -> ThreadPoolExecutor:
-        # Made on first use, i.e. in the gunicorn worker after fork, never in the preloading master.
+        # Made on first use, so building the app (tests, CLI commands that never review) starts no threads.
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="authn-review")

@@ -9,7 +9,7 @@ the answer is collected whole before the loop writes it, so a client that does n
 Every response the front itself emits (400, 408, 413, 414, 431, 501, 503, 505) is a Kubernetes `Status` body.
 TLS: the handshake runs on the loop with a deadline; the context comes from `kagiya.tls.mtls`'s reloading
 cache on each connection (replaced certificate files apply to new connections), and a verified client
-certificate reaches the app as `environ["SSL_CLIENT_CERT"]`, as it did under gunicorn.
+certificate reaches the app as `environ["SSL_CLIENT_CERT"]` (the key web.py's client-certificate gate reads).
 
 Connections are asyncio Protocols (no coroutine per read) and deadlines are checked by one sweeper every
 `SWEEP_SECONDS`, so the per-request cost on the loop stays small: the loop shares one interpreter lock with the

@@ -1,13 +1,12 @@
 """Mutual TLS serving: hand the verified client certificate to the Flask view, and reload certificate files.
 
-Why this module exists: gunicorn's gthread worker verifies client certificates (`cert_reqs=CERT_REQUIRED`) but
-does not put the peer certificate in the WSGI environ, and Guard-style routing needs the apiserver's `O=`/`CN=`.
-`kagiya.tls.mtls_worker.PeerCertWorker` reads the certificate from the TLS socket of each request and exposes it as
-`environ["SSL_CLIENT_CERT"]` (PEM), the same key Werkzeug's development server and mod_ssl use, so the view
-reads one key whichever server runs it. The key has no `HTTP_` prefix, so a client header cannot forge it;
-the middleware always overwrites it.
+Why this module exists: Guard-style routing needs the apiserver's `O=`/`CN=`. The serving front
+(`kagiya.serving.connection`) reads the verified certificate from the connection's TLS object once per connection
+and puts it in every request's environ as `environ["SSL_CLIENT_CERT"]` (PEM), the same key Werkzeug's development
+server (`kagiya serve --dev`) and mod_ssl use, so the view reads one key whichever server runs it. The key has no
+`HTTP_` prefix, so a client header cannot forge it (headers only become `HTTP_*` keys).
 
-Certificate reload: gunicorn asks its `ssl_context` hook for a context on every new connection;
+Certificate reload: the front asks for a context on every new connection (`kagiya.serving.ssl_context_factory`);
 `reloading_ssl_context` keeps one context and rebuilds it when the mtime or size of the server certificate,
 key or client CA bundle changes, so replaced files apply to new connections without a restart.
 """
@@ -50,7 +49,7 @@ _contexts = _ContextCache()
 
 
 def reloading_ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """gunicorn `ssl_context` hook: the default context, rebuilt only when a certificate file changed.
+    """The context for a new connection: `default_factory()`'s, rebuilt only when a certificate file changed.
 
     If a rebuild fails (a half-written file), the previous context keeps serving until the next change.
     """

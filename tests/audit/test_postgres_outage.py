@@ -14,25 +14,15 @@ from tests.audit.conftest import ADMIN, BASE_ARN, audit_rows
 from tests.audit.test_store_failures import assert_unavailable, put_policy, wait_ready
 from tests.audit.test_writer import review
 from tests.support.apps import kagiya_app
-from tests.support.postgres import stop_postgres
+from tests.support.postgres import reset_database, stop_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def reset(url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def test_postgres_outage_spills_replays_and_recovers(postgres: Any, make_settings: Any, token_file: Path,
                                                      data_dir: Path) -> None:
     url, server = postgres
-    reset(url)
+    reset_database(url)
     settings = make_settings({"database_url": url, "iam": {"base_role_arn": BASE_ARN},
                               "authn": {"token_file": str(token_file), "cache_ttl_seconds": 0,
                                         "cache_negative_ttl_seconds": 0},
@@ -75,7 +65,7 @@ def test_a_read_only_postgres_is_503_not_500_and_recovers(postgres: Any, make_se
     import sqlalchemy as sa
 
     url, _server = postgres
-    reset(url)
+    reset_database(url)
     settings = make_settings({"database_url": url, "authn": {"token_file": str(token_file)}})
     with kagiya_app(settings) as app:
         app.config["TESTING"] = False

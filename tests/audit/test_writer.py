@@ -128,12 +128,13 @@ def test_shutdown_drains_the_queue_into_the_store(uncached_settings: Any, data_d
         fresh.dispose()
 
 
-def test_a_forked_worker_writes_its_own_events(uncached_settings: Any, data_dir: Path) -> None:
-    """gunicorn preloads the app and forks workers: each child gets a live writer and its own spill file."""
+def test_a_forked_child_writes_its_own_events(uncached_settings: Any, data_dir: Path) -> None:
+    """A process forked after the app was built (`kagiya serve` does not fork, but an embedder may) gets a live
+    writer and its own spill file."""
     with kagiya_app(uncached_settings) as app:
         store = app.extensions["kagiya.store"]
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the child
             code = 1
             try:
                 store.engine.dispose(close=False)

@@ -1,5 +1,6 @@
 """End to end over real mutual TLS: certificates from `kagiya authn init`, the kubeconfig from
-`kagiya authn webhook-config`, and `kagiya serve` (gunicorn, PeerCertWorker) as a subprocess.
+`kagiya authn webhook-config`, and `kagiya serve` (the serving front, which hands the app the client certificate) as a
+subprocess.
 
 One server for the module keeps this fast; it routes by the client certificate's O=/CN= as Guard does.
 """
@@ -76,7 +77,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     }))
     port = free_port()
     argv = [str(Path(sys.executable).parent / "kagiya"), "--config", str(config), "serve", "--port", str(port),
-            "--workers", "2", "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
+            "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
             "--client-ca", str(pki / "ca.crt")]
     env_vars = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
     server = ServerProcess(argv, port=port, env=env_vars, log_path=tmp / "server.log", timeout=60)

@@ -1,4 +1,4 @@
-"""The gunicorn ssl_context hook: one context reused, rebuilt when a file changes, the old one kept on bad files."""
+"""The per-connection TLS context: one context reused, rebuilt when a file changes, the old one kept on bad files."""
 
 from __future__ import annotations
 

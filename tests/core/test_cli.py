@@ -65,10 +65,11 @@ def test_unknown_command_is_usage_error(runner: Any) -> None:
 
 
 @pytest.mark.integration
-def test_serve_with_gunicorn_answers_healthz(tmp_path: Path) -> None:
+def test_serve_answers_healthz_and_ignores_workers(tmp_path: Path) -> None:
+    """`kagiya serve` answers on its front; the old `--workers` option is accepted, ignored and said so."""
     port = free_port()
     env = {"KAGIYA_DATA_DIR": str(tmp_path / "data"), "KAGIYA_LOG_LEVEL": "WARNING"}
-    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "2"],
+    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "3"],
                        port=port, env=env, log_path=tmp_path / "serve.log") as srv:
         with urllib.request.urlopen(f"{srv.url}/healthz", timeout=10) as resp:
             assert json.load(resp) == {"status": "ok"}
@@ -78,15 +79,17 @@ def test_serve_with_gunicorn_answers_healthz(tmp_path: Path) -> None:
         assert json.load(info.value)["kind"] == "Status"
         with urllib.request.urlopen(f"{srv.url}/readyz", timeout=10) as resp:
             assert json.load(resp)["checks"]["store"] == "ok"
+        assert "the workers setting is ignored" in srv.output()
 
 
 @pytest.mark.integration
-def test_metrics_add_up_across_gunicorn_workers(tmp_path: Path) -> None:
+def test_metrics_count_every_request_of_the_replica(tmp_path: Path) -> None:
+    """A replica is one process: every scrape, on any connection, counts every request the replica answered."""
     import re
 
     port = free_port()
     env = {"KAGIYA_DATA_DIR": str(tmp_path / "data"), "KAGIYA_LOG_LEVEL": "WARNING"}
-    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "2"],
+    with ServerProcess([str(VENV_BIN / "kagiya"), "serve", "--port", str(port)],
                        port=port, env=env, log_path=tmp_path / "serve.log") as srv:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -94,7 +97,7 @@ def test_metrics_add_up_across_gunicorn_workers(tmp_path: Path) -> None:
             with urllib.request.urlopen(f"{srv.url}{path}", timeout=10) as resp:
                 return resp.read().decode()
 
-        with ThreadPoolExecutor(16) as pool:  # concurrent connections spread over both workers
+        with ThreadPoolExecutor(16) as pool:  # concurrent connections, all served by the one process
             list(pool.map(fetch, ["/healthz"] * 200))
             scrapes = list(pool.map(fetch, ["/metrics"] * 16))
         pattern = re.compile(r'kagiya_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)')

@@ -262,7 +262,7 @@ class Kagiya:
                           "--client", "apiserver").stdout
 
     def start(self) -> None:
-        argv = [KAGIYA, "serve", "--port", str(self.port), "--workers", "1",
+        argv = [KAGIYA, "serve", "--port", str(self.port),
                 "--tls-cert", str(self.pki / "server.crt"), "--tls-key", str(self.pki / "server.key"),
                 "--client-ca", str(self.ca_file)]
         # one log per life of the server, so a failure shows every restart

@@ -1,7 +1,7 @@
 """End to end with the real kubectl: `kubectl get pods` with a token from `kagiya login` (exec plugin in the
 kubeconfig, written by `kagiya login setup`) against a local OIDC issuer; a kube-apiserver stand-in that asks
 kagiya's TokenReview webhook over mutual TLS (kubeconfig from `kagiya authn webhook-config`, certificates from
-`kagiya authn init`) and then the SubjectAccessReview webhook (policy file); `kagiya serve` under gunicorn.
+`kagiya authn init`) and then the SubjectAccessReview webhook (policy file); `kagiya serve` on its front.
 
 Shows: an allowed user lists pods; a denied one gets Forbidden with the deciding rule; a second kubectl call
 within the token's lifetime uses the cache (no new sign-in, no token request); after expiry the plugin refreshes
@@ -68,7 +68,7 @@ def start_kagiya(tmp: Path, pki: Path) -> Iterator[int]:
     our CA and /readyz answers) so a port grabbed by another process in between cannot masquerade as it."""
     for _attempt in range(3):
         port = free_port()
-        serve = [KAGIYA, "serve", "--port", str(port), "--workers", "1", "--tls-cert", str(pki / "server.crt"),
+        serve = [KAGIYA, "serve", "--port", str(port), "--tls-cert", str(pki / "server.crt"),
                  "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")]
         server = ServerProcess(serve, port=port, env={"KAGIYA_CONFIG": str(tmp / "kagiya.yaml")},
                                log_path=tmp / "kagiya.log")

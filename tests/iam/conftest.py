@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.standins.kube_apiserver import KubeApiServer
-from tests.support.apps import kagiya_app
+from tests.support.apps import synced_iam_app
 from tests.support.threaded import ThreadedServer
 
 ACCOUNT = "123456789012"
@@ -44,16 +44,8 @@ def iam_settings(make_settings: Any, token_file: Path, kube: KubeApiServer) -> A
 
 @pytest.fixture
 def iam_app(iam_settings: Any) -> Iterator[Any]:
-    from kagiya.iam.context import iam_context
-
-    with kagiya_app(iam_settings) as application:
-        ctx = iam_context(application)
-        ctx.kube_index().wait_synced(10)
-        try:
-            yield application
-        finally:
-            if ctx.watcher is not None:
-                ctx.watcher.stop(2)
+    with synced_iam_app(iam_settings) as application:
+        yield application
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`kagiya serve` (gunicorn, forked worker) against the apiserver stand-in: the watches start in the worker, /readyz
+"""`kagiya serve` (one process) against the apiserver stand-in: the watches start before serving, /readyz
 turns ready after the first sync, and the CLI explains a pod created after start-up."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def ready(url: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_gunicorn_worker_watches_and_explains(kube: KubeApiServer, token_file: Path, tmp_path: Path,
-                                              runner: Any) -> None:
+def test_served_replica_watches_and_explains(kube: KubeApiServer, token_file: Path, tmp_path: Path,
+                                             runner: Any) -> None:
     kube.add_namespace("legacy", annotations={"iam.amazonaws.com/permitted": "^app-.*$"})
     config = tmp_path / "kagiya.yaml"
     config.write_text(json.dumps({
@@ -37,8 +37,8 @@ def test_gunicorn_worker_watches_and_explains(kube: KubeApiServer, token_file: P
         "kube": {"mode": "url", "host": kube.url, "retry_seconds": 0.1},
     }))
     port = free_port()
-    with ServerProcess([str(VENV_BIN / "kagiya"), "--config", str(config), "serve", "--port", str(port),
-                        "--workers", "1"], port=port, log_path=tmp_path / "serve.log") as server:
+    with ServerProcess([str(VENV_BIN / "kagiya"), "--config", str(config), "serve", "--port", str(port)],
+                       port=port, log_path=tmp_path / "serve.log") as server:
         deadline = time.monotonic() + 30
         while not ready(server.url) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -17,7 +17,7 @@ from schemathesis import checks
 
 from tests.iam.conftest import BASE_ARN
 from tests.standins.kube_apiserver import KubeApiServer
-from tests.support.apps import kagiya_app
+from tests.support.apps import synced_iam_app
 
 pytestmark = [pytest.mark.slow]
 
@@ -27,7 +27,6 @@ TOKENS = {"admin": "admin-token-0001", "caller": "dev-token-0002"}
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from kagiya.config import load_settings
-    from kagiya.iam.context import iam_context
 
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     tokens = tmp / "tokens.csv"
@@ -40,15 +39,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             "data_dir": str(tmp / "data"), "log_level": "CRITICAL", "authn": {"token_file": str(tokens)},
             "iam": {"base_role_arn": BASE_ARN},
             "kube": {"mode": "url", "host": kube.url, "retry_seconds": 0.05, "max_retry_seconds": 0.2}})
-        with kagiya_app(settings) as app:
-            app.config["TESTING"] = False  # errors answer as Status bodies, as in production
-            ctx = iam_context(app)
-            ctx.kube_index().wait_synced(10)
-            try:
-                yield app
-            finally:
-                if ctx.watcher is not None:
-                    ctx.watcher.stop(2)
+        with synced_iam_app(settings, testing=False) as app:  # errors answer as Status bodies, as in production
+            yield app
 
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,

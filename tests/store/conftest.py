@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import postgres_server
+from tests.support.postgres import postgres_server, reset_database
 
 
 @pytest.fixture(scope="session")
@@ -17,22 +17,12 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def _reset_postgres(url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store_url(request: Any, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'kagiya.db'}"
     url: str = request.getfixturevalue("postgres_url")
-    _reset_postgres(url)
+    reset_database(url)
     return url
 
 

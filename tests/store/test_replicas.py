@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.store.conftest import _reset_postgres
+from tests.support.postgres import reset_database
 from tests.support.servers import VENV_BIN, ServerProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,7 +41,7 @@ def call(url: str, method: str = "GET", body: Any = None, token: str = DEV, requ
 
 @pytest.fixture
 def replicas(postgres_url: str, token_file: Path, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    _reset_postgres(postgres_url)
+    reset_database(postgres_url)
     servers = []
     try:
         for name in ("a", "b"):
@@ -51,7 +51,7 @@ def replicas(postgres_url: str, token_file: Path, tmp_path: Path) -> Iterator[li
                 "KAGIYA_IAM_BASE_ROLE_ARN": BASE_ARN, "KAGIYA_DATA_DIR": str(tmp_path / name),
                 "KAGIYA_LOG_LEVEL": "WARNING",
             }
-            argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port), "--workers", "1"]
+            argv = [str(VENV_BIN / "kagiya"), "serve", "--port", str(port)]
             servers.append(ServerProcess(argv, port=port, env=env, log_path=tmp_path / f"{name}.log").start())
         yield servers
     finally:
@@ -162,7 +162,7 @@ def test_sigterm_lets_the_in_flight_request_finish(replicas: list[ServerProcess]
         sock.sendall(head + body[:10])
         time.sleep(0.3)
         assert a.proc is not None
-        a.proc.send_signal(signal.SIGTERM)  # graceful stop of the gunicorn master
+        a.proc.send_signal(signal.SIGTERM)  # graceful stop: the front finishes requests already being read
         time.sleep(0.5)
         sock.sendall(body[10:])
         reply = b""

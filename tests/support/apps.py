@@ -24,3 +24,21 @@ def kagiya_app(settings: Any) -> Iterator[Any]:
         yield application
     finally:
         application.extensions["kagiya.store"].dispose()
+
+
+@contextmanager
+def synced_iam_app(settings: Any, *, testing: bool = True) -> Iterator[Any]:
+    """`kagiya_app` whose pod index has synced from the apiserver (stand-in) its `kube:` section names, so the
+    first request sees every pod; the watches are stopped afterwards. `testing=False` answers errors as `Status`
+    bodies, as in production."""
+    from kagiya.iam.context import iam_context
+
+    with kagiya_app(settings) as application:
+        application.config["TESTING"] = testing
+        ctx = iam_context(application)
+        ctx.kube_index().wait_synced(10)
+        try:
+            yield application
+        finally:
+            if ctx.watcher is not None:
+                ctx.watcher.stop(2)

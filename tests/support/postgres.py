@@ -93,3 +93,14 @@ def stop_postgres(server: ServerProcess) -> None:
     subprocess.run([*_run_as(), str(bindir / "pg_ctl"), "stop", "-D", data, "-m", "fast", "-w"],
                    check=True, capture_output=True)
     server.stop()
+
+
+def reset_database(url: str) -> None:
+    """Empty the database at `url` (drop and recreate the public schema), so a test starts from no tables."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()

@@ -31,7 +31,7 @@ class QuietHandler(WSGIRequestHandler):
 
 
 class ThreadedServer:
-    """A WSGI app on `host:port` served by werkzeug (threaded, like gunicorn's gthread) in a daemon thread."""
+    """A WSGI app on `host:port` served by werkzeug (a thread per connection) in a daemon thread."""
 
     def __init__(self, app: Any, name: str = "threaded-server", *, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: ssl.SSLContext | None = None) -> None:

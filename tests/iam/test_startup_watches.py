@@ -1,4 +1,4 @@
-"""gunicorn workers start the Kubernetes watches right after the fork, before any request reaches them, so the
+"""`kagiya serve` starts the Kubernetes watches before it accepts connections, before any request reaches it, so the
 index (and credential prefetch) is warm when the first pod asks."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.support.servers import VENV_BIN, ServerProcess, free_port
 
 
 @pytest.mark.integration
-def test_watches_start_in_each_worker_without_a_request(kube: KubeApiServer, tmp_path: Path) -> None:
+def test_watches_start_without_a_request(kube: KubeApiServer, tmp_path: Path) -> None:
     seen: set[str] = set()
     lock = threading.Lock()
 
@@ -32,8 +32,8 @@ def test_watches_start_in_each_worker_without_a_request(kube: KubeApiServer, tmp
         "kube": {"mode": "url", "host": kube.url, "retry_seconds": 0.1},
     }))
     port = free_port()
-    with ServerProcess([str(VENV_BIN / "kagiya"), "--config", str(config), "serve", "--port", str(port),
-                        "--workers", "2"], port=port, log_path=tmp_path / "serve.log") as server:
+    with ServerProcess([str(VENV_BIN / "kagiya"), "--config", str(config), "serve", "--port", str(port)],
+                       port=port, log_path=tmp_path / "serve.log") as server:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and seen != {"list", "watch"}:
             time.sleep(0.05)
