@@ -71,14 +71,14 @@ def test_silent_partition_fails_closed_then_recovers(stalled_world: tuple[Any, A
     refused = source_session(ip).put(f"{world.url}/latest/api/token",
                                      headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}, timeout=5)
     assert refused.status_code == 503
-    assert refused.json()["kind"] == "Status" and "pods watch has shown no sign of life" in refused.json()["message"]
+    assert refused.json()["kind"] == "Status" and "watch has shown no sign of life" in refused.json()["message"]
     ready = source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5)
     assert ready.status_code == 503
-    assert "pods watch" in ready.json()["details"]["checks"]["kube"]
+    assert "watch has shown no sign of life" in ready.json()["details"]["checks"]["kube"]
     events = world.app.test_client().get("/v1/audit?action=iam.identify",
                                          headers={"Authorization": "Bearer admin-token-0001"}).get_json()
     denied = [e for e in events["items"] if e["outcome"] == "denied" and e["details"].get("reason") == "stale-index"]
-    assert denied and denied[0]["details"]["sourceIp"] == ip and denied[0]["details"]["watches"] == ["pods"]
+    assert denied and denied[0]["details"]["sourceIp"] == ip and "pods" in denied[0]["details"]["watches"]
 
     if watches_only:
         # The API server still answers TokenReviews: a pod presenting its projected token is served its own role.
@@ -93,4 +93,34 @@ def test_silent_partition_fails_closed_then_recovers(stalled_world: tuple[Any, A
     assert status == 200
     who = world.index.pod_by_ip(ip)
     assert who is not None and who.name == "batch-b" and world.index.pod_by_uid(a["metadata"]["uid"]) is None
+    _until(lambda: source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).status_code == 200, 15)
+
+
+@pytest.mark.slow
+def test_one_silent_watch_is_enough_to_refuse_ip_identification(stalled_world: tuple[Any, Any]) -> None:
+    """Only the namespaces watch goes silent; the pods watch stays healthy. The IP path's answer also rests on the
+    namespace (policy labels) and service-account (annotations) indexes, so it must refuse exactly when /readyz
+    names any watch (it used to check the pods watch alone: /readyz said 503 while IMDS still answered 200)."""
+    world, proxy = stalled_world
+    ip = "127.0.0.92"
+    b = world.add_pod("team-b", "batch-b", "batch", ip)
+    assert imds_credentials(world.url, ip)[0] == 200
+
+    proxy.stall(watches_only=True, path="/api/v1/namespaces?")
+    _until(lambda: source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).status_code == 503,
+           BOUND + 3.0)
+    ready = source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).json()
+    assert "namespaces watch" in ready["details"]["checks"]["kube"]
+    assert world.ctx.watcher.freshness.stale(["pods"]) == []  # the pods watch is healthy all along
+    for _ in range(5):
+        status, body = imds_credentials(world.url, ip)
+        assert status == 503 and "AccessKeyId" not in str(body), body
+        assert "namespaces" in body and "watch_stale_after_seconds" in body
+    # the token path (a live TokenReview, the pod listed in the index) keeps working
+    r = source_session("127.0.0.1").get(f"{world.url}/v1/credentials",
+                                        headers={"Authorization": world.pod_token(b)}, timeout=5)
+    assert r.status_code == 200, r.text
+
+    proxy.resume()
+    _until(lambda: imds_credentials(world.url, ip)[0] == 200, 15)
     _until(lambda: source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).status_code == 200, 15)
