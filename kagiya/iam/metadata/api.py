@@ -71,6 +71,12 @@ class IndexPods:
     def pod_by_uid(self, uid: str) -> Any | None:
         return self._index().pod_by_uid(uid)
 
+    def was_deleted(self, uid: str) -> bool:
+        return bool(self._index().was_deleted(uid))
+
+    def is_fresh(self) -> bool:
+        return bool(self._index().is_fresh(KubeIndex.KINDS))
+
     def pods(self) -> Sequence[Any]:
         index = self._index()
         index.check_fresh(KubeIndex.KINDS)
