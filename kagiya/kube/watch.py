@@ -144,7 +144,7 @@ class KubeWatcher:
 
         period = self.settings.watch_period_seconds
         resp = _list_func(core, kind)(
-            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=max(1, int(period)),
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=period,
             _preload_content=False,
             # Connect bound, then a per-read bound: a connection that goes silent (no RST) raises ReadTimeoutError
             # after twice the period in which a healthy server sends a bookmark or ends the stream.

@@ -126,3 +126,57 @@ def test_one_silent_watch_is_enough_to_refuse_ip_identification(stalled_world: t
     proxy.resume()
     _until(lambda: imds_credentials(world.url, ip)[0] == 200, 15)
     _until(lambda: source_session("127.0.0.1").get(f"{world.url}/readyz", timeout=5).status_code == 200, 15)
+
+
+@pytest.mark.slow
+def test_a_quiet_healthy_cluster_never_trips_the_bound(make_settings: Any, tmp_path: Path, moto: Any,
+                                                       gcp_standin: Any) -> None:
+    """Issue 18.4: a real kube-apiserver sends no BOOKMARK on a kind that does not change (none in 150 s). The stand-in
+    behaves so (`quiet_bookmarks=False`) and nothing changes for three times the bound, with `watch_seconds` (30)
+    far above it: every watch request the server ends on time, and every one it accepts again, is a sign of life,
+    so /readyz stays 200 and the IP path keeps answering throughout."""
+    from tests.standins.kube_apiserver import KubeApiServer
+
+    with KubeApiServer(quiet_bookmarks=False) as kube:
+        world = make_world(make_settings, tmp_path, moto, gcp_standin, kube=kube,
+                           kube_overrides={"watch_stale_after_seconds": BOUND, "watch_seconds": 30})
+        try:
+            ip = "127.0.0.94"
+            world.add_pod("team-a", "web-q", "web", ip)
+            assert imds_credentials(world.url, ip)[0] == 200
+            watches_before = dict(kube.watch_calls)
+            session = source_session("127.0.0.1")
+            start = time.monotonic()
+            worst = 0.0
+            while time.monotonic() - start < 3 * BOUND:
+                r = session.get(f"{world.url}/readyz", timeout=5)
+                assert r.status_code == 200, r.text
+                ages = [world.ctx.watcher.freshness.age(k) or 0.0 for k in ("namespaces", "serviceaccounts", "pods")]
+                worst = max(worst, *ages)
+                time.sleep(0.05)
+            assert worst < BOUND
+            assert imds_credentials(world.url, ip)[0] == 200
+            # the quiet watches were ended by the server and re-opened (not kept alive by bookmarks or events)
+            assert all(kube.watch_calls[k] > watches_before[k] for k in ("namespaces", "serviceaccounts"))
+        finally:
+            world.close()
+
+
+@pytest.mark.parametrize(("watch_seconds", "bound", "period"), [(300, 30, 15), (4, 10, 4), (30, 1.5, 1), (300, 45, 22)])
+def test_watch_requests_end_inside_half_the_bound(watch_seconds: int, bound: float, period: int) -> None:
+    """Each watch request's `timeoutSeconds` (whole seconds) is at most half the bound, whatever `watch_seconds`
+    says, and reads wait twice that: a quiet watch is ended by the server (a sign of life) long before the bound."""
+    from kagiya.config import load_settings
+
+    kube = load_settings(overrides={"kube": {"watch_seconds": watch_seconds, "watch_stale_after_seconds": bound}},
+                         env={}).section("kube")
+    assert kube.watch_period_seconds == period and period <= max(1, bound / 2)
+    assert kube.watch_read_timeout_seconds == 2 * period
+
+
+def test_a_bound_a_quiet_watch_could_trip_is_refused() -> None:
+    from kagiya.config import load_settings
+    from kagiya.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="watch_stale_after_seconds must be at least 1.5"):
+        load_settings(overrides={"kube": {"watch_stale_after_seconds": 1}}, env={})
