@@ -120,3 +120,15 @@ def test_deleted_pod_token_over_http(kube_world: Any) -> None:
     r = s.get(f"{world.url}/v1/credentials", headers={"Authorization": token}, timeout=5)
     assert r.status_code in (401, 403), r.text
     assert r.json()["kind"] == "Status" and "AccessKeyId" not in r.text
+
+
+def test_the_index_remembers_pods_it_saw_go_however_it_saw_it() -> None:
+    """A DELETED event, a relist that no longer lists the pod (a delete missed during a gap), or the pod's name taken
+    by a new uid: each tells the token path "deleted", not "not seen yet"."""
+    index = KubeIndex()
+    for name in ("a", "b", "c"):
+        index.apply("pods", "ADDED", pod_json("ns", name, "web", ""))
+    index.apply("pods", "DELETED", pod_json("ns", "a", "web", ""))
+    index.replace("pods", [pod_json("ns", "c", "web", "", uid="uid-c2")])
+    assert index.was_deleted("uid-ns-a") and index.was_deleted("uid-ns-b") and index.was_deleted("uid-ns-c")
+    assert not index.was_deleted("uid-c2") and not index.was_deleted("uid-never-seen")
