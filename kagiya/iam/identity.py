@@ -134,6 +134,10 @@ class PodDirectory(Protocol):
 
     def pod_by_uid(self, uid: str) -> Any | None: ...
 
+    def was_deleted(self, uid: str) -> bool: ...
+
+    def is_fresh(self) -> bool: ...
+
 
 #: (token, audiences) -> TokenReview `status` as a dict; raises UpstreamUnavailable when the API server cannot answer.
 TokenReviewer = Callable[[str, Sequence[str]], dict[str, Any]]
@@ -180,12 +184,17 @@ class CallerIdentifier:
         now = self.clock()
         with self._lock:
             cached = self._reviews.get(digest)
-        if cached and cached[0] > now:
+        if cached and cached[0] > now and self._confirmed(cached[1]):
             return self._still_there(cached[1])
         if self.reviewer is None:
             raise Unauthorized("token authentication is not configured (no Kubernetes API server)")
         status = self.reviewer(token, self.audiences)
-        caller = self._caller_from_review(status)
+        try:
+            caller = self._caller_from_review(status)
+        except Unauthorized:
+            with self._lock:  # the API server now says no: an older positive answer must not come back
+                self._reviews.pop(digest, None)
+            raise
         with self._lock:
             if len(self._reviews) > 10000:
                 self._reviews = {k: v for k, v in self._reviews.items() if v[0] > now}
@@ -210,11 +219,26 @@ class CallerIdentifier:
             raise Unauthorized("the token is not bound to a pod (use a projected service-account token)")
         return Caller(namespace, pod_name, pod_uid, service_account, method="token")
 
+    def _confirmed(self, caller: Caller) -> bool:
+        """Whether a cached review may answer: only while a fresh index lists the token's pod.
+
+        A cached review says the pod existed when it was reviewed. If the index does not list the pod now (deleted,
+        or not seen yet), or the index may be stale (a silent watch could hide the pod's delete), the review cache
+        is bypassed: a live TokenReview asks the API server, which checks that the bound pod still exists, and if
+        it cannot be asked the request fails closed (503).
+        """
+        return self.pods.pod_by_uid(caller.pod_uid) is not None and self.pods.is_fresh()
+
     def _still_there(self, caller: Caller) -> Caller:
-        """A bound token names a pod; if the index knows that uid it must agree (name, namespace, account)."""
+        """A bound token names a pod; if the index knows that uid it must agree (name, namespace, account), and if
+        the index saw that pod deleted the token is refused whatever a review (cached or the API server's) says."""
         pod = self.pods.pod_by_uid(caller.pod_uid)
         if pod is None:
-            return caller  # the API server vouched for the pod; the index may not have seen it yet
+            if self.pods.was_deleted(caller.pod_uid):
+                self._forget_review(caller.pod_uid)
+                raise CallerRefused(f"the pod {caller.ref} this token is bound to has been deleted", "pod-deleted")
+            # Only reached on a live review: the API server just vouched for the pod; the index may lag behind.
+            return caller
         facts = PodFacts.of(pod)
         if (facts.namespace, facts.name, facts.service_account) != (
             caller.namespace, caller.pod_name, caller.service_account,
@@ -274,6 +298,10 @@ class CallerIdentifier:
         with self._lock:
             for ip in [ip for ip, owner in self._decisions.items() if owner == uid]:
                 del self._decisions[ip]
+        self._forget_review(uid)
+
+    def _forget_review(self, uid: str) -> None:
+        with self._lock:
             self._reviews = {k: v for k, v in self._reviews.items() if v[1].pod_uid != uid}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,6 +25,9 @@ log = logging.getLogger("kagiya.kube")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 PodListener = Callable[[str, "PodInfo"], None]
+#: How many deleted pod uids the index remembers (`was_deleted`): ~100 bytes each, far more than the pods a
+#: token-review cache lifetime (60 s) can see deleted.
+MAX_TOMBSTONES = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ class KubeIndex:
         self._listeners: list[PodListener] = []
         self._synced: set[str] = set()
         self._synced_event = threading.Event()
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
         #: Set by the watch that feeds this index; None for an index filled by hand (never stale).
         self.freshness: WatchFreshness | None = None
 
@@ -134,6 +139,12 @@ class KubeIndex:
 
     def pod_by_uid(self, uid: str) -> PodInfo | None:
         return self._by_uid.get(uid)
+
+    def was_deleted(self, uid: str) -> bool:
+        """Whether this index saw the pod with `uid` go (a DELETED event, a relist without it, or its name taken by
+        a new uid). Tells "deleted" apart from "not seen yet" for a pod-bound token the index does not list."""
+        with self._lock:
+            return uid in self._tombstones
 
     def pods_by_ip(self, ip: str) -> list[PodInfo]:
         """Every live, non-host-network pod holding `ip` (more than one means: refuse, do not guess)."""
@@ -165,6 +176,10 @@ class KubeIndex:
         self._synced.add(kind)
         if self._synced >= set(self.KINDS):
             self._synced_event.set()
+
+    def is_fresh(self, kinds: Iterable[str] = KINDS) -> bool:
+        """No watch feeding `kinds` is past its stale bound (always True for an index filled by hand)."""
+        return self.freshness is None or not self.freshness.stale(kinds)
 
     def check_fresh(self, kinds: Iterable[str] = ("pods",)) -> None:
         """Raise StaleWatch (503) when a watch feeding `kinds` has shown no life for longer than its bound."""
@@ -240,7 +255,12 @@ class KubeIndex:
             old = self._pods.pop(key, None)
             if old is not None:
                 self._unindex(old)
+                if deleted or old.uid != pod.uid:
+                    self._tombstones[old.uid] = None
+                    if len(self._tombstones) > MAX_TOMBSTONES:
+                        self._tombstones.popitem(last=False)
             if not deleted:
+                self._tombstones.pop(pod.uid, None)
                 self._pods[key] = pod
                 self._by_uid[pod.uid] = pod
                 if not pod.host_network and not pod.finished:

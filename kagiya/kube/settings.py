@@ -4,12 +4,15 @@
 `token_file` and `ca_file`. `watch_seconds` bounds each watch request (the server ends it, the indexer resumes from
 the last resourceVersion); after a disconnect the indexer waits `retry_seconds` (doubling up to `max_retry_seconds`).
 
-Freshness: a watch shows life by every event, every BOOKMARK (asked for with `allowWatchBookmarks`), and every
-stream the server ends on time. Each watch request asks the server to end it after
-`min(watch_seconds, watch_stale_after_seconds / 2)`, so a quiet but healthy watch shows life well inside the bound,
-and reads time out after twice that period, so a silently dropped connection is noticed and re-opened. A watch
-with no sign of life for `watch_stale_after_seconds` is stale: identification by source IP fails closed (503) and
-/readyz names the watch, until it shows life again.
+Freshness: a watch shows life by every event, every BOOKMARK (asked for with `allowWatchBookmarks`), every
+stream the server ends on time and every watch request it accepts again (and every relist). Bookmarks cannot be
+relied on: a real kube-apiserver sends none on a kind that does not change (none in 150 s measured). So each watch
+request asks the server to end it after `watch_period_seconds` = `min(watch_seconds, watch_stale_after_seconds / 2)`
+whole seconds (at least 1: `timeoutSeconds` is an integer), and a quiet but healthy watch shows life at least that
+often, well inside the bound; reads time out after twice that period, so a silently dropped connection is noticed
+and re-opened. With the defaults (300, 30) each watch request lasts 15 s. A watch with no sign of life for
+`watch_stale_after_seconds` is stale: identification by source IP fails closed (503) and /readyz names the watch,
+until it shows life again. The bound must be at least 1.5 s so a quiet watch (1 s requests) never trips it.
 """
 
 from __future__ import annotations
@@ -40,15 +43,19 @@ class KubeSettings:
     watch_stale_after_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.watch_stale_after_seconds <= 0 or self.watch_seconds <= 0:
-            raise ValueError("kube.watch_stale_after_seconds and kube.watch_seconds must be positive")
+        if self.watch_seconds <= 0:
+            raise ValueError("kube.watch_seconds must be positive")
+        if self.watch_stale_after_seconds < 1.5:
+            raise ValueError("kube.watch_stale_after_seconds must be at least 1.5 (a watch request lasts at least "
+                             "1 s, and a quiet healthy watch shows life only when one ends)")
         if self.timeout_seconds <= 0 or self.retry_seconds <= 0 or self.max_retry_seconds < self.retry_seconds:
             raise ValueError("kube timeouts must be positive and max_retry_seconds at least retry_seconds")
 
     @property
-    def watch_period_seconds(self) -> float:
-        """How long each watch request may run: the server ends it (a sign of life) inside half the stale bound."""
-        return max(0.2, min(float(self.watch_seconds), self.watch_stale_after_seconds / 2))
+    def watch_period_seconds(self) -> int:
+        """How long each watch request may run (`timeoutSeconds`, whole seconds): the server ends it (a sign of life)
+        inside half the stale bound, so a quiet cluster that sends no bookmark never looks stale."""
+        return max(1, int(min(float(self.watch_seconds), self.watch_stale_after_seconds / 2)))
 
     @property
     def watch_read_timeout_seconds(self) -> float:

@@ -3,10 +3,11 @@
 - Each kind is a reflector: list, replace the index, then watch from the list's resourceVersion with bookmarks.
   A watch that ends (server timeout, dropped connection) resumes from the last resourceVersion seen; a `410 Gone`
   (an ERROR event carrying a Status with code 410, or an HTTP 410) means that version is compacted: relist.
-- Freshness (kagiya/kube/freshness.py): every list, event, BOOKMARK and stream the server ends on time is a sign of
-  life. Each watch request asks the server to end it within half of `kube.watch_stale_after_seconds` and reads with
-  a timeout of twice that, so a silent connection is abandoned and re-opened; past the bound without life the index
-  refuses IP lookups and readiness names the watch.
+- Freshness (kagiya/kube/freshness.py): every list, event, BOOKMARK, stream the server ends on time and watch
+  request it accepts again is a sign of life. A real API server sends no bookmark on a kind that does not change, so
+  each watch request asks the server to end it within half of `kube.watch_stale_after_seconds` (whole seconds) and
+  reads with a timeout of twice that: a quiet healthy watch shows life at every reopen, a silent connection is
+  abandoned and re-opened; past the bound without life the index refuses IP lookups and readiness names the watch.
 - The `kubernetes` package is imported only when a watcher starts (it costs ~0.8 s).
 """
 
@@ -144,7 +145,7 @@ class KubeWatcher:
 
         period = self.settings.watch_period_seconds
         resp = _list_func(core, kind)(
-            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=max(1, int(period)),
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=period,
             _preload_content=False,
             # Connect bound, then a per-read bound: a connection that goes silent (no RST) raises ReadTimeoutError
             # after twice the period in which a healthy server sends a bookmark or ends the stream.

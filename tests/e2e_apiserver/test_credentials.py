@@ -90,3 +90,7 @@ def test_projected_token_gets_the_pods_role(cluster: Cluster, workload: tuple[st
     unused = mint("kagiya")
     delete_pod(cluster, ns, "web")
     assert eventually(lambda: container_credentials(cluster, unused)[0], lambda s: s == 401) == 401
+    # the token used above has a positive TokenReview in kagiya's cache (60 s): once the index has seen the delete
+    # it is refused at once, not when the cache entry ends
+    refused = eventually(lambda: container_credentials(cluster, token), lambda r: r[0] in (401, 403), timeout=5)
+    assert refused[0] in (401, 403) and "AccessKeyId" not in json.dumps(refused[1]), refused

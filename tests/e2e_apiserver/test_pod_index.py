@@ -8,8 +8,9 @@ identifies the caller by source IP, as it does for pods behind the node agent.
 Shows: the RBAC is enough (kagiya is ready and identifies pods) and grants nothing else; an IP gets its owner's role
 once Running, nothing after deletion, and a new pod reusing the IP is judged on its own (an old session token is
 refused); while kagiya is frozen, pods change, etcd is compacted and the apiserver restarts: kagiya's watch gets
-410 Gone, relists, and answers for what happened in the gap; stopping the apiserver (SIGSTOP) trips the
-stale-watch bound (`kube.watch_stale_after_seconds`, skipped where this kagiya does not know it).
+410 Gone, relists, and answers for what happened in the gap; a quiet cluster (no bookmarks) never trips the
+stale-watch bound, and stopping the apiserver (SIGSTOP) trips it (`kube.watch_stale_after_seconds`, skipped where
+this kagiya does not know it).
 """
 
 from __future__ import annotations
@@ -144,6 +145,23 @@ def test_gap_with_compaction_and_apiserver_restart_is_survived(cluster: Cluster,
     assert eventually(lambda: known(cluster, ns, "old"), lambda s: s == 404) == 404
     status, body = cluster.kagiya.request("GET", "/readyz")
     assert status == 200, body
+
+
+def test_a_quiet_cluster_never_trips_the_stale_watch_bound(cluster: Cluster, ns: str, imds: Imds) -> None:
+    """Nothing changes for 1.5 times the bound and the real apiserver sends no bookmark on an unchanged kind: the
+    watch requests it ends on time (kagiya asks for at most half the bound) keep every watch alive."""
+    if not STALE_AFTER:
+        pytest.skip("this kagiya has no kube.watch_stale_after_seconds setting yet")
+    create_pod(cluster, ns, "quiet", "app")
+    set_running(cluster, ns, "quiet", "127.0.0.42")
+    assert eventually(lambda: imds.role("127.0.0.42"), lambda r: r[0] == 200)[0] == 200
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5 * STALE_AFTER:
+        status, body = cluster.kagiya.request("GET", "/readyz")
+        assert status == 200, body
+        time.sleep(0.5)
+    assert imds.role("127.0.0.42") == (200, f"{ns}-app")
+    delete_pod(cluster, ns, "quiet")
 
 
 def test_a_hung_apiserver_trips_the_stale_watch_bound(cluster: Cluster, ns: str, imds: Imds) -> None:

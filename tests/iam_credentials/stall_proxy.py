@@ -5,6 +5,8 @@ are held (nothing is forwarded either way, no connection is closed or reset), an
 and then never answered. `resume()`: forwarding starts again, as when a partition heals.
 `stall(watches_only=True)` holds only connections that carried a watch request (`watch=true`): a long-lived
 connection that died silently while the API server still answers new requests (TokenReviews, lists).
+`stall(watches_only=True, path="/api/v1/namespaces?")` holds only the watches whose latest request line carries
+`path`: one kind's watch goes silent while the others stay healthy.
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ class StallProxy:
         self._conns: list[socket.socket] = []
         self._watches_only = False
         self._watch_conns: set[int] = set()
+        self._path = b""
+        self._last_request: dict[int, bytes] = {}
         threading.Thread(target=self._accept, name="stall-proxy", daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stall(self, watches_only: bool = False) -> None:
+    def stall(self, watches_only: bool = False, path: str = "") -> None:
         self._watches_only = watches_only
+        self._path = path.encode()
         self._flowing.clear()
 
     def resume(self) -> None:
@@ -82,9 +87,12 @@ class StallProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if requests and data[:4] in (b"GET ", b"POST", b"PUT "):
+                    self._last_request[key] = data.split(b"\r\n", 1)[0]
                 if requests and b"watch=true" in data:
                     self._watch_conns.add(key)
-                if not self._watches_only or key in self._watch_conns:
+                if not self._watches_only or (key in self._watch_conns
+                                              and self._path in self._last_request.get(key, b"")):
                     self._flowing.wait()  # held, not dropped: TCP would retransmit once the partition heals
                 if self._closed.is_set():
                     break

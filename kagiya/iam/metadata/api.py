@@ -29,6 +29,7 @@ from kagiya.iam.identity import (
 )
 from kagiya.iam.issuers.base import Grant
 from kagiya.iam.metadata.service import EXTENSION, MetadataService
+from kagiya.kube.index import KubeIndex
 from kagiya.metrics import metrics_of
 
 log = logging.getLogger("kagiya.iam.metadata")
@@ -43,9 +44,12 @@ class IndexPods:
     """The pod index of the app's IamContext, looked up at call time (it may be attached after start-up).
 
     Until the index has listed every kind once, "no pod has this IP" would be a lie: wait briefly, then 503.
-    Lookups by IP also refuse (StaleWatch, 503) while the pod watch has shown no sign of life for longer than
-    `kube.watch_stale_after_seconds`: a pod deleted during a silent partition could otherwise lend its identity
-    to the next pod given its IP. Lookups by uid (the token path, vouched for by a TokenReview) keep working.
+    Lookups by IP also refuse (StaleWatch, 503) while *any* watch feeding the index (pods, service accounts,
+    namespaces) has shown no sign of life for longer than `kube.watch_stale_after_seconds`: a pod deleted during a
+    silent partition could otherwise lend its identity to the next pod given its IP, and the answer also rests on
+    the service account's annotations and the namespace's labels. It is the same rule /readyz applies, so the two
+    never disagree (a 503 readiness naming the namespaces watch while IMDS still answered was the bug). Lookups by
+    uid (the token path, vouched for by a TokenReview) keep working for pods the index lists.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -61,15 +65,21 @@ class IndexPods:
 
     def pods_by_ip(self, ip: str) -> Sequence[Any]:
         index = self._index()
-        index.check_fresh(("pods",))
+        index.check_fresh(KubeIndex.KINDS)
         return index.pods_by_ip(ip)
 
     def pod_by_uid(self, uid: str) -> Any | None:
         return self._index().pod_by_uid(uid)
 
+    def was_deleted(self, uid: str) -> bool:
+        return bool(self._index().was_deleted(uid))
+
+    def is_fresh(self) -> bool:
+        return bool(self._index().is_fresh(KubeIndex.KINDS))
+
     def pods(self) -> Sequence[Any]:
         index = self._index()
-        index.check_fresh(("pods",))
+        index.check_fresh(KubeIndex.KINDS)
         return index.pods()
 
 
