@@ -245,7 +245,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
         @app.before_request
         def _kube_watch_running() -> None:
-            # Threads do not survive gunicorn's fork: start (or restart) the watches in the serving process.
+            # Start (or restart after a failure) the watches in the serving process, once per process.
             # A failure here must not break unrelated routes; /readyz reports it (its check retries the start).
             try:
                 watcher.ensure_running()

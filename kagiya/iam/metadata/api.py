@@ -36,7 +36,7 @@ log = logging.getLogger("kagiya.iam.metadata")
 MINTED_CLOUDS = ("aws", "gcp")
 
 
-#: How long a request waits for a freshly started pod index (a new gunicorn worker) before answering 503.
+#: How long a request waits for a freshly started pod index (a process just started) before answering 503.
 SYNC_WAIT_SECONDS = 0.5
 
 

@@ -70,7 +70,7 @@ class MetadataService:
             )
 
     def ensure_started(self) -> None:
-        """Start the refresher and the pod-watch hooks in this process (again after a gunicorn fork).
+        """Start the refresher and the pod-watch hooks in this process (once per process: a replica is one process).
 
         A step that fails (the Kubernetes index is not configured yet) is retried on the next request.
         """
