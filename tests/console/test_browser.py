@@ -240,7 +240,7 @@ def test_encrypt_page(b: Browser, site: tuple[Any, str]) -> None:
     assert b.find("#r-1").is_selected()
     b.find("form.stack button[type=submit]").click()
     result = b.wait_for("#result").get_attribute("value")
-    assert "# kubesec:local:team-a:" in result and "Typed-In-Browser-77" not in b.driver.page_source
+    assert "# kagiya:local:team-a:" in result and "Typed-In-Browser-77" not in b.driver.page_source
     b.screenshot("console-encrypt")
 
 
