@@ -127,18 +127,11 @@ class PgpKey(Record):
         self.id = id
         self.settings = settings
         self.scheme = "pgp"
-        self._holds_secret: bool | None = None
+        self._holds_secret: bool | None = None  # False once gpg said it holds no secret key for it
 
     @property
     def uri(self) -> str:
         return f"pgp:{self.id}"
-
-    def holds_secret(self) -> bool:
-        """Whether the keyring holds this key's secret part (then it also signs what it wraps)."""
-        if self._holds_secret is None:
-            result = run_gpg(self.settings, ["--with-colons", "--list-secret-keys", "--", self.id], b"")
-            self._holds_secret = result.returncode == 0 and f":{self.id}:" in result.stdout.decode("ascii", "replace")
-        return self._holds_secret
 
     def _key_ids(self) -> set[str]:
         """Long key IDs of this key and its subkeys (what gpg's `ENC_TO` names), from the public keyring."""
@@ -153,10 +146,16 @@ class PgpKey(Record):
         """
         if len(dek) != DEK_BYTES:
             raise ValueError("a data key is 32 bytes")
-        signer = ["--local-user", self.id] if self.holds_secret() else []
-        result = run_gpg(
-            self.settings, [*signer, "--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"], dek
-        )
+        tail = ["--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"]
+        if self._holds_secret is False:
+            result = run_gpg(self.settings, tail, dek)
+        else:
+            # One gpg process in the usual case (the key is our own): sign with it, and only when gpg answers
+            # `INV_SGNR 9` (no secret key for it) run again, signed by gpg's default key.
+            result = run_gpg(self.settings, ["--local-user", self.id, *tail], dek)
+            if any(args[:1] == ["9"] for args in result.args("INV_SGNR")) and not result.has("SIG_CREATED"):
+                self._holds_secret = False
+                result = run_gpg(self.settings, tail, dek)
         if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
             return result.stdout
         raise KeyUnavailable(self._wrap_failure(result))
