@@ -74,13 +74,15 @@ class SecretDoc(Record):
 
 
 class Manifest(Record):
-    __slots__ = ("body", "trailer_text", "newline", "secrets")
+    __slots__ = ("body", "trailer_text", "newline", "secrets", "scanned")
 
-    def __init__(self, body: str, trailer_text: str | None, newline: str, secrets: list[SecretDoc]) -> None:
+    def __init__(self, body: str, trailer_text: str | None, newline: str, secrets: list[SecretDoc],
+                 scanned: bool = False) -> None:
         self.body = body
         self.trailer_text = trailer_text
         self.newline = newline
         self.secrets = secrets
+        self.scanned = scanned  # read by scan.py rather than PyYAML
 
     @property
     def encrypted(self) -> bool:
@@ -97,8 +99,9 @@ class Manifest(Record):
 def parse(text: str, *, quick: bool = False) -> Manifest:
     """Split off a kubesec trailer and locate every Secret value; raises ManifestError / FormatError.
 
-    With `quick` (decrypt only), the plainest files are read by scan.py without importing PyYAML; see there
-    why that is safe for decrypt. Everything else, and every other command, goes through PyYAML."""
+    With `quick`, the plainest files are read by scan.py without importing PyYAML. Only decrypt (where a wrong
+    answer fails the MAC, see scan.py) and encrypt (whose output ops.encrypt re-checks, falling back to PyYAML
+    on any doubt) use it. Everything else, and every other command, goes through PyYAML."""
     cut = kubesec.find_trailer(text)
     body, trailer = (text, None) if cut < 0 else (text[:cut], text[cut:])
     newline = "\r\n" if "\r\n" in text else "\n"
@@ -107,7 +110,7 @@ def parse(text: str, *, quick: bool = False) -> Manifest:
 
         docs = scan.scan(body)
         if docs is not None:
-            return Manifest(body, trailer, newline, docs)
+            return Manifest(body, trailer, newline, docs, scanned=True)
     from kagiya.secrets import manifest_yaml
 
     return Manifest(body, trailer, newline, manifest_yaml.read_secrets(body))

@@ -145,8 +145,36 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
     """Encrypt a plaintext manifest, or re-encrypt an encrypted one (keeping what is unchanged).
 
     Re-sealing a v1/v2 file would bless whatever it holds with a fresh MAC: it needs `allow_unauthenticated`.
+
+    The plainest files are read by scan.py instead of PyYAML (issue 13: start-up and parsing are most of the
+    time). A value the scanner missed would stay plaintext, so its result is only kept when the output passes
+    `_sealed_as_scanned` (seal_check.py); otherwise the file is encrypted again through PyYAML.
     """
-    m = manifest.parse(src.text)
+    def run(m: manifest.Manifest) -> str:
+        return _encrypt(m, src, settings, keys, rotate=rotate, cleartext=cleartext,
+                        default_recipients=default_recipients, allow_unauthenticated=allow_unauthenticated)
+
+    m = manifest.parse(src.text, quick=True)
+    if m.scanned and not m.secrets:
+        m = manifest.parse(src.text)  # "no Secret here" is PyYAML's call: it also names what it could not read
+    text = run(m)
+    if m.scanned and not _sealed_as_scanned(text, m):
+        text = run(manifest.parse(src.text))
+    return text
+
+
+def _sealed_as_scanned(text: str, m: manifest.Manifest) -> bool:
+    """The safety net of the scanned path: seal_check, which shares no code with scan.py, finds exactly as many
+    data/stringData values in the output as were encrypted, and only ciphertext. Any doubt returns False."""
+    from kagiya.secrets import kubesec, seal_check
+
+    cut = kubesec.find_trailer(text)
+    return cut >= 0 and seal_check.only_ciphertext(text[:cut], len(m.slots))
+
+
+def _encrypt(m: manifest.Manifest, src: Source, settings: object, keys: tuple[str, ...] | list[str], *,
+             rotate: bool, cleartext: bool, default_recipients: list[str] | None,
+             allow_unauthenticated: bool) -> str:
     if not m.secrets:
         raise ManifestError(f"{src.name}: no kind: Secret document found, nothing to encrypt")
     previous = (envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
@@ -162,7 +190,7 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
 
 def decrypt(src: Source, settings: object, *, cleartext: bool = False,
             allow_unauthenticated: bool = False) -> tuple[str, envelope.Opened]:
-    m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC: safe for decrypt only
+    m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC (scan.py)
     opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
     if cleartext:
         opened.plaintexts = _decoded(opened)
