@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
+from kagiya.secrets.aesgcm import AESGCM
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
 from kagiya.secrets.record import Record

@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.errors import CryptoError, Invalid
+from kagiya.secrets.aesgcm import AESGCM
 from kagiya.secrets.record import Record
 
 PREFIX = "# kubesec:"

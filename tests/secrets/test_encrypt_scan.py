@@ -204,3 +204,11 @@ def test_a_file_outside_the_subset_goes_through_pyyaml(keyed: SecretsSettings) -
     assert scan.scan(text) is None
     with pytest.raises(KagiyaError, match="anchor"):
         ops.encrypt(ops.Source(text, None), keyed, ["local:t"])
+
+
+def test_the_cheap_aes_gcm_import_is_cryptographys_class() -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from kagiya.secrets import aesgcm
+
+    assert aesgcm.AESGCM is AESGCM

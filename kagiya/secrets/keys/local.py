@@ -15,10 +15,10 @@ import re
 import stat
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, CryptoError, KagiyaError
+from kagiya.secrets.aesgcm import AESGCM
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
 from kagiya.secrets.record import Record
 
