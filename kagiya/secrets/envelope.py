@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
-from kagiya.secrets.aesgcm import AESGCM
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
 from kagiya.secrets.record import Record
@@ -108,6 +107,8 @@ def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool 
 
 def _open_with(m: Manifest, trailer: kubesec.Trailer, parsed: list[kubesec.EncryptedValue], dek: bytes,
                used: str) -> Opened:
+    from kagiya.secrets.aesgcm import AESGCM  # here, not at the top: `check` reads trailers without it
+
     aead = AESGCM(dek)
     plaintexts, ciphers = {}, {}
     for slot, value in zip(m.slots, parsed, strict=True):
@@ -225,6 +226,8 @@ def seal(
     validate_values(m, values)
     old_lines = {base.normalize_uri(r.uri): r for r in previous.trailer.recipients} if previous else {}
     keep_dek = previous is not None and not rotate and set(old_lines) <= set(wanted)
+    from kagiya.secrets.aesgcm import AESGCM
+
     dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
     aead = AESGCM(dek)
     lines = []
