@@ -15,40 +15,60 @@ from __future__ import annotations
 import re
 
 _CIPHER = r"(?:[A-Za-z0-9+/]+={0,2}\.)?[A-Za-z0-9+/]{16}\.[A-Za-z0-9+/]{22}=="
-_HEADER_SOURCE = r"""^( *)["']?(?:data|stringData)["']?[ ]*:(.*)$"""
-_ENTRY = rf""" +["']?[A-Za-z0-9_./-]+["']? *: +(?:{_CIPHER}|'{_CIPHER}'|"{_CIPHER}") *"""
-_REGION_SOURCE = rf"(?:(?: *(?:#[^\n]*)?|{_ENTRY})\n)*"
-_ENTRY_LINE_SOURCE = rf"^{_ENTRY}$"
+_TAIL = r"\.[A-Za-z0-9+/]{16}\.[A-Za-z0-9+/]{22}=="  # the last 42 characters of every value: .IV.TAG
+_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _compiled: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]] | None = None
 
 
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     global _compiled
     if _compiled is None:  # compiled on first use: only encrypt needs them
-        _compiled = (re.compile(_HEADER_SOURCE, re.M), re.compile(_REGION_SOURCE), re.compile(_ENTRY_LINE_SOURCE, re.M),
-                     re.compile(rf"{_CIPHER}|'{_CIPHER}'|\"{_CIPHER}\""))
+        _compiled = (re.compile(r"""["']?(?:data|stringData)["']?[ ]*:"""),
+                     re.compile(r"""["']?[A-Za-z0-9_./-]+["']?[ ]*: +"""),
+                     re.compile(_CIPHER), re.compile(_TAIL))
     return _compiled
 
 
 def only_ciphertext(body: str, values: int) -> bool:
     """True when `body` (an encrypted manifest without its trailer) holds exactly `values` data/stringData
-    entries and every one of them is ciphertext; False on any doubt."""
+    entries and every one of them is ciphertext; False on any doubt.
+
+    Line by line with anchored matches, never a regex search through the text: values may be megabytes long."""
     if "\r" in body or "\t" in body:
         return False
-    header, region, entry, header_rest = _patterns()
-    text = body if body.endswith("\n") else body + "\n"
-    found = 0
-    for head in header.finditer(text):
-        rest = head[2].strip(" ")
-        if rest and not rest.startswith("#"):
-            if header_rest.fullmatch(rest) is None:
-                return False  # `data: {…}`, `data: value`: not a block of ciphertext
-            continue  # a value named data/stringData, itself ciphertext: its own region is checked
-        width = len(head[1])
-        start = head.end() + 1
-        end_at = re.compile(rf"^ {{0,{width}}}[^ \n#]", re.M).search(text, start)
-        stop = len(text) if end_at is None else end_at.start()
-        if region.fullmatch(text, start, stop) is None:
+    header, entry, cipher, tail = _patterns()
+
+    def is_cipher(value: str) -> bool:
+        if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+            value = value[1:-1]
+        if len(value) < 256:
+            return cipher.fullmatch(value) is not None
+        # a long value: the same check without a regex walking megabytes (bytes.translate runs ~5x faster)
+        body = value[:-42].rstrip("=")
+        return (tail.fullmatch(value, len(value) - 42) is not None and len(value) - 42 - len(body) <= 2
+                and body.isascii() and not body.encode("ascii").translate(None, _B64_BYTES))
+
+    found, region = 0, -1  # region: the indentation of the open data/stringData line, -1 outside one
+    for line in body.split("\n"):
+        stripped = line.lstrip(" ")
+        if not stripped or stripped[0] == "#":
+            continue  # blank or comment line
+        indent = len(line) - len(stripped)
+        if indent <= region:
+            region = -1
+        head = header.match(stripped)
+        rest = stripped[head.end():].strip(" ") if head else ""
+        if head and (not rest or rest[0] == "#"):
+            if region >= 0:
+                return False  # a section line inside a section: nested, not a flat block of values
+            region = indent
+            continue
+        if head and not is_cipher(rest):
+            return False  # `data: {…}`, `data: value`: not a block of ciphertext
+        if region < 0:
+            continue
+        key = entry.match(stripped)
+        if key is None or not is_cipher(stripped[key.end():].rstrip(" ")):
             return False
-        found += len(entry.findall(text, start, stop))
+        found += 1
     return found == values

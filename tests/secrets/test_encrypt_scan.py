@@ -212,3 +212,15 @@ def test_the_cheap_aes_gcm_import_is_cryptographys_class() -> None:
     from kagiya.secrets import aesgcm
 
     assert aesgcm.AESGCM is AESGCM
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.text(alphabet="AZaz09+/=.\n\rxé- ", max_size=14), st.text(max_size=8)))
+def test_fast_base64_checks_agree_with_the_regular_expressions(value: str) -> None:
+    """valid_base64 / base64ish use bytes.translate for speed; they must say what the plain regexes say."""
+    import re
+
+    joined = value.replace("\r", "").replace("\n", "") if "\n" in value else value
+    expected = len(joined) % 4 == 0 and re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", joined) is not None
+    assert manifest.valid_base64(value) is expected
+    assert manifest.base64ish(value) is (re.fullmatch(r"[A-Za-z0-9+/=.]+", value) is not None)
