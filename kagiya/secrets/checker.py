@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from kagiya.atomic import write_atomic
 from kagiya.errors import KagiyaError
 from kagiya.secrets import envelope, kubesec, manifest, ops
 
@@ -98,6 +97,8 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
         try:
             settings = settings_fn()
             text = ops.encrypt(ops.Source(text, name), settings)
+            from kagiya.atomic import write_atomic
+
             write_atomic(name, text.encode("utf-8"))
         except KagiyaError as exc:
             return [f"{name}: --fix failed: {exc.message}"] + problems

@@ -6,15 +6,17 @@ when a file names them (keys/base.py). Format: docs/format.md; recipient choice:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
-from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
 from kagiya.secrets import envelope, manifest
 from kagiya.secrets.manifest import ManifestError
 from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # contextlib and kagiya.atomic load only when a file is written (start-up, issue 13)
+if TYPE_CHECKING:
+    import contextlib
 
 DEFAULT_RECIPIENT = "local:default"
 
@@ -58,10 +60,18 @@ def read_source(arg: str, settings: object) -> Source:
 def file_lock(arg: str | None) -> contextlib.AbstractContextManager[None]:
     """The lock held around a read-modify-write of file `arg` (none for stdin, or when not rewriting in place)."""
     if arg is None or arg == "-":
-        return contextlib.nullcontext()
+        return _NoLock()
     from kagiya.atomic import locked
 
     return locked(arg)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:
@@ -71,6 +81,8 @@ def write_result(text: str, src: Source, in_place: bool, output: str | None) -> 
     if in_place and src.path is None:
         raise UsageError("-i needs a file, not stdin")
     if target is not None:
+        from kagiya.atomic import write_atomic
+
         try:
             write_atomic(target, data)
         except OSError as exc:
