@@ -8,13 +8,17 @@ keeps the DEK; removing one (or replacing the set, or `rotate`) makes a new DEK,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
 from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # typing costs start-up time; annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 SlotKey = tuple[int, str, str]
 _ORDER = {"pgp": 0, "gcp": 1, "aws": 1}
@@ -49,13 +53,32 @@ def read_trailer(m: Manifest) -> kubesec.Trailer:
     return kubesec.parse_trailer(m.trailer_text, base.REGISTRY)
 
 
-def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
-    """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all."""
+def _start_first_unwrap(trailer: kubesec.Trailer, settings: object) -> Callable[[], bytes] | None:
+    """The first recipient's unwrap, started now when it runs in a background process (pgp: gpg), so that
+    gpg works while the values are parsed (issue 13). None otherwise, or when it cannot start: unwrap_dek then
+    meets the same error and reports it with the other recipients'."""
+    if not trailer.recipients or not trailer.recipients[0].uri.startswith("pgp:"):
+        return None
+    line = trailer.recipients[0]
+    try:
+        start = getattr(base.open_key(line.uri, settings), "start_unwrap", None)
+        return start(line.blob) if start is not None else None
+    except KagiyaError:
+        return None
+
+
+def unwrap_dek(trailer: kubesec.Trailer, settings: object,
+               first: Callable[[], bytes] | None = None) -> tuple[bytes, str]:
+    """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all.
+    `first`: the first recipient's unwrap, already started (_start_first_unwrap)."""
     reasons = []
     upstream = False
-    for line in trailer.recipients:
+    for i, line in enumerate(trailer.recipients):
         try:
-            dek = base.open_key(line.uri, settings).unwrap(line.blob)
+            if i == 0 and first is not None:
+                dek = first()
+            else:
+                dek = base.open_key(line.uri, settings).unwrap(line.blob)
         except KagiyaError as exc:
             reasons.append(f"{line.uri}: {exc.message}")
             upstream = upstream or isinstance(exc, base.KeyUpstreamUnavailable)
@@ -95,13 +118,18 @@ def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool 
     """
     trailer = read_trailer(m)
     check_version(m, trailer, allow_unauthenticated)
+    first = _start_first_unwrap(trailer, settings)
     # format errors first: they need no key and say exactly what is wrong
     try:
         parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
     except kubesec.FormatError as exc:
+        _drain([first] if first else [])
         raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
                                   "`kagiya secrets patch` or `edit`)") from None
-    dek, used = unwrap_dek(trailer, settings)
+    except BaseException:
+        _drain([first] if first else [])
+        raise
+    dek, used = unwrap_dek(trailer, settings, first)
     return _open_with(m, trailer, parsed, dek, used)
 
 
@@ -230,24 +258,41 @@ def seal(
 
     dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
     aead = AESGCM(dek)
-    lines = []
-    for uri in wanted:
-        if keep_dek and uri in old_lines:  # an old `# kubesec:local:` line moves to kagiya's own spelling
-            old = old_lines[uri]
-            lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob, old.scheme not in base.KUBESEC_SCHEMES))
-            continue
-        key = base.open_key(uri, settings)
-        lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek), key.scheme not in base.KUBESEC_SCHEMES))
-    reps = []
-    old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
-    for slot in m.slots:
-        k = slot_key(slot)
-        value = values[k]
-        if keep_dek and previous and previous.plaintexts.get(k) == value and k in previous.ciphers:
-            cipher = previous.ciphers[k]
-        else:
-            cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
-        reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
+    lines: list[kubesec.RecipientLine] = []
+    # keys that wrap in a background process (pgp: gpg) start now and are collected after the values are
+    # encrypted, so the gpg process and the AES work overlap (issue 13)
+    pending: list[tuple[int, Any, Callable[[], bytes]]] = []
+    try:
+        for uri in wanted:
+            if keep_dek and uri in old_lines:  # an old `# kubesec:local:` line moves to kagiya's own spelling
+                old = old_lines[uri]
+                lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob,
+                                                   old.scheme not in base.KUBESEC_SCHEMES))
+                continue
+            key = base.open_key(uri, settings)
+            start = getattr(key, "start_wrap", None)
+            if start is not None:
+                pending.append((len(lines), key, start(dek)))
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, b"", False))  # its blob comes below
+            else:
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek),
+                                                   key.scheme not in base.KUBESEC_SCHEMES))
+        reps = []
+        old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
+        for slot in m.slots:
+            k = slot_key(slot)
+            value = values[k]
+            if keep_dek and previous and previous.plaintexts.get(k) == value and k in previous.ciphers:
+                cipher = previous.ciphers[k]
+            else:
+                cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
+            reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
+        while pending:
+            at, key, finish = pending.pop(0)
+            lines[at] = kubesec.RecipientLine(key.scheme, key.id, finish(), key.scheme not in base.KUBESEC_SCHEMES)
+    except BaseException:
+        _drain([finish for _, _, finish in pending])
+        raise
     aad = _mac_aad(m, values, [r.id for r in lines if not r.own])
     old_mac = previous.trailer.mac if keep_dek and previous else None
     mac = old_mac if old_mac and kubesec.verify_mac(aead, aad, old_mac) else kubesec.make_mac(aead, aad)
@@ -256,6 +301,16 @@ def seal(
         body += m.newline
     version = 4 if m.has_string_data() else 3
     return body + kubesec.Trailer(version, lines, mac).render(m.newline)
+
+
+def _drain(pending: Sequence[Callable[[], object]]) -> None:
+    """Wait for background key operations whose result is no longer wanted (an error came first), so no gpg
+    process outlives the command."""
+    for finish in pending:
+        try:
+            finish()
+        except Exception:  # noqa: BLE001, S110 - the first error is the one reported
+            pass
 
 
 def validate_values(m: Manifest, values: dict[SlotKey, str]) -> None:

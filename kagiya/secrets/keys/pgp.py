@@ -27,6 +27,8 @@ from kagiya.secrets.record import Record
 
 TYPE_CHECKING = False  # no dataclasses/settings import on the CLI path (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kagiya.secrets.settings import SecretsSettings
 
 #: v4 fingerprints are 40 hex digits, v5 ones 64.
@@ -58,56 +60,83 @@ def run_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> GpgResul
 
     Raises KeyUnavailable when gpg is missing or does not finish within `kms_timeout_seconds`.
     """
+    return start_gpg(settings, args, data)()
+
+
+#: Input up to this size is written into gpg's stdin pipe before gpg starts (a pipe holds 64 KiB), so gpg can
+#: work while the caller does something else (envelope.py decrypts values meanwhile).
+_PREFILL_BYTES = 32 * 1024
+
+
+def start_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> Callable[[], GpgResult]:
+    """Start gpg now; the returned function waits for it (within `kms_timeout_seconds` of that call) and
+    gives its result. Raises KeyUnavailable at once when gpg is missing."""
     argv = [settings.gpg_binary or "gpg", "--batch", "--no-greeting"]
     if settings.gnupg_home:
         argv += ["--homedir", settings.gnupg_home]
+    prefill = len(data) <= _PREFILL_BYTES
+    stdin: int = subprocess.PIPE
+    if prefill:
+        stdin, feed = os.pipe()
+        try:
+            os.write(feed, data)
+        finally:
+            os.close(feed)
     read_fd, write_fd = os.pipe()
     try:
-        try:
-            # Own process group, so a timeout also ends anything gpg started in the foreground (gpg-agent
-            # daemonises into its own session and survives, as it should).
-            proc = subprocess.Popen(
-                [*argv, "--status-fd", str(write_fd), *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
-        except PermissionError:
-            raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
-        finally:
-            os.close(write_fd)
-        try:
-            stdout, stderr = proc.communicate(data, timeout=settings.kms_timeout_seconds)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            raise KeyUpstreamUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
-        except BaseException:
-            _kill(proc)
-            raise
-        # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper it
-        # spawned still holds the write end.
-        os.set_blocking(read_fd, False)
-        chunks = []
-        try:
-            while chunk := os.read(read_fd, 65536):
-                chunks.append(chunk)
-        except BlockingIOError:
-            pass
-    finally:
+        # Own process group, so a timeout also ends anything gpg started in the foreground (gpg-agent
+        # daemonises into its own session and survives, as it should).
+        proc = subprocess.Popen(
+            [*argv, "--status-fd", str(write_fd), *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
         os.close(read_fd)
-    status: list[tuple[str, list[str]]] = []
-    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
-        if line.startswith("[GNUPG:] "):
-            keyword, *rest = line[9:].split(" ")
-            status.append((keyword, rest))
-    messages = [
-        line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
-    ]
-    return GpgResult(proc.returncode, stdout, status, messages[-1] if messages else "")
+        raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
+    except PermissionError:
+        os.close(read_fd)
+        raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
+    finally:
+        os.close(write_fd)
+        if prefill:
+            os.close(stdin)
+
+    def finish() -> GpgResult:
+        try:
+            try:
+                stdout, stderr = proc.communicate(None if prefill else data, timeout=settings.kms_timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                raise KeyUpstreamUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
+            except BaseException:
+                _kill(proc)
+                raise
+            # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper it
+            # spawned still holds the write end.
+            os.set_blocking(read_fd, False)
+            chunks = []
+            try:
+                while chunk := os.read(read_fd, 65536):
+                    chunks.append(chunk)
+            except BlockingIOError:
+                pass
+        finally:
+            os.close(read_fd)
+        status: list[tuple[str, list[str]]] = []
+        for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+            if line.startswith("[GNUPG:] "):
+                keyword, *rest = line[9:].split(" ")
+                status.append((keyword, rest))
+        messages = [
+            line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
+        ]
+        return GpgResult(proc.returncode, stdout, status, messages[-1] if messages else "")
+
+    return finish
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -144,21 +173,31 @@ class PgpKey(Record):
 
         Raises KeyUnavailable when the public key is missing, not valid in this keyring, or nothing can sign.
         """
+        return self.start_wrap(dek)()
+
+    def start_wrap(self, dek: bytes) -> Callable[[], bytes]:
+        """`wrap`, with gpg started now and awaited by the returned function (envelope.seal encrypts the values
+        meanwhile)."""
         if len(dek) != DEK_BYTES:
             raise ValueError("a data key is 32 bytes")
         tail = ["--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"]
         if self._holds_secret is False:
-            result = run_gpg(self.settings, tail, dek)
+            pending = start_gpg(self.settings, tail, dek)
         else:
             # One gpg process in the usual case (the key is our own): sign with it, and only when gpg answers
             # `INV_SGNR 9` (no secret key for it) run again, signed by gpg's default key.
-            result = run_gpg(self.settings, ["--local-user", self.id, *tail], dek)
+            pending = start_gpg(self.settings, ["--local-user", self.id, *tail], dek)
+
+        def finish() -> bytes:
+            result = pending()
             if any(args[:1] == ["9"] for args in result.args("INV_SGNR")) and not result.has("SIG_CREATED"):
                 self._holds_secret = False
                 result = run_gpg(self.settings, tail, dek)
-        if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
-            return result.stdout
-        raise KeyUnavailable(self._wrap_failure(result))
+            if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
+                return result.stdout
+            raise KeyUnavailable(self._wrap_failure(result))
+
+        return finish
 
     def _wrap_failure(self, result: GpgResult) -> str:
         for args in result.args("INV_RECP"):
@@ -189,9 +228,17 @@ class PgpKey(Record):
         Raises KeyUnavailable when the secret key is not held; CryptoError when the message is damaged, was made
         for another key, is unsigned, or its signature does not verify against a key in the keyring.
         """
+        return self.start_unwrap(blob)()
+
+    def start_unwrap(self, blob: bytes) -> Callable[[], bytes]:
+        """`unwrap`, with gpg started now and awaited by the returned function (envelope.open_manifest parses
+        the values meanwhile)."""
         if len(blob) > MAX_BLOB_BYTES:
             raise CryptoError(f"wrapped data key for pgp:{self.id} is too large to be one")
-        result = run_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
+        pending = start_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
+        return lambda: self._unwrapped(pending())
+
+    def _unwrapped(self, result: GpgResult) -> bytes:
         if not result.has("DECRYPTION_OKAY"):
             if result.has("NO_SECKEY"):
                 # Only when we know this key's subkeys and the message names none of them is it another key's.
