@@ -224,3 +224,25 @@ def test_fast_base64_checks_agree_with_the_regular_expressions(value: str) -> No
     expected = len(joined) % 4 == 0 and re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", joined) is not None
     assert manifest.valid_base64(value) is expected
     assert manifest.base64ish(value) is (re.fullmatch(r"[A-Za-z0-9+/=.]+", value) is not None)
+
+
+def test_the_real_process_ends_early_with_all_output_and_the_exit_status(tmp_path: Any, keyed: Any) -> None:
+    """kagiya.cli ends a fast-path process with os._exit (no interpreter teardown): stdout must still arrive
+    whole through a pipe, errors still on stderr with their exit status."""
+    import os
+    import subprocess
+    import sys
+
+    plain = "kind: Secret\nmetadata:\n  name: big\ndata:\n" + "".join(
+        f"  k{i}: {'QUJD' * 200}\n" for i in range(500))
+    sealed = tmp_path / "s.yaml"
+    sealed.write_text(ops.encrypt(ops.Source(plain, None), keyed, ["local:t"]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGIYA_")}
+    env["KAGIYA_KEYRING"] = keyed.keyring
+    script = "import sys; from kagiya.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", script, "secrets", "decrypt", str(sealed)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, plain)
+    missing = subprocess.run([sys.executable, "-c", script, "secrets", "decrypt", str(tmp_path / "none.yaml")],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
