@@ -186,7 +186,8 @@ def test_no_secret_key_to_sign_with(secrets_settings: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "blob", [b"", b"not a pgp message", b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n"]
+    "blob", [b"", b"not a pgp message", b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n",
+             b"x" * (64 * 1024)]  # the largest blob accepted: all of it goes through gpg's stdin pipe
 )
 def test_garbage_is_a_crypto_error(settings: Any, blob: bytes) -> None:
     with pytest.raises(CryptoError):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 
 from kagiya.errors import CryptoError
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable
@@ -63,69 +61,67 @@ def run_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> GpgResul
     return start_gpg(settings, args, data)()
 
 
-#: Input up to this size is written into gpg's stdin pipe before gpg starts (a pipe holds 64 KiB), so gpg can
-#: work while the caller does something else (envelope.py decrypts values meanwhile).
-_PREFILL_BYTES = 32 * 1024
-
-
 def start_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> Callable[[], GpgResult]:
-    """Start gpg now; the returned function waits for it (within `kms_timeout_seconds` of that call) and
-    gives its result. Raises KeyUnavailable at once when gpg is missing."""
+    """Start gpg now, `data` already in its stdin; the returned function waits for it (within
+    `kms_timeout_seconds` of that call) and gives its result. Raises KeyUnavailable at once when gpg is missing.
+
+    os.posix_spawnp and select.poll rather than subprocess, whose import alone (threading, selectors, ...)
+    costs ~5 ms of every pgp command (issue 13). gpg gets its own session, so a timeout also ends anything it
+    started in the foreground (gpg-agent daemonises into a session of its own and survives, as it should).
+    """
     argv = [settings.gpg_binary or "gpg", "--batch", "--no-greeting"]
     if settings.gnupg_home:
         argv += ["--homedir", settings.gnupg_home]
-    prefill = len(data) <= _PREFILL_BYTES
-    stdin: int = subprocess.PIPE
-    if prefill:
-        stdin, feed = os.pipe()
-        try:
-            os.write(feed, data)
-        finally:
-            os.close(feed)
-    read_fd, write_fd = os.pipe()
+    fds: list[int] = []
     try:
-        # Own process group, so a timeout also ends anything gpg started in the foreground (gpg-agent
-        # daemonises into its own session and survives, as it should).
-        proc = subprocess.Popen(
-            [*argv, "--status-fd", str(write_fd), *args],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        os.close(read_fd)
-        raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
-    except PermissionError:
-        os.close(read_fd)
-        raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
-    finally:
-        os.close(write_fd)
-        if prefill:
-            os.close(stdin)
+        stdin_r, stdin_w = os.pipe()
+        fds += (stdin_r, stdin_w)
+        os.set_blocking(stdin_w, False)
+        try:  # usually all of it fits in the pipe, and gpg reads it whenever it starts
+            rest = data[os.write(stdin_w, data):] if data else b""
+        except BlockingIOError:
+            rest = data
+        if not rest:
+            os.close(stdin_w)
+            fds.remove(stdin_w)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
+        fds += (out_r, out_w, err_r, err_w, status_r, status_w)
+        os.set_inheritable(status_w, True)  # the only descriptor gpg inherits besides 0, 1, 2
+        actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        try:
+            pid = os.posix_spawnp(argv[0], [*argv, "--status-fd", str(status_w), *args], os.environ,
+                                  file_actions=actions, setsid=True)
+        except FileNotFoundError:
+            raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
+        except PermissionError:
+            raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
+        for fd in (stdin_r, out_w, err_w, status_w):
+            os.close(fd)
+            fds.remove(fd)
+        feed = (stdin_w, rest) if rest else None
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
     def finish() -> GpgResult:
         try:
-            try:
-                stdout, stderr = proc.communicate(None if prefill else data, timeout=settings.kms_timeout_seconds)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                raise KeyUpstreamUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
-            except BaseException:
-                _kill(proc)
-                raise
-            # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper it
-            # spawned still holds the write end.
-            os.set_blocking(read_fd, False)
+            streams = _collect(pid, (out_r, err_r), feed, settings.kms_timeout_seconds)
+            # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper
+            # it spawned still holds the write end.
+            os.set_blocking(status_r, False)
             chunks = []
             try:
-                while chunk := os.read(read_fd, 65536):
+                while chunk := os.read(status_r, 65536):
                     chunks.append(chunk)
             except BlockingIOError:
                 pass
         finally:
-            os.close(read_fd)
+            for fd in (out_r, err_r, status_r):
+                os.close(fd)
+        stdout, stderr, returncode = streams
         status: list[tuple[str, list[str]]] = []
         for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
             if line.startswith("[GNUPG:] "):
@@ -134,17 +130,79 @@ def start_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> Callab
         messages = [
             line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
         ]
-        return GpgResult(proc.returncode, stdout, status, messages[-1] if messages else "")
+        return GpgResult(returncode, stdout, status, messages[-1] if messages else "")
 
     return finish
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _collect(pid: int, fds: tuple[int, int], feed: tuple[int, bytes] | None,
+             timeout: float) -> tuple[bytes, bytes, int]:
+    """(stdout, stderr, exit status) of gpg, read until both pipes close and gpg exits, writing what is left of
+    its input (`feed`: stdin's descriptor and the bytes the pipe did not take at once) as it reads. On timeout
+    or any interruption, gpg's process group is killed and reaped first."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    out: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    stdin_fd, rest = feed if feed else (-1, b"")
+    if feed:
+        poller.register(stdin_fd, select.POLLOUT)
+    open_fds = set(fds)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KeyUpstreamUnavailable(f"gpg did not finish within {timeout:g}s")
+            for fd, _ in poller.poll(left * 1000):
+                if fd == stdin_fd:
+                    try:
+                        rest = rest[os.write(fd, rest):]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        rest = b""
+                    if not rest:  # all written, or gpg closed its stdin
+                        poller.unregister(fd)
+                        os.close(fd)
+                        stdin_fd = -1
+                    continue
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    out[fd].append(chunk)
+                else:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                raise KeyUpstreamUnavailable(f"gpg did not finish within {timeout:g}s")
+            time.sleep(0.001)
+    except BaseException:
+        _kill(pid)
+        raise
+    finally:
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
+    return b"".join(out[fds[0]]), b"".join(out[fds[1]]), os.waitstatus_to_exitcode(status)
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 class PgpKey(Record):
