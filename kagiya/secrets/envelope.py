@@ -241,8 +241,12 @@ def seal(
     settings: object,
     previous: Opened | None = None,
     rotate: bool = False,
+    started: Started | None = None,
 ) -> str:
     """Encrypt `values` into `m`'s slots and append a trailer for `recipients`.
+
+    `started` (start_wraps, for a file with no previous trailer): a DEK and wraps of it already under way; the
+    wraps used are taken out of it, and its DEK is used when `previous` is None.
 
     With `previous` (the same file, opened), the DEK, unchanged values' ciphertexts, recipient lines and the MAC
     are kept where the rules above allow. Raises ManifestError for values kubesec cannot carry, KeyUnavailable
@@ -256,7 +260,12 @@ def seal(
     keep_dek = previous is not None and not rotate and set(old_lines) <= set(wanted)
     from kagiya.secrets.aesgcm import AESGCM
 
-    dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
+    if keep_dek and previous:
+        dek = previous.dek
+    elif started is not None and previous is None:
+        dek = started.dek
+    else:
+        started, dek = None, AESGCM.generate_key(bit_length=256)
     aead = AESGCM(dek)
     lines: list[kubesec.RecipientLine] = []
     # keys that wrap in a background process (pgp: gpg) start now and are collected after the values are
@@ -268,6 +277,11 @@ def seal(
                 old = old_lines[uri]
                 lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob,
                                                    old.scheme not in base.KUBESEC_SCHEMES))
+                continue
+            if started is not None and uri in started.wraps:
+                key, finish = started.wraps.pop(uri)
+                pending.append((len(lines), key, finish))
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, b"", False))  # its blob comes below
                 continue
             key = base.open_key(uri, settings)
             start = getattr(key, "start_wrap", None)
@@ -301,6 +315,39 @@ def seal(
         body += m.newline
     version = 4 if m.has_string_data() else 3
     return body + kubesec.Trailer(version, lines, mac).render(m.newline)
+
+
+class Started(Record):
+    """A fresh DEK and its wraps for some recipients, started before the file is even parsed (start_wraps)."""
+
+    __slots__ = ("dek", "wraps")
+
+    def __init__(self, dek: bytes, wraps: dict[str, tuple[Any, Callable[[], bytes]]]) -> None:
+        self.dek = dek
+        self.wraps = wraps
+
+    def drain(self) -> None:
+        """Wait for the wraps nobody took (an error came first), so no gpg process outlives the command."""
+        _drain([finish for _, finish in self.wraps.values()])
+        self.wraps.clear()
+
+
+def start_wraps(uris: Sequence[str], settings: object) -> Started | None:
+    """Start wrapping a fresh DEK for the `uris` that wrap in a background process (pgp: gpg), so gpg works
+    while the file is parsed and its values encrypted (issue 13). None when there is none, or on any error:
+    seal then wraps as usual and reports it."""
+    wanted = [uri for uri in order_recipients(uris) if uri.startswith("pgp:")]
+    if not wanted:
+        return None
+    started = Started(os.urandom(base.DEK_BYTES), {})  # what AESGCM.generate_key(bit_length=256) returns
+    try:
+        for uri in wanted:
+            key = base.open_key(uri, settings)
+            started.wraps[uri] = (key, key.start_wrap(started.dek))  # type: ignore[attr-defined]
+    except KagiyaError:
+        started.drain()
+        return None
+    return started
 
 
 def _drain(pending: Sequence[Callable[[], object]]) -> None:

@@ -162,17 +162,35 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
     time). A value the scanner missed would stay plaintext, so its result is only kept when the output passes
     `_sealed_as_scanned` (seal_check.py); otherwise the file is encrypted again through PyYAML.
     """
-    def run(m: manifest.Manifest) -> str:
-        return _encrypt(m, src, settings, keys, rotate=rotate, cleartext=cleartext,
-                        default_recipients=default_recipients, allow_unauthenticated=allow_unauthenticated)
+    started = _start_wraps(src, keys, settings)
 
-    m = manifest.parse(src.text, quick=True)
-    if m.scanned and not m.secrets:
-        m = manifest.parse(src.text)  # "no Secret here" is PyYAML's call: it also names what it could not read
-    text = run(m)
-    if m.scanned and not _sealed_as_scanned(text, m):
-        text = run(manifest.parse(src.text))
+    def run(m: manifest.Manifest, started: envelope.Started | None) -> str:
+        return _encrypt(m, src, settings, keys, rotate=rotate, cleartext=cleartext,
+                        default_recipients=default_recipients, allow_unauthenticated=allow_unauthenticated,
+                        started=started)
+
+    try:
+        m = manifest.parse(src.text, quick=True)
+        if m.scanned and not m.secrets:
+            m = manifest.parse(src.text)  # "no Secret here" is PyYAML's call: it also names what it could not read
+        text = run(m, started)
+        if m.scanned and not _sealed_as_scanned(text, m):
+            text = run(manifest.parse(src.text), None)
+    finally:
+        if started is not None:
+            started.drain()
     return text
+
+
+def _start_wraps(src: Source, keys: tuple[str, ...] | list[str], settings: object) -> envelope.Started | None:
+    """For a plaintext file with recipients given by -k alone, start wrapping the data key (gpg) before the
+    file is parsed: these are exactly the recipients and the fresh DEK that sealing it will use."""
+    from kagiya.secrets import kubesec
+
+    explicit, add, remove = parse_key_changes(keys)
+    if not explicit or add or remove or kubesec.find_trailer(src.text) >= 0:
+        return None
+    return envelope.start_wraps(explicit, settings)
 
 
 def _sealed_as_scanned(text: str, m: manifest.Manifest) -> bool:
@@ -186,7 +204,7 @@ def _sealed_as_scanned(text: str, m: manifest.Manifest) -> bool:
 
 def _encrypt(m: manifest.Manifest, src: Source, settings: object, keys: tuple[str, ...] | list[str], *,
              rotate: bool, cleartext: bool, default_recipients: list[str] | None,
-             allow_unauthenticated: bool) -> str:
+             allow_unauthenticated: bool, started: envelope.Started | None = None) -> str:
     if not m.secrets:
         raise ManifestError(f"{src.name}: no kind: Secret document found, nothing to encrypt")
     previous = (envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
@@ -197,7 +215,7 @@ def _encrypt(m: manifest.Manifest, src: Source, settings: object, keys: tuple[st
     envelope.validate_values(m, values)
     if is_default:
         ensure_default_key(settings)
-    return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate)
+    return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate, started=started)
 
 
 def decrypt(src: Source, settings: object, *, cleartext: bool = False,

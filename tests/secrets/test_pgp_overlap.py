@@ -31,3 +31,26 @@ def test_a_malformed_value_is_reported_while_gpg_runs(ksec: Any, pgp_env: Any, t
     result = ksec("decrypt", str(path))
     assert result.exit_code != 0
     assert "k7" in result.stderr and "not an encrypted kubesec value" in result.stderr
+
+
+def test_a_bad_value_is_reported_though_gpg_already_started(ksec: Any, pgp_env: Any, tmp_path: Path) -> None:
+    """With -k pgp:… on a plaintext file, gpg wraps the data key before the file is parsed; an invalid file
+    still gets its own error, and is left as it was."""
+    path = tmp_path / "s.yaml"
+    path.write_text(PLAIN.replace("  k3: aHVudGVyMg==", "  k3: not base64!"))
+    before = path.read_text()
+    result = ksec("encrypt", "-i", "-k", PGP_A, str(path))
+    assert result.exit_code != 0 and "data.k3 is not valid base64" in result.stderr
+    assert path.read_text() == before
+
+
+def test_prestarted_wrap_opens_with_the_data_key_it_wrapped(ksec: Any, pgp_env: Any, keyring: Path,
+                                                            tmp_path: Path, monkeypatch: Any) -> None:
+    """Two recipients, pgp started early and local wrapped in seal: both must hold the same data key."""
+    ksec("keygen", "mine")
+    path = tmp_path / "s.yaml"
+    path.write_text(PLAIN)
+    assert ksec("encrypt", "-i", "-k", f"local:mine,{PGP_A}", str(path)).exit_code == 0
+    assert ksec("decrypt", str(path)).stdout == PLAIN  # through pgp, the first line
+    monkeypatch.setenv("KAGIYA_SECRETS_GNUPG_HOME", str(tmp_path / "empty-gnupg"))
+    assert ksec("decrypt", str(path)).stdout == PLAIN  # through local
