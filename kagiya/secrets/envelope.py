@@ -53,6 +53,23 @@ def read_trailer(m: Manifest) -> kubesec.Trailer:
     return kubesec.parse_trailer(m.trailer_text, base.REGISTRY)
 
 
+def start_first_unwrap(text: str, settings: object) -> Callable[[], bytes] | None:
+    """_start_first_unwrap from a file's text, before its body is parsed (ops.decrypt); None on any doubt."""
+    cut = kubesec.find_trailer(text)
+    if cut < 0:
+        return None
+    try:
+        trailer = kubesec.parse_trailer(text[cut:], base.REGISTRY)
+    except KagiyaError:
+        return None
+    return _start_first_unwrap(trailer, settings)
+
+
+def drain(first: Callable[[], bytes] | None) -> None:
+    """Wait for an unwrap started by start_first_unwrap whose result is no longer wanted."""
+    _drain([first] if first else [])
+
+
 def _start_first_unwrap(trailer: kubesec.Trailer, settings: object) -> Callable[[], bytes] | None:
     """The first recipient's unwrap, started now when it runs in a background process (pgp: gpg), so that
     gpg works while the values are parsed (issue 13). None otherwise, or when it cannot start: unwrap_dek then
@@ -109,23 +126,26 @@ def _holds_local_keys(settings: object) -> bool:
         return False
 
 
-def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False) -> Opened:
+def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False,
+                  first: Callable[[], bytes] | None = None) -> Opened:
     """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key.
 
     Versions 1 and 2 carry no MAC, and kagiya never writes them: lowering `v:3` to `v:2` is all it takes to skip
     the MAC, so such files open only with `allow_unauthenticated`. For 3 and 4 the version must match the body
     (4 exactly when there is stringData, as kubesec writes), since the MAC does not cover the version line.
     """
-    trailer = read_trailer(m)
-    check_version(m, trailer, allow_unauthenticated)
-    first = _start_first_unwrap(trailer, settings)
-    # format errors first: they need no key and say exactly what is wrong
     try:
-        parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
-    except kubesec.FormatError as exc:
-        _drain([first] if first else [])
-        raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
-                                  "`kagiya secrets patch` or `edit`)") from None
+        trailer = read_trailer(m)
+        check_version(m, trailer, allow_unauthenticated)
+        if first is None:  # `first`: the first recipient's unwrap, started by the caller (ops.decrypt)
+            first = _start_first_unwrap(trailer, settings)
+        # format errors first: they need no key and say exactly what is wrong
+        try:
+            parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
+        except kubesec.FormatError as exc:
+            raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
+                                      "`kagiya secrets patch` or `edit`)") from None
+        from kagiya.secrets import aesgcm  # noqa: F401 - loaded while gpg (if any) still works
     except BaseException:
         _drain([first] if first else [])
         raise

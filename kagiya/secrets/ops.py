@@ -220,8 +220,13 @@ def _encrypt(m: manifest.Manifest, src: Source, settings: object, keys: tuple[st
 
 def decrypt(src: Source, settings: object, *, cleartext: bool = False,
             allow_unauthenticated: bool = False) -> tuple[str, envelope.Opened]:
-    m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC (scan.py)
-    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
+    first = envelope.start_first_unwrap(src.text, settings)  # gpg (pgp) works while the body is parsed
+    try:
+        m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC (scan.py)
+    except BaseException:
+        envelope.drain(first)
+        raise
+    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated, first=first)
     if cleartext:
         opened.plaintexts = _decoded(opened)
     return envelope.decrypted_text(opened), opened
