@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rv = fast.run(args[1:])
         if rv is not None:
+            if argv is None:  # the real process, not a caller in Python (tests, the HTTP app)
+                _exit_now(rv)
             return rv
     elif args in (["--help"], ["-h"]):
         sys.stdout.write(help_text())
@@ -66,6 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     from kagiya import cli_app
 
     return cli_app.main(args)
+
+
+def _exit_now(rv: int) -> None:
+    """End the process without the interpreter's teardown, which frees every module and object one by one:
+    ~5 ms of a one-key `kagiya secrets decrypt` (issue 13). The fast path has closed and renamed every file it
+    wrote and reaped every gpg it started, so only the standard streams need flushing; if that fails (a closed
+    pipe), return and let the normal exit report it."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    import os
+
+    os._exit(rv)
 
 
 def __getattr__(name: str) -> Any:

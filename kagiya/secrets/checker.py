@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from kagiya.atomic import write_atomic
 from kagiya.errors import KagiyaError
 from kagiya.secrets import envelope, kubesec, manifest, ops
 
@@ -70,9 +68,7 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
         if not SECRET_HINT.search(raw):
             return []
         return [f"{name}: mentions kind: Secret but {encoding}; cannot check it"] + line_scan(raw, name)
-    from kagiya.secrets import formats
-
-    if formats.detect(text) == formats.SOPS:  # sops files: checked against their own rules (formats/sops_doc.py)
+    if "sops" in text and _is_sops(text):  # sops files: checked against their own rules (formats/sops_doc.py)
         from kagiya.secrets.formats import sops_doc
 
         return sops_doc.plaintext_findings(text, name)
@@ -100,7 +96,9 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
     if fix and not m.encrypted:
         try:
             settings = settings_fn()
-            text = ops.encrypt(ops.Source(text, Path(name)), settings)
+            text = ops.encrypt(ops.Source(text, name), settings)
+            from kagiya.atomic import write_atomic
+
             write_atomic(name, text.encode("utf-8"))
         except KagiyaError as exc:
             return [f"{name}: --fix failed: {exc.message}"] + problems
@@ -109,6 +107,13 @@ def _check_file(name: str, fix: bool, settings_fn: Callable[[], object], note: N
     if fix:
         return [f"{name}: plaintext values in an encrypted file; use kagiya secrets edit or patch"] + problems
     return problems
+
+
+def _is_sops(text: str) -> bool:
+    """formats.detect, imported only for a file that mentions sops at all (formats loads dataclasses)."""
+    from kagiya.secrets import formats
+
+    return formats.detect(text) == formats.SOPS
 
 
 def quick_clean(text: str) -> bool:

@@ -8,15 +8,17 @@ keeps the DEK; removing one (or replacing the set, or `rotate`) makes a new DEK,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from collections.abc import Callable, Sequence
 
 from kagiya.errors import CryptoError, KagiyaError
 from kagiya.secrets import kubesec, manifest
 from kagiya.secrets.keys import base
 from kagiya.secrets.manifest import Manifest, ManifestError, Slot
 from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # typing costs start-up time; annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 SlotKey = tuple[int, str, str]
 _ORDER = {"pgp": 0, "gcp": 1, "aws": 1}
@@ -51,13 +53,49 @@ def read_trailer(m: Manifest) -> kubesec.Trailer:
     return kubesec.parse_trailer(m.trailer_text, base.REGISTRY)
 
 
-def unwrap_dek(trailer: kubesec.Trailer, settings: object) -> tuple[bytes, str]:
-    """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all."""
+def start_first_unwrap(text: str, settings: object) -> Callable[[], bytes] | None:
+    """_start_first_unwrap from a file's text, before its body is parsed (ops.decrypt); None on any doubt."""
+    cut = kubesec.find_trailer(text)
+    if cut < 0:
+        return None
+    try:
+        trailer = kubesec.parse_trailer(text[cut:], base.REGISTRY)
+    except KagiyaError:
+        return None
+    return _start_first_unwrap(trailer, settings)
+
+
+def drain(first: Callable[[], bytes] | None) -> None:
+    """Wait for an unwrap started by start_first_unwrap whose result is no longer wanted."""
+    _drain([first] if first else [])
+
+
+def _start_first_unwrap(trailer: kubesec.Trailer, settings: object) -> Callable[[], bytes] | None:
+    """The first recipient's unwrap, started now when it runs in a background process (pgp: gpg), so that
+    gpg works while the values are parsed (issue 13). None otherwise, or when it cannot start: unwrap_dek then
+    meets the same error and reports it with the other recipients'."""
+    if not trailer.recipients or not trailer.recipients[0].uri.startswith("pgp:"):
+        return None
+    line = trailer.recipients[0]
+    try:
+        start = getattr(base.open_key(line.uri, settings), "start_unwrap", None)
+        return start(line.blob) if start is not None else None
+    except KagiyaError:
+        return None
+
+
+def unwrap_dek(trailer: kubesec.Trailer, settings: object,
+               first: Callable[[], bytes] | None = None) -> tuple[bytes, str]:
+    """The DEK from the first recipient (in file order) that can unwrap it; else one error naming them all.
+    `first`: the first recipient's unwrap, already started (_start_first_unwrap)."""
     reasons = []
     upstream = False
-    for line in trailer.recipients:
+    for i, line in enumerate(trailer.recipients):
         try:
-            dek = base.open_key(line.uri, settings).unwrap(line.blob)
+            if i == 0 and first is not None:
+                dek = first()
+            else:
+                dek = base.open_key(line.uri, settings).unwrap(line.blob)
         except KagiyaError as exc:
             reasons.append(f"{line.uri}: {exc.message}")
             upstream = upstream or isinstance(exc, base.KeyUpstreamUnavailable)
@@ -88,27 +126,37 @@ def _holds_local_keys(settings: object) -> bool:
         return False
 
 
-def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False) -> Opened:
+def open_manifest(m: Manifest, settings: object, *, allow_unauthenticated: bool = False,
+                  first: Callable[[], bytes] | None = None) -> Opened:
     """Unwrap the DEK, decrypt every value and verify the MAC; raises CryptoError / FormatError naming the key.
 
     Versions 1 and 2 carry no MAC, and kagiya never writes them: lowering `v:3` to `v:2` is all it takes to skip
     the MAC, so such files open only with `allow_unauthenticated`. For 3 and 4 the version must match the body
     (4 exactly when there is stringData, as kubesec writes), since the MAC does not cover the version line.
     """
-    trailer = read_trailer(m)
-    check_version(m, trailer, allow_unauthenticated)
-    # format errors first: they need no key and say exactly what is wrong
     try:
-        parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
-    except kubesec.FormatError as exc:
-        raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
-                                  "`kagiya secrets patch` or `edit`)") from None
-    dek, used = unwrap_dek(trailer, settings)
+        trailer = read_trailer(m)
+        check_version(m, trailer, allow_unauthenticated)
+        if first is None:  # `first`: the first recipient's unwrap, started by the caller (ops.decrypt)
+            first = _start_first_unwrap(trailer, settings)
+        # format errors first: they need no key and say exactly what is wrong
+        try:
+            parsed = [kubesec.parse_value(slot.value, slot.label) for slot in m.slots]
+        except kubesec.FormatError as exc:
+            raise kubesec.FormatError(f"{exc.message} (to add or change values of an encrypted file, use "
+                                      "`kagiya secrets patch` or `edit`)") from None
+        from kagiya.secrets import aesgcm  # noqa: F401 - loaded while gpg (if any) still works
+    except BaseException:
+        _drain([first] if first else [])
+        raise
+    dek, used = unwrap_dek(trailer, settings, first)
     return _open_with(m, trailer, parsed, dek, used)
 
 
 def _open_with(m: Manifest, trailer: kubesec.Trailer, parsed: list[kubesec.EncryptedValue], dek: bytes,
                used: str) -> Opened:
+    from kagiya.secrets.aesgcm import AESGCM  # here, not at the top: `check` reads trailers without it
+
     aead = AESGCM(dek)
     plaintexts, ciphers = {}, {}
     for slot, value in zip(m.slots, parsed, strict=True):
@@ -213,8 +261,12 @@ def seal(
     settings: object,
     previous: Opened | None = None,
     rotate: bool = False,
+    started: Started | None = None,
 ) -> str:
     """Encrypt `values` into `m`'s slots and append a trailer for `recipients`.
+
+    `started` (start_wraps, for a file with no previous trailer): a DEK and wraps of it already under way; the
+    wraps used are taken out of it, and its DEK is used when `previous` is None.
 
     With `previous` (the same file, opened), the DEK, unchanged values' ciphertexts, recipient lines and the MAC
     are kept where the rules above allow. Raises ManifestError for values kubesec cannot carry, KeyUnavailable
@@ -226,26 +278,55 @@ def seal(
     validate_values(m, values)
     old_lines = {base.normalize_uri(r.uri): r for r in previous.trailer.recipients} if previous else {}
     keep_dek = previous is not None and not rotate and set(old_lines) <= set(wanted)
-    dek = previous.dek if keep_dek and previous else AESGCM.generate_key(bit_length=256)
+    from kagiya.secrets.aesgcm import AESGCM
+
+    if keep_dek and previous:
+        dek = previous.dek
+    elif started is not None and previous is None:
+        dek = started.dek
+    else:
+        started, dek = None, AESGCM.generate_key(bit_length=256)
     aead = AESGCM(dek)
-    lines = []
-    for uri in wanted:
-        if keep_dek and uri in old_lines:  # an old `# kubesec:local:` line moves to kagiya's own spelling
-            old = old_lines[uri]
-            lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob, old.scheme not in base.KUBESEC_SCHEMES))
-            continue
-        key = base.open_key(uri, settings)
-        lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek), key.scheme not in base.KUBESEC_SCHEMES))
-    reps = []
-    old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
-    for slot in m.slots:
-        k = slot_key(slot)
-        value = values[k]
-        if keep_dek and previous and previous.plaintexts.get(k) == value and k in previous.ciphers:
-            cipher = previous.ciphers[k]
-        else:
-            cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
-        reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
+    lines: list[kubesec.RecipientLine] = []
+    # keys that wrap in a background process (pgp: gpg) start now and are collected after the values are
+    # encrypted, so the gpg process and the AES work overlap (issue 13)
+    pending: list[tuple[int, Any, Callable[[], bytes]]] = []
+    try:
+        for uri in wanted:
+            if keep_dek and uri in old_lines:  # an old `# kubesec:local:` line moves to kagiya's own spelling
+                old = old_lines[uri]
+                lines.append(kubesec.RecipientLine(old.scheme, old.id, old.blob,
+                                                   old.scheme not in base.KUBESEC_SCHEMES))
+                continue
+            if started is not None and uri in started.wraps:
+                key, finish = started.wraps.pop(uri)
+                pending.append((len(lines), key, finish))
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, b"", False))  # its blob comes below
+                continue
+            key = base.open_key(uri, settings)
+            start = getattr(key, "start_wrap", None)
+            if start is not None:
+                pending.append((len(lines), key, start(dek)))
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, b"", False))  # its blob comes below
+            else:
+                lines.append(kubesec.RecipientLine(key.scheme, key.id, key.wrap(dek),
+                                                   key.scheme not in base.KUBESEC_SCHEMES))
+        reps = []
+        old_styles = {slot_key(s): s.style for s in previous.manifest.slots} if previous else {}
+        for slot in m.slots:
+            k = slot_key(slot)
+            value = values[k]
+            if keep_dek and previous and previous.plaintexts.get(k) == value and k in previous.ciphers:
+                cipher = previous.ciphers[k]
+            else:
+                cipher = kubesec.encrypt_value(aead, slot.key, value, os.urandom(kubesec.IV_BYTES))
+            reps.append((slot, manifest.render_cipher(slot, cipher, old_styles.get(k))))
+        while pending:
+            at, key, finish = pending.pop(0)
+            lines[at] = kubesec.RecipientLine(key.scheme, key.id, finish(), key.scheme not in base.KUBESEC_SCHEMES)
+    except BaseException:
+        _drain([finish for _, _, finish in pending])
+        raise
     aad = _mac_aad(m, values, [r.id for r in lines if not r.own])
     old_mac = previous.trailer.mac if keep_dek and previous else None
     mac = old_mac if old_mac and kubesec.verify_mac(aead, aad, old_mac) else kubesec.make_mac(aead, aad)
@@ -254,6 +335,49 @@ def seal(
         body += m.newline
     version = 4 if m.has_string_data() else 3
     return body + kubesec.Trailer(version, lines, mac).render(m.newline)
+
+
+class Started(Record):
+    """A fresh DEK and its wraps for some recipients, started before the file is even parsed (start_wraps)."""
+
+    __slots__ = ("dek", "wraps")
+
+    def __init__(self, dek: bytes, wraps: dict[str, tuple[Any, Callable[[], bytes]]]) -> None:
+        self.dek = dek
+        self.wraps = wraps
+
+    def drain(self) -> None:
+        """Wait for the wraps nobody took (an error came first), so no gpg process outlives the command."""
+        _drain([finish for _, finish in self.wraps.values()])
+        self.wraps.clear()
+
+
+def start_wraps(uris: Sequence[str], settings: object) -> Started | None:
+    """Start wrapping a fresh DEK for the `uris` that wrap in a background process (pgp: gpg), so gpg works
+    while the file is parsed and its values encrypted (issue 13). None when there is none, or on any error:
+    seal then wraps as usual and reports it."""
+    wanted = [uri for uri in order_recipients(uris) if uri.startswith("pgp:")]
+    if not wanted:
+        return None
+    started = Started(os.urandom(base.DEK_BYTES), {})  # what AESGCM.generate_key(bit_length=256) returns
+    try:
+        for uri in wanted:
+            key = base.open_key(uri, settings)
+            started.wraps[uri] = (key, key.start_wrap(started.dek))  # type: ignore[attr-defined]
+    except KagiyaError:
+        started.drain()
+        return None
+    return started
+
+
+def _drain(pending: Sequence[Callable[[], object]]) -> None:
+    """Wait for background key operations whose result is no longer wanted (an error came first), so no gpg
+    process outlives the command."""
+    for finish in pending:
+        try:
+            finish()
+        except Exception:  # noqa: BLE001, S110 - the first error is the one reported
+            pass
 
 
 def validate_values(m: Manifest, values: dict[SlotKey, str]) -> None:

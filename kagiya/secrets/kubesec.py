@@ -17,11 +17,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from kagiya.errors import CryptoError, Invalid
 from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # cryptography loads only where a value is encrypted or decrypted (`check` needs none)
+if TYPE_CHECKING:
+    from kagiya.secrets.aesgcm import AESGCM
 
 PREFIX = "# kubesec:"
 #: Recipient lines of schemes kubesec does not know; kubesec skips comment lines without its own prefix.
@@ -114,7 +115,9 @@ def decrypt_value(aead: AESGCM, key: str, text: str | EncryptedValue) -> str:
     value = parse_value(text, key) if isinstance(text, str) else text
     try:
         padded = aead.decrypt(value.iv, value.ciphertext + value.tag, key.encode("utf-8"))
-    except InvalidTag:
+    except Exception as exc:
+        if not _is_invalid_tag(exc):
+            raise
         raise CryptoError(
             f"value of {key!r} failed authentication (tampered, renamed, or encrypted under another data key)"
         ) from None
@@ -180,9 +183,17 @@ def verify_mac(aead: AESGCM, aad: bytes, mac: str) -> bool:
         return False
     try:
         aead.decrypt(iv, tag, aad)
-    except InvalidTag:
+    except Exception as exc:
+        if not _is_invalid_tag(exc):
+            raise
         return False
     return True
+
+
+def _is_invalid_tag(exc: Exception) -> bool:
+    from cryptography.exceptions import InvalidTag
+
+    return isinstance(exc, InvalidTag)
 
 
 class RecipientLine(Record):

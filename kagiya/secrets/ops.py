@@ -6,15 +6,17 @@ when a file names them (keys/base.py). Format: docs/format.md; recipient choice:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
-from kagiya.atomic import write_atomic
 from kagiya.errors import PayloadTooLarge, UsageError
 from kagiya.secrets import envelope, manifest
 from kagiya.secrets.manifest import ManifestError
 from kagiya.secrets.record import Record
+
+TYPE_CHECKING = False  # contextlib and kagiya.atomic load only when a file is written (start-up, issue 13)
+if TYPE_CHECKING:
+    import contextlib
 
 DEFAULT_RECIPIENT = "local:default"
 
@@ -58,10 +60,18 @@ def read_source(arg: str, settings: object) -> Source:
 def file_lock(arg: str | None) -> contextlib.AbstractContextManager[None]:
     """The lock held around a read-modify-write of file `arg` (none for stdin, or when not rewriting in place)."""
     if arg is None or arg == "-":
-        return contextlib.nullcontext()
+        return _NoLock()
     from kagiya.atomic import locked
 
     return locked(arg)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def write_result(text: str, src: Source, in_place: bool, output: str | None) -> None:
@@ -71,6 +81,8 @@ def write_result(text: str, src: Source, in_place: bool, output: str | None) -> 
     if in_place and src.path is None:
         raise UsageError("-i needs a file, not stdin")
     if target is not None:
+        from kagiya.atomic import write_atomic
+
         try:
             write_atomic(target, data)
         except OSError as exc:
@@ -145,8 +157,54 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
     """Encrypt a plaintext manifest, or re-encrypt an encrypted one (keeping what is unchanged).
 
     Re-sealing a v1/v2 file would bless whatever it holds with a fresh MAC: it needs `allow_unauthenticated`.
+
+    The plainest files are read by scan.py instead of PyYAML (issue 13: start-up and parsing are most of the
+    time). A value the scanner missed would stay plaintext, so its result is only kept when the output passes
+    `_sealed_as_scanned` (seal_check.py); otherwise the file is encrypted again through PyYAML.
     """
-    m = manifest.parse(src.text)
+    started = _start_wraps(src, keys, settings)
+
+    def run(m: manifest.Manifest, started: envelope.Started | None) -> str:
+        return _encrypt(m, src, settings, keys, rotate=rotate, cleartext=cleartext,
+                        default_recipients=default_recipients, allow_unauthenticated=allow_unauthenticated,
+                        started=started)
+
+    try:
+        m = manifest.parse(src.text, quick=True)
+        if m.scanned and not m.secrets:
+            m = manifest.parse(src.text)  # "no Secret here" is PyYAML's call: it also names what it could not read
+        text = run(m, started)
+        if m.scanned and not _sealed_as_scanned(text, m):
+            text = run(manifest.parse(src.text), None)
+    finally:
+        if started is not None:
+            started.drain()
+    return text
+
+
+def _start_wraps(src: Source, keys: tuple[str, ...] | list[str], settings: object) -> envelope.Started | None:
+    """For a plaintext file with recipients given by -k alone, start wrapping the data key (gpg) before the
+    file is parsed: these are exactly the recipients and the fresh DEK that sealing it will use."""
+    from kagiya.secrets import kubesec
+
+    explicit, add, remove = parse_key_changes(keys)
+    if not explicit or add or remove or kubesec.find_trailer(src.text) >= 0:
+        return None
+    return envelope.start_wraps(explicit, settings)
+
+
+def _sealed_as_scanned(text: str, m: manifest.Manifest) -> bool:
+    """The safety net of the scanned path: seal_check, which shares no code with scan.py, finds exactly as many
+    data/stringData values in the output as were encrypted, and only ciphertext. Any doubt returns False."""
+    from kagiya.secrets import kubesec, seal_check
+
+    cut = kubesec.find_trailer(text)
+    return cut >= 0 and seal_check.only_ciphertext(text[:cut], len(m.slots))
+
+
+def _encrypt(m: manifest.Manifest, src: Source, settings: object, keys: tuple[str, ...] | list[str], *,
+             rotate: bool, cleartext: bool, default_recipients: list[str] | None,
+             allow_unauthenticated: bool, started: envelope.Started | None = None) -> str:
     if not m.secrets:
         raise ManifestError(f"{src.name}: no kind: Secret document found, nothing to encrypt")
     previous = (envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
@@ -157,13 +215,18 @@ def encrypt(src: Source, settings: object, keys: tuple[str, ...] | list[str] = (
     envelope.validate_values(m, values)
     if is_default:
         ensure_default_key(settings)
-    return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate)
+    return envelope.seal(m, values, recipients, settings, previous=previous, rotate=rotate, started=started)
 
 
 def decrypt(src: Source, settings: object, *, cleartext: bool = False,
             allow_unauthenticated: bool = False) -> tuple[str, envelope.Opened]:
-    m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC: safe for decrypt only
-    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated)
+    first = envelope.start_first_unwrap(src.text, settings)  # gpg (pgp) works while the body is parsed
+    try:
+        m = manifest.parse(src.text, quick=True)  # a wrong quick answer fails the MAC (scan.py)
+    except BaseException:
+        envelope.drain(first)
+        raise
+    opened = envelope.open_manifest(m, settings, allow_unauthenticated=allow_unauthenticated, first=first)
     if cleartext:
         opened.plaintexts = _decoded(opened)
     return envelope.decrypted_text(opened), opened

@@ -5,8 +5,10 @@ simply quoted one-line values, full-line comments, `---` between documents. It r
 (tabs, CR, sequences, flow style, block scalars, anchors, tags, trailing comments, escapes, duplicate keys, a
 `kind: List`…), and the caller then parses with PyYAML as before. Where it does answer, it finds exactly the
 Secrets and value positions PyYAML's reading gives (tests/secrets/test_scan.py compares the two on generated
-files). It is used for decrypt only, where a wrong answer cannot leak anything: every value found must decrypt
-and the MAC covers every value of the file, so a value missed or misplaced fails the command.
+files). On decrypt a wrong answer cannot leak anything: every value found must decrypt and the MAC covers every
+value of the file, so a value missed or misplaced fails the command. On encrypt a missed value would stay
+plaintext, so ops.encrypt keeps the result only when seal_check.py, which shares no code with this module,
+finds nothing but ciphertext in the output, and otherwise encrypts the file again through PyYAML.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kagiya.errors import CryptoError
 from kagiya.secrets.keys.base import KeyUnavailable, open_key
-from tests.support.gpg import INTEROP_DIR, TEST_KEY_A_FPR, GpgHome, make_gpg_home
+from tests.support.gpg import GPG, INTEROP_DIR, TEST_KEY_A_FPR, GpgHome, make_gpg_home
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,21 @@ def test_wrapped_key_is_signed_by_the_recipient_key_when_held(settings: Any, gpg
     result = gpg_home.run("--status-fd", "1", "--decrypt", input=blob)
     validsig = [line.split() for line in result.stdout.split(b"\n") if line.startswith(b"[GNUPG:] VALIDSIG")]
     assert validsig and validsig[0][-1].decode() == TEST_KEY_A_FPR
+
+
+def test_wrapping_for_an_own_key_runs_gpg_once(gpg_home: GpgHome, secrets_settings: Any, tmp_path: Path) -> None:
+    """Issue 13: every gpg process costs ~20 ms of `encrypt`; signing and encrypting for a held key is one."""
+    log = tmp_path / "calls"
+    wrapper = tmp_path / "gpg"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {GPG} "$@"\n')
+    wrapper.chmod(0o755)
+    settings = secrets_settings(gnupg_home=str(gpg_home.path), gpg_binary=str(wrapper))
+    dek = os.urandom(32)
+    blob = open_key(f"pgp:{TEST_KEY_A_FPR}", settings).wrap(dek)
+    assert len(log.read_text().splitlines()) == 1
+    result = gpg_home.run("--status-fd", "1", "--decrypt", input=blob)
+    assert dek in result.stdout
+    assert b"[GNUPG:] VALIDSIG" in result.stdout
 
 
 def test_lower_case_fingerprint_is_normalised_as_kubesec_writes_it(settings: Any) -> None:
@@ -171,7 +186,8 @@ def test_no_secret_key_to_sign_with(secrets_settings: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "blob", [b"", b"not a pgp message", b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n"]
+    "blob", [b"", b"not a pgp message", b"-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n",
+             b"x" * (64 * 1024)]  # the largest blob accepted: all of it goes through gpg's stdin pipe
 )
 def test_garbage_is_a_crypto_error(settings: Any, blob: bytes) -> None:
     with pytest.raises(CryptoError):

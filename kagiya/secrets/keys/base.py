@@ -13,10 +13,13 @@ is damaged or was not made for this key).
 
 from __future__ import annotations
 
-import importlib
-from typing import Protocol
+import sys
 
 from kagiya.errors import ExitCode, KagiyaError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kagiya.secrets.keys.recipient import RecipientKey
 
 #: scheme -> "module:factory"; the factory is `open_key(key_id: str, settings: SecretsSettings) -> RecipientKey`.
 REGISTRY: dict[str, str] = {
@@ -60,20 +63,14 @@ class KeyUpstreamUnavailable(KeyUnavailable):
     exit_code = ExitCode.UPSTREAM
 
 
-class RecipientKey(Protocol):
-    scheme: str
-    id: str
+def __getattr__(name: str) -> object:
+    """`RecipientKey` (keys/recipient.py), loaded on first use: it is a typing.Protocol, and importing typing
+    costs ~2 ms of every `kagiya secrets decrypt` (issue 13)."""
+    if name == "RecipientKey":
+        from kagiya.secrets.keys.recipient import RecipientKey
 
-    @property
-    def uri(self) -> str: ...
-
-    def wrap(self, dek: bytes) -> bytes:
-        """The wrapped DEK as stored (before the trailer's base64). Raises KeyUnavailable."""
-        ...
-
-    def unwrap(self, blob: bytes) -> bytes:
-        """The 32-byte DEK. Raises KeyUnavailable or CryptoError."""
-        ...
+        return RecipientKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_endpoint(endpoint: str, setting: str) -> None:
@@ -120,5 +117,6 @@ def open_key(uri: str, settings: object) -> RecipientKey:
     """The backend object for `uri`, built by its module's `open_key(key_id, settings)`."""
     scheme, key_id = split_uri(uri)
     module, _, attr = REGISTRY[scheme].partition(":")
-    factory = getattr(importlib.import_module(module), attr)
+    __import__(module)  # not importlib.import_module: importing importlib (and warnings) costs start-up time
+    factory = getattr(sys.modules[module], attr)
     return factory(key_id, settings)  # type: ignore[no-any-return,unused-ignore]

@@ -14,11 +14,8 @@ import os
 import re
 import stat
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from kagiya.atomic import write_atomic
 from kagiya.errors import Conflict, CryptoError, KagiyaError
+from kagiya.secrets.aesgcm import AESGCM
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable
 from kagiya.secrets.record import Record
 
@@ -124,6 +121,8 @@ def _generate_locked(path: Path, name: str, exist_ok: bool) -> tuple[Path, bool]
         keys[name] = AESGCM.generate_key(bit_length=256)
         text = "# kagiya local keyring: keep private, back it up; losing a key loses every file only it opens\n"
         text += "".join(f"{n} {base64.b64encode(k).decode()}\n" for n, k in keys.items())
+        from kagiya.atomic import write_atomic  # here: decrypt, the common case, never writes the keyring
+
         write_atomic(path, text.encode("utf-8"), 0o600)
     finally:
         os.close(lock_fd)  # closing the descriptor releases the lock
@@ -162,7 +161,11 @@ class LocalKey(Record):
             raise CryptoError(f"local:{self.id} wrapped key has the wrong length")
         try:
             return aead.decrypt(blob[:NONCE], blob[NONCE:], self._aad())
-        except InvalidTag:
+        except Exception as exc:  # cryptography's InvalidTag, imported only when it happens (start-up, issue 13)
+            from cryptography.exceptions import InvalidTag
+
+            if not isinstance(exc, InvalidTag):
+                raise
             raise CryptoError(f"local:{self.id} cannot unwrap the data key (a different key of that name?)") from None
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 
 from kagiya.errors import CryptoError
 from kagiya.secrets.keys.base import DEK_BYTES, BadKeyName, KeyUnavailable, KeyUpstreamUnavailable
@@ -27,6 +25,8 @@ from kagiya.secrets.record import Record
 
 TYPE_CHECKING = False  # no dataclasses/settings import on the CLI path (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kagiya.secrets.settings import SecretsSettings
 
 #: v4 fingerprints are 40 hex digits, v5 ones 64.
@@ -58,64 +58,151 @@ def run_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> GpgResul
 
     Raises KeyUnavailable when gpg is missing or does not finish within `kms_timeout_seconds`.
     """
+    return start_gpg(settings, args, data)()
+
+
+def start_gpg(settings: SecretsSettings, args: list[str], data: bytes) -> Callable[[], GpgResult]:
+    """Start gpg now, `data` already in its stdin; the returned function waits for it (within
+    `kms_timeout_seconds` of that call) and gives its result. Raises KeyUnavailable at once when gpg is missing.
+
+    os.posix_spawnp and select.poll rather than subprocess, whose import alone (threading, selectors, ...)
+    costs ~5 ms of every pgp command (issue 13). gpg gets its own session, so a timeout also ends anything it
+    started in the foreground (gpg-agent daemonises into a session of its own and survives, as it should).
+    """
     argv = [settings.gpg_binary or "gpg", "--batch", "--no-greeting"]
     if settings.gnupg_home:
         argv += ["--homedir", settings.gnupg_home]
-    read_fd, write_fd = os.pipe()
+    fds: list[int] = []
     try:
+        stdin_r, stdin_w = os.pipe()
+        fds += (stdin_r, stdin_w)
+        os.set_blocking(stdin_w, False)
+        try:  # usually all of it fits in the pipe, and gpg reads it whenever it starts
+            rest = data[os.write(stdin_w, data):] if data else b""
+        except BlockingIOError:
+            rest = data
+        if not rest:
+            os.close(stdin_w)
+            fds.remove(stdin_w)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
+        fds += (out_r, out_w, err_r, err_w, status_r, status_w)
+        os.set_inheritable(status_w, True)  # the only descriptor gpg inherits besides 0, 1, 2
+        actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         try:
-            # Own process group, so a timeout also ends anything gpg started in the foreground (gpg-agent
-            # daemonises into its own session and survives, as it should).
-            proc = subprocess.Popen(
-                [*argv, "--status-fd", str(write_fd), *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
+            pid = os.posix_spawnp(argv[0], [*argv, "--status-fd", str(status_w), *args], os.environ,
+                                  file_actions=actions, setsid=True)
         except FileNotFoundError:
             raise KeyUnavailable(f"gpg binary {argv[0]!r} not found (set secrets.gpg_binary)") from None
         except PermissionError:
             raise KeyUnavailable(f"gpg binary {argv[0]!r} is not executable") from None
+        for fd in (stdin_r, out_w, err_w, status_w):
+            os.close(fd)
+            fds.remove(fd)
+        feed = (stdin_w, rest) if rest else None
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+    def finish() -> GpgResult:
+        try:
+            streams = _collect(pid, (out_r, err_r), feed, settings.kms_timeout_seconds)
+            # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper
+            # it spawned still holds the write end.
+            os.set_blocking(status_r, False)
+            chunks = []
+            try:
+                while chunk := os.read(status_r, 65536):
+                    chunks.append(chunk)
+            except BlockingIOError:
+                pass
         finally:
-            os.close(write_fd)
-        try:
-            stdout, stderr = proc.communicate(data, timeout=settings.kms_timeout_seconds)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            raise KeyUpstreamUnavailable(f"gpg did not finish within {settings.kms_timeout_seconds:g}s") from None
-        except BaseException:
-            _kill(proc)
-            raise
-        # gpg has exited, so its status lines are all in the pipe; read without blocking in case a helper it
-        # spawned still holds the write end.
-        os.set_blocking(read_fd, False)
-        chunks = []
-        try:
-            while chunk := os.read(read_fd, 65536):
-                chunks.append(chunk)
-        except BlockingIOError:
-            pass
-    finally:
-        os.close(read_fd)
-    status: list[tuple[str, list[str]]] = []
-    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
-        if line.startswith("[GNUPG:] "):
-            keyword, *rest = line[9:].split(" ")
-            status.append((keyword, rest))
-    messages = [
-        line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
-    ]
-    return GpgResult(proc.returncode, stdout, status, messages[-1] if messages else "")
+            for fd in (out_r, err_r, status_r):
+                os.close(fd)
+        stdout, stderr, returncode = streams
+        status: list[tuple[str, list[str]]] = []
+        for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+            if line.startswith("[GNUPG:] "):
+                keyword, *rest = line[9:].split(" ")
+                status.append((keyword, rest))
+        messages = [
+            line[5:].strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("gpg: ")
+        ]
+        return GpgResult(returncode, stdout, status, messages[-1] if messages else "")
+
+    return finish
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _collect(pid: int, fds: tuple[int, int], feed: tuple[int, bytes] | None,
+             timeout: float) -> tuple[bytes, bytes, int]:
+    """(stdout, stderr, exit status) of gpg, read until both pipes close and gpg exits, writing what is left of
+    its input (`feed`: stdin's descriptor and the bytes the pipe did not take at once) as it reads. On timeout
+    or any interruption, gpg's process group is killed and reaped first."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    out: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    stdin_fd, rest = feed if feed else (-1, b"")
+    if feed:
+        poller.register(stdin_fd, select.POLLOUT)
+    open_fds = set(fds)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KeyUpstreamUnavailable(f"gpg did not finish within {timeout:g}s")
+            for fd, _ in poller.poll(left * 1000):
+                if fd == stdin_fd:
+                    try:
+                        rest = rest[os.write(fd, rest):]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        rest = b""
+                    if not rest:  # all written, or gpg closed its stdin
+                        poller.unregister(fd)
+                        os.close(fd)
+                        stdin_fd = -1
+                    continue
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    out[fd].append(chunk)
+                else:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                raise KeyUpstreamUnavailable(f"gpg did not finish within {timeout:g}s")
+            time.sleep(0.001)
+    except BaseException:
+        _kill(pid)
+        raise
+    finally:
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
+    return b"".join(out[fds[0]]), b"".join(out[fds[1]]), os.waitstatus_to_exitcode(status)
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 class PgpKey(Record):
@@ -127,18 +214,11 @@ class PgpKey(Record):
         self.id = id
         self.settings = settings
         self.scheme = "pgp"
-        self._holds_secret: bool | None = None
+        self._holds_secret: bool | None = None  # False once gpg said it holds no secret key for it
 
     @property
     def uri(self) -> str:
         return f"pgp:{self.id}"
-
-    def holds_secret(self) -> bool:
-        """Whether the keyring holds this key's secret part (then it also signs what it wraps)."""
-        if self._holds_secret is None:
-            result = run_gpg(self.settings, ["--with-colons", "--list-secret-keys", "--", self.id], b"")
-            self._holds_secret = result.returncode == 0 and f":{self.id}:" in result.stdout.decode("ascii", "replace")
-        return self._holds_secret
 
     def _key_ids(self) -> set[str]:
         """Long key IDs of this key and its subkeys (what gpg's `ENC_TO` names), from the public keyring."""
@@ -151,15 +231,31 @@ class PgpKey(Record):
 
         Raises KeyUnavailable when the public key is missing, not valid in this keyring, or nothing can sign.
         """
+        return self.start_wrap(dek)()
+
+    def start_wrap(self, dek: bytes) -> Callable[[], bytes]:
+        """`wrap`, with gpg started now and awaited by the returned function (envelope.seal encrypts the values
+        meanwhile)."""
         if len(dek) != DEK_BYTES:
             raise ValueError("a data key is 32 bytes")
-        signer = ["--local-user", self.id] if self.holds_secret() else []
-        result = run_gpg(
-            self.settings, [*signer, "--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"], dek
-        )
-        if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
-            return result.stdout
-        raise KeyUnavailable(self._wrap_failure(result))
+        tail = ["--sign", "--armor", "--encrypt", "--recipient", self.id, "--output", "-"]
+        if self._holds_secret is False:
+            pending = start_gpg(self.settings, tail, dek)
+        else:
+            # One gpg process in the usual case (the key is our own): sign with it, and only when gpg answers
+            # `INV_SGNR 9` (no secret key for it) run again, signed by gpg's default key.
+            pending = start_gpg(self.settings, ["--local-user", self.id, *tail], dek)
+
+        def finish() -> bytes:
+            result = pending()
+            if any(args[:1] == ["9"] for args in result.args("INV_SGNR")) and not result.has("SIG_CREATED"):
+                self._holds_secret = False
+                result = run_gpg(self.settings, tail, dek)
+            if result.returncode == 0 and result.has("END_ENCRYPTION") and result.has("SIG_CREATED"):
+                return result.stdout
+            raise KeyUnavailable(self._wrap_failure(result))
+
+        return finish
 
     def _wrap_failure(self, result: GpgResult) -> str:
         for args in result.args("INV_RECP"):
@@ -190,9 +286,17 @@ class PgpKey(Record):
         Raises KeyUnavailable when the secret key is not held; CryptoError when the message is damaged, was made
         for another key, is unsigned, or its signature does not verify against a key in the keyring.
         """
+        return self.start_unwrap(blob)()
+
+    def start_unwrap(self, blob: bytes) -> Callable[[], bytes]:
+        """`unwrap`, with gpg started now and awaited by the returned function (envelope.open_manifest parses
+        the values meanwhile)."""
         if len(blob) > MAX_BLOB_BYTES:
             raise CryptoError(f"wrapped data key for pgp:{self.id} is too large to be one")
-        result = run_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
+        pending = start_gpg(self.settings, ["--decrypt", "--output", "-"], blob)
+        return lambda: self._unwrapped(pending())
+
+    def _unwrapped(self, result: GpgResult) -> bytes:
         if not result.has("DECRYPTION_OKAY"):
             if result.has("NO_SECKEY"):
                 # Only when we know this key's subkeys and the message names none of them is it another key's.
