@@ -28,6 +28,20 @@ def _overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
+#: PostgreSQL advisory lock id serialising binding creation ("kgbind").
+BINDING_LOCK_KEY = 0x6B6762696E64
+
+
+def _serialise(conn: Any) -> None:
+    """Hold the binding-creation lock until the transaction ends: a transaction-scoped advisory lock on PostgreSQL;
+    on SQLite a (no-op) write, which takes the database's write lock now (pysqlite only begins a transaction at the
+    first write, so a read-then-insert would otherwise check outside any lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": BINDING_LOCK_KEY})
+    else:
+        conn.execute(bindings.update().where(sa.false()).values(state=bindings.c.state))
+
+
 def check_no_conflict(ctx: IamContext, conn: Any, req: Mapping[str, Any]) -> None:
     """Refuse (409 naming it) a binding that would make a running pod's identity ambiguous: an active binding of the
     same namespace, service account and cloud to a *different* identity, of the same precedence tier, whose pod
@@ -35,7 +49,10 @@ def check_no_conflict(ctx: IamContext, conn: Any, req: Mapping[str, Any]) -> Non
 
     Without this, resolution sees two identities for one pod and refuses both, so the pods lose credentials.
     Revoke the existing binding first (or use pod selectors that cannot match the same pod).
+    Called first in the transaction that makes the binding: `_serialise` makes concurrent approvals wait here, so
+    the second one sees the first one's binding instead of both passing the check.
     """
+    _serialise(conn)
     selector = json.loads(req["pod_selector"] or "{}")
     now = ctx.clock()
     t = bindings

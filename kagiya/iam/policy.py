@@ -333,8 +333,13 @@ def save_policy(ctx: Any, namespace: str, body: Mapping[str, Any], actor: str, r
     with ctx.store.begin() as conn:
         row = conn.execute(sa.select(policies.c.version).where(policies.c.namespace == namespace)).first()
         if row is None:
-            conn.execute(policies.insert().values(namespace=namespace, body=encoded, version=1,
-                                                  updated_by=actor, updated_at=now))
+            try:
+                conn.execute(policies.insert().values(namespace=namespace, body=encoded, version=1,
+                                                      updated_by=actor, updated_at=now))
+            except sa.exc.IntegrityError:  # another writer stored the first policy since our read: a 409, not a 500
+                from kagiya.errors import Conflict
+
+                raise Conflict(f"policy of namespace {namespace!r} changed concurrently; retry") from None
             version = 1
         else:
             version = row[0] + 1
