@@ -142,8 +142,14 @@ class Agent:
         import urllib3
 
         self._reload_token()
+        data = json.dumps(envelope).encode()
         try:
-            r = self.pool.request("POST", self.forward_url, body=json.dumps(envelope).encode(), headers=self.headers)
+            try:
+                r = self.pool.request("POST", self.forward_url, body=data, headers=self.headers)
+            except urllib3.exceptions.ProtocolError:
+                # The pooled keep-alive connection was closed by the server (restart, idle timeout racing this
+                # request) before any answer: send it again once, on another connection. Timeouts are not retried.
+                r = self.pool.request("POST", self.forward_url, body=data, headers=self.headers)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning("forward to the credential service failed: %s", type(exc).__name__)
             return None

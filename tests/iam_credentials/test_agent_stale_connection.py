@@ -1,0 +1,96 @@
+"""Review of issue 12.4: the agent's keep-alive pool and a central service that closed a pooled connection (a
+restart, an idle timeout racing the next request). The request sent on the dead connection is retried once on a
+new connection and answered, not turned into a 503 for the pod; a service that is really down is still a fast 503."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+REPLY = json.dumps({"status": 200, "headers": {"Content-Type": "text/plain"}, "body": "role-x"}).encode()
+
+
+def _read_request(conn: socket.socket) -> bool:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return True
+
+
+class FlakyCentral:
+    """A central service stand-in speaking HTTP/1.1: each connection answers its first request with keep-alive, then
+    reads the next request on it and closes without answering (what a restarting or idle-closing server does)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            if not _read_request(conn):
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                         b"Content-Length: " + str(len(REPLY)).encode() + b"\r\n\r\n" + REPLY)
+            _read_request(conn)  # the next request on this connection: dropped unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def central() -> Iterator[FlakyCentral]:
+    server = FlakyCentral()
+    yield server
+    server.close()
+
+
+def test_a_request_on_a_connection_the_server_dropped_is_retried_once(central: FlakyCentral) -> None:
+    from kagiya.iam.agent import Agent
+
+    agent = Agent(central.url, "agent-token", timeout=2)
+    for _ in range(3):
+        status, _, body = agent.handle("GET", "/computeMetadata/v1/instance/", "", {"Metadata-Flavor": "Google"},
+                                       "127.0.9.1")
+        assert (status, body) == (200, "role-x")
+    assert central.connections >= 3  # each later request found its pooled connection dead and opened a new one
+
+
+def test_a_central_service_that_is_down_is_a_fast_503() -> None:
+    import time
+
+    from kagiya.iam.agent import Agent
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there
+    agent = Agent(f"http://127.0.0.1:{port}", "agent-token", timeout=0.9)
+    started = time.monotonic()
+    status, _, _ = agent.handle("GET", "/computeMetadata/v1/instance/", "", {"Metadata-Flavor": "Google"}, "127.0.9.1")
+    assert status == 503 and time.monotonic() - started < 0.9
