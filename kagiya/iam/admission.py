@@ -149,7 +149,8 @@ def _patch(namespace: str, pod: dict[str, Any], clouds: set[str], found: dict[st
     ctx = iam_context(current_app)
     if "aws" not in clouds or policy_for(ctx, namespace).aws_injection != "web-identity":
         return pod_patch(pod, clouds, settings)
-    sa_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    spec = pod.get("spec") or {}
+    sa_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"  # as PodInfo resolves it
     sa = ctx.kube.service_account(namespace, sa_name) if ctx.kube is not None else None
     pod_notes = (pod.get("metadata") or {}).get("annotations") or {}
     wi = web_identity_for(found["aws"].identity.identity, sa.annotations if sa is not None else {}, pod_notes,

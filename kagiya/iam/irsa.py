@@ -12,7 +12,7 @@ The shape follows the upstream webhook's patches (one JSONPatch op per changed l
   (unless either is set), `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE` (unless either is set), and a read-only
   mount of the volume at `/var/run/secrets/eks.amazonaws.com/serviceaccount` (unless one by that name exists).
 Service-account annotations `eks.amazonaws.com/audience`, `/token-expiration` (the pod annotation of the same name
-wins; at least 600 s) and `/sts-regional-endpoints` (`"true"`/`"false"`) override the defaults, as upstream.
+wins; clamped to 600 s .. 2^32 s) and `/sts-regional-endpoints` (`"true"`/`"false"`) override the defaults, as upstream.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ TOKEN_FILE = MOUNT_PATH + "/token"
 DEFAULT_AUDIENCE = "sts.amazonaws.com"
 DEFAULT_EXPIRATION = 86400
 MIN_EXPIRATION = 600
+MAX_EXPIRATION = 2**32
 MODES = ("container-credentials", "web-identity")
 
 
@@ -50,8 +51,10 @@ def web_identity_for(role_arn: str, sa_annotations: Mapping[str, str], pod_annot
     """The injection parameters for one pod, from its service account's and its own annotations."""
     raw = pod_annotations.get(TOKEN_EXPIRATION) or sa_annotations.get(TOKEN_EXPIRATION) or ""
     expiration = DEFAULT_EXPIRATION
-    if raw.strip().lstrip("-").isdigit():
-        expiration = max(int(raw.strip()), MIN_EXPIRATION)
+    value = raw.strip().lstrip("-")
+    if value.isascii() and value.isdigit():
+        # the API server refuses a projected token outside 600 s .. 2^32 s: clamp rather than make the pod invalid
+        expiration = min(max(int(raw.strip()), MIN_EXPIRATION), MAX_EXPIRATION)
     sts = sa_annotations.get(STS_REGIONAL, "").strip().lower()
     if sts in ("true", "false"):
         regional_sts = sts == "true"
