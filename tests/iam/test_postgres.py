@@ -86,3 +86,50 @@ def test_lifecycle_and_racing_approvals_on_postgres(pg_url: str, tmp_path: Path)
     finally:
         one.store.dispose()
         two.store.dispose()
+
+
+def test_racing_approvals_of_two_identities_make_one_binding_on_postgres(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas approving conflicting requests (same pods, different roles) at once: the conflict check and the
+    insert are serialised across replicas, so one wins and the other is 409, never two active bindings."""
+    from kagiya.iam import bindings, conflicts
+    from kagiya.iam.policy import save_policy
+
+    one, two = replica(pg_url, tmp_path), replica(pg_url, tmp_path)
+    real = conflicts.check_no_conflict
+    barrier = threading.Barrier(2, timeout=1.0)
+
+    def slow_check(*args: Any) -> None:  # both wait after checking, unless the second is held before its check
+        real(*args)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(conflicts, "check_no_conflict", slow_check)
+    try:
+        save_policy(one, "team-r", {"allow": [{"cloud": "aws", "glob": arn("app-*")}],
+                                    "approverGroups": ["approvers"]}, "alice", "")
+        rids = [bindings.create_request(one, BOB, bindings.parse_request(
+            {"namespace": "team-r", "serviceAccount": "svc", "cloud": "aws", "identity": arn(role)}, 0))["id"]
+            for role in ("app-x", "app-y")]
+        outcomes: list[str] = []
+
+        def approve(ctx: Any, who: User, rid: int) -> None:
+            try:
+                bindings.decide(ctx, who, rid, "approved")
+                outcomes.append("won")
+            except Conflict:
+                outcomes.append("conflict")
+
+        threads = [threading.Thread(target=approve, args=a) for a in ((one, ALICE, rids[0]), (two, CAROL, rids[1]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) == ["conflict", "won"]
+        items, _ = bindings.list_bindings(two, {"namespace": "team-r"}, 0, 100)
+        assert len([b for b in items if b["state"] == "active"]) == 1
+    finally:
+        one.store.dispose()
+        two.store.dispose()
