@@ -100,7 +100,10 @@ class Agent:
             secret = local or secret
         elif path.startswith("/latest/"):
             secret = lower.get(TOKEN_HEADER.lower(), "") or secret  # the central service's pod-bound session token
-        key = self.cache.key(source, path, query, secret) if method == "GET" else None
+        # A request through a proxy (X-Forwarded-For) is never answered from the cache: the central service refuses
+        # it (403), as IMDS and the container-credentials endpoint do, however often the pod itself asked before.
+        cacheable = method == "GET" and "x-forwarded-for" not in lower
+        key = self.cache.key(source, path, query, secret) if cacheable else None
         reply = self.cache.get(key)
         if reply is None:
             reply = self.forward(envelope)

@@ -1,6 +1,7 @@
 """Review of issue 12.4: the agent's keep-alive pool and a central service that closed a pooled connection (a
 restart, an idle timeout racing the next request). The request sent on the dead connection is retried once on a
-new connection and answered, not turned into a 503 for the pod; a service that is really down is still a fast 503."""
+new connection and answered, not turned into a 503 for the pod; a service that is really down is still a fast 503.
+And the agent's reply cache never answers a request carrying X-Forwarded-For (the central service refuses those)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,58 @@ def test_a_central_service_that_is_down_is_a_fast_503() -> None:
     started = time.monotonic()
     status, _, _ = agent.handle("GET", "/computeMetadata/v1/instance/", "", {"Metadata-Flavor": "Google"}, "127.0.9.1")
     assert status == 503 and time.monotonic() - started < 0.9
+
+
+class CredentialCentral(FlakyCentral):
+    """Answers every relayed request as kagiya's container-credentials view does: 403 for a request carrying
+    X-Forwarded-For, else 200 with a credential body valid for an hour. Counts the envelopes it saw."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, object]] = []
+        super().__init__()
+
+    def _one(self, conn: socket.socket) -> None:
+        import datetime as dt
+
+        with conn:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                envelope = json.loads(body)
+                self.envelopes.append(envelope)
+                expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if any(k.lower() == "x-forwarded-for" for k in envelope.get("headers", {})):
+                    reply = {"status": 403, "headers": {}, "body": "requests carrying X-Forwarded-For are refused"}
+                else:
+                    reply = {"status": 200, "headers": {"Content-Type": "application/json"},
+                             "body": json.dumps({"AccessKeyId": "AKIA", "Expiration": expiry})}
+                out = json.dumps(reply).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(out)).encode() + b"\r\n\r\n" + out)
+
+
+def test_a_request_carrying_x_forwarded_for_is_never_answered_from_the_cache() -> None:
+    from kagiya.iam.agent import Agent
+
+    central = CredentialCentral()
+    try:
+        agent = Agent(central.url, "agent-token", timeout=2)
+        headers = {"Authorization": "pod-token"}
+        assert agent.handle("GET", "/v1/credentials", "", headers, "127.0.9.2")[0] == 200
+        assert agent.handle("GET", "/v1/credentials", "", headers, "127.0.9.2")[0] == 200
+        assert agent.cache.hits == 1  # the pod's own repeat is a cache hit
+        # An SSRF through a proxy in the pod (X-Forwarded-For) gets the central service's refusal, not the cache.
+        status, _, _ = agent.handle("GET", "/v1/credentials", "", {**headers, "X-Forwarded-For": "10.9.9.9"},
+                                    "127.0.9.2")
+        assert status == 403
+    finally:
+        central.close()
