@@ -45,10 +45,13 @@ class LocalSessions:
         nonce, _, mac = rest.partition(".")
         if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12 or int(expiry) < self.clock():
             return False
-        return hmac.compare_digest(mac, self._mac(ip, expiry, nonce))
+        # bytes, not str: compare_digest raises TypeError on a non-ASCII str (a header may carry any latin-1 byte)
+        expected = self._mac(ip, expiry, nonce).encode()
+        return hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), expected)
 
     def _mac(self, ip: str, expiry: str, nonce: str) -> str:
-        digest = hmac.new(self._key, f"{ip}|{expiry}|{nonce}".encode(), hashlib.sha256).digest()[:18]
+        message = f"{ip}|{expiry}|{nonce}".encode("utf-8", "surrogatepass")
+        digest = hmac.new(self._key, message, hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode()
 
 

@@ -150,3 +150,14 @@ def test_a_request_carrying_x_forwarded_for_is_never_answered_from_the_cache() -
         assert status == 403
     finally:
         central.close()
+
+
+def test_a_session_token_with_non_ascii_bytes_is_a_401_not_a_crash() -> None:
+    """http.server decodes header bytes as latin-1: a token with byte 0xE9 must be refused like any bad token."""
+    from kagiya.iam.agent import Agent
+
+    agent = Agent("http://127.0.0.1:9", "agent-token", timeout=0.2)  # never reached: refused on the node
+    for token in ("9999999999.n.\u00e9", "9999999999.\u00e9.abc", "\u00e9"):
+        status, _, _ = agent.handle("GET", "/latest/meta-data/iam/security-credentials/", "",
+                                    {"X-aws-ec2-metadata-token": token}, "127.0.9.3")
+        assert status == 401, token
