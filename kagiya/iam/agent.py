@@ -206,9 +206,10 @@ def AgentServer(host: str, port: int, agent: Agent) -> Any:  # noqa: N802 - buil
         sys_version = ""
 
         def _serve(self) -> None:
-            length = self.headers.get("Content-Length", "0") or "0"
-            if not length.isdigit() or int(length) > MAX_BODY:
-                self.send_error(413 if length.isdigit() else 400)
+            length = (self.headers.get("Content-Length", "0") or "0").strip()
+            digits = length.isascii() and length.isdigit()  # "²" (latin-1 0xB2) is a digit to isdigit, not to int
+            if not digits or int(length) > MAX_BODY:
+                self.send_error(413 if digits else 400)
                 return
             if int(length):
                 self.rfile.read(int(length))

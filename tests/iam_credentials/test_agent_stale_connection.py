@@ -161,3 +161,21 @@ def test_a_session_token_with_non_ascii_bytes_is_a_401_not_a_crash() -> None:
         status, _, _ = agent.handle("GET", "/latest/meta-data/iam/security-credentials/", "",
                                     {"X-aws-ec2-metadata-token": token}, "127.0.9.3")
         assert status == 401, token
+
+
+def test_a_content_length_that_is_not_ascii_digits_is_a_400() -> None:
+    """Byte 0xB2 is "²" in latin-1, which str.isdigit() accepts and int() refuses: still a 400 answer."""
+    from kagiya.iam.agent import Agent, AgentServer
+
+    agent = Agent("http://127.0.0.1:9", "agent-token", timeout=0.2)
+    httpd = AgentServer("127.0.0.1", 0, agent)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(httpd.server_address[:2], timeout=5) as sock:
+            sock.sendall(b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n")
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:60]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
