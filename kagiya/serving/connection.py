@@ -91,14 +91,17 @@ class Connection(asyncio.Protocol):
         return False  # half-closed clients get no answer: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.write_deadline = None
         self._forget()
 
     def pause_writing(self) -> None:
         assert self.loop is not None
-        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+        if self.state != "closed":  # once closed, the deadline for the rest of the answer is fixed
+            self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
 
     def resume_writing(self) -> None:
-        self.write_deadline = None
+        if self.state != "closed":
+            self.write_deadline = None
 
     # --- request handling -------------------------------------------------------------------------------
 
@@ -227,6 +230,17 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()
+                if self.transport.get_write_buffer_size():
+                    # A closed transport keeps its unsent answer until the client reads it: keep the connection
+                    # counted (caps) and under the write deadline, else a client that never reads pins the buffer.
+                    assert self.loop is not None
+                    if self.state != "handling":
+                        self._release()
+                    self.state = "closed"
+                    self.deadline = None
+                    if self.write_deadline is None:
+                        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+                    return
         self._forget()
 
     def _forget(self) -> None:
@@ -267,6 +281,8 @@ class Connection(asyncio.Protocol):
                 body = b""
         if not keep_alive:
             lines.append(b"Connection: close")
+        elif head.version == "HTTP/1.0":  # an HTTP/1.0 client closes unless told the connection persists
+            lines.append(b"Connection: keep-alive")
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
     def _status_bytes(self, error: FrontError, close: bool = True) -> bytes:

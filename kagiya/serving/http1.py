@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BARE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB
 REASONS = {
     400: "BadRequest", 408: "Timeout", 413: "RequestEntityTooLarge", 414: "RequestURITooLong",
     431: "RequestHeaderFieldsTooLarge", 500: "InternalError", 501: "NotImplemented", 503: "ServiceUnavailable",
@@ -112,6 +113,7 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         if lower == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
         elif lower == b"transfer-encoding":
+            encodings.append(b"")  # an empty field still names a coding: refused below, never ignored
             encodings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
         elif lower == b"connection":
             tokens = {v.strip().lower() for v in value.split(b",")}
@@ -125,6 +127,7 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
     if encodings:
         if lengths:
             raise FrontError(400, "both Content-Length and Transfer-Encoding are set")
+        encodings = [coding for coding in encodings if coding] or [b""]
         if encodings != [b"chunked"]:
             raise FrontError(501, "only the chunked transfer coding is supported")
         if version == "HTTP/1.0":
@@ -179,6 +182,8 @@ class ChunkedBody:
                 return False
             line = bytes(buffer[:end])
             del buffer[:end + 2]
+            if _BARE.search(line):  # a bare LF/CR ends the line for a lenient proxy in front: no two readings
+                raise FrontError(400, "chunk lines must end with CRLF and hold no control characters")
             if self.remaining == -2:
                 if not line:
                     return True

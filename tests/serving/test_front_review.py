@@ -1,0 +1,122 @@
+"""Adversarial review of the HTTP front (issue 16): desync between a lenient proxy and the front, app-controlled
+response heads, HTTP/1.0 persistence, and clients that never read what they asked for."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.serving.conftest import FrontServer, parse, read_until_close
+from tests.serving.test_front import assert_status
+
+BIG = 8 * 1024 * 1024
+
+
+def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A plain WSGI app whose answer the test picks with the path (`/big`, `/inject`, `/latin`, ...)."""
+    path = environ["PATH_INFO"]
+    if path == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [b"x" * BIG]
+    if path == "/inject":
+        start_response("302 Found", [("Location", "/a\r\nSet-Cookie: session=attacker")])
+        return [b""]
+    if path == "/latin":
+        start_response("200 OK", [("X-Name", "caf\u00e9 \u2603")])
+        return [b"ok"]
+    if path == "/status":
+        start_response("200 OK\r\nX-Injected: 1", [])
+        return [b"ok"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.fixture
+def front() -> Any:
+    servers: list[FrontServer] = []
+
+    def make(**serving: Any) -> FrontServer:
+        server = FrontServer(raw_app, serving, 4096)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_a_client_that_never_reads_is_dropped_at_the_write_deadline_after_close(front: Callable[..., FrontServer]
+                                                                               ) -> None:
+    """`Connection: close` + never reading: the closed transport must not keep an 8 MB answer (and an uncounted
+    socket) forever; it is aborted at the write deadline and counted against the caps until then."""
+    server = front(write_timeout_seconds=0.5)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", server.port))
+    try:
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)
+        assert server.front.total == 1  # still counted while its answer is unsent
+        time.sleep(1.2)
+        received = len(read_until_close(s))
+    finally:
+        s.close()
+    assert received < BIG // 2
+    assert server.front.total == 0 and not server.front.per_source
+
+
+@pytest.mark.parametrize("path", ["/inject", "/latin", "/status"])
+def test_a_response_head_the_app_got_wrong_is_a_500_not_an_injection_or_a_hang(
+        front: Callable[..., FrontServer], path: str) -> None:
+    server = front()
+    answer = server.raw(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode(), timeout=3)
+    assert answer, "no answer: the connection hung"
+    status, headers, body = parse(answer)
+    assert status == 500 and body["kind"] == "Status"
+    assert b"Set-Cookie" not in answer and b"X-Injected" not in answer
+
+
+@pytest.mark.parametrize("chunked", [
+    b"5\n\r\nhello\r\n0\r\n\r\n",  # a bare LF before the CRLF of a chunk-size line
+    b"5;a\nb\r\nhello\r\n0\r\n\r\n",  # a bare LF inside a chunk extension
+    b"5\r\nhello\r\n0\r\nX: a\nContent-Length: 4\r\n\r\n",  # a bare LF inside a trailer
+], ids=["size-lf", "extension-lf", "trailer-lf"])
+def test_chunk_lines_with_a_bare_lf_are_refused(front: Callable[..., FrontServer], chunked: bytes) -> None:
+    server = front()
+    answer = server.raw(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert_status(answer, 400)
+
+
+def test_chunk_extensions_and_trailers_are_accepted(front: Callable[..., FrontServer]) -> None:
+    server = front()
+    answer = server.raw(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                        b"5;name=\"v\"\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok")
+
+
+def test_an_empty_transfer_encoding_is_not_ignored(front: Callable[..., FrontServer]) -> None:
+    """`Transfer-Encoding:` (empty) next to a Content-Length: a proxy may take either framing, so neither is used."""
+    server = front()
+    answer = server.raw(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc")
+    assert_status(answer, 400)
+
+
+def test_http10_keep_alive_is_confirmed(front: Callable[..., FrontServer]) -> None:
+    server = front()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        first = s.recv(65536)
+        assert parse_head(first).get("connection") == "keep-alive"
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # no keep-alive: answered, then closed
+        second = read_until_close(s)
+    assert second.startswith(b"HTTP/1.1 200 ") and parse_head(second).get("connection") == "close"
+
+
+def parse_head(answer: bytes) -> dict[str, str]:
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head)}
