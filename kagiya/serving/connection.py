@@ -54,7 +54,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername") or ("", 0)
-        self.source = str(self.peer[0])
+        self.source = source_address(self.peer[0])
+        self.peer = (self.source, *self.peer[1:])
         sockname = transport.get_extra_info("sockname") or ("", 0)
         self.server = (str(sockname[0]), int(sockname[1]))
         front = self.front
@@ -151,14 +152,13 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, head: RequestHead, body: bytes) -> None:
         front = self.front
+        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
+            # Closed, not kept alive: answering each pipelined request here would recurse through _next once per
+            # request already buffered (a RecursionError in the loop), and a closed connection sheds load.
+            self.refuse(FrontError(503, "the server is overloaded; retry later"))
+            return
         self.state = "handling"
         self.deadline = None
-        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
-            front.refused(503)
-            self.transport.write(self._status_bytes(FrontError(503, "the server is overloaded; retry later"),
-                                                    close=not head.keep_alive))
-            self._next(head.keep_alive)
-            return
         self.transport.pause_reading()
         environ = build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
                                 peer_cert_pem=self.pem)
@@ -292,6 +292,13 @@ class Connection(asyncio.Protocol):
         if close:
             lines.append(b"Connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
+
+
+def source_address(host: Any) -> str:
+    """The client's address as caps and REMOTE_ADDR see it: an IPv4 client of a dual-stack listener
+    (`::ffff:10.0.0.5`) is `10.0.0.5`, so it has one per-source count and the metadata service finds its pod."""
+    host = str(host)
+    return host[7:] if host.lower().startswith("::ffff:") and "." in host else host
 
 
 def status_response(error: FrontError) -> Response:

@@ -97,6 +97,7 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise FrontError(400, "header fields must not contain NUL bytes")
     lengths: set[bytes] = set()
     encodings: list[bytes] = []
+    hosts = 0
     lines = fields.split(b"\r\n") if fields else []
     if len(lines) > limits.max_headers:
         raise FrontError(431, f"more than {limits.max_headers} header fields")
@@ -122,7 +123,9 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             elif b"keep-alive" in tokens:
                 head.keep_alive = True
         elif lower == b"expect" and value.lower() == b"100-continue":
-            head.expect_continue = True
+            head.expect_continue = version == "HTTP/1.1"  # no 1xx to an HTTP/1.0 client (RFC 9110 15.2)
+        elif lower == b"host":
+            hosts += 1
         head.headers.append((name.decode("ascii"), value.decode("latin-1")))
     if encodings:
         if lengths:
@@ -142,6 +145,8 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         head.content_length = int(raw)
         if head.content_length > limits.max_body_bytes:
             raise FrontError(413, f"request body larger than {limits.max_body_bytes} bytes")
+    if hosts > 1 or (hosts == 0 and version == "HTTP/1.1"):  # RFC 9112 3.2: exactly one Host in HTTP/1.1
+        raise FrontError(400, "an HTTP/1.1 request needs exactly one Host header field")
     return head
 
 

@@ -4,6 +4,7 @@ response heads, HTTP/1.0 persistence, and clients that never read what they aske
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from tests.serving.conftest import FrontServer, parse, read_until_close
 from tests.serving.test_front import assert_status
 
 BIG = 8 * 1024 * 1024
+GATE = threading.Event()
 
 
 def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -28,6 +30,11 @@ def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if path == "/latin":
         start_response("200 OK", [("X-Name", "caf\u00e9 \u2603")])
         return [b"ok"]
+    if path == "/wait":
+        GATE.wait(10)
+    if path == "/addr":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_ADDR"].encode()]
     if path == "/status":
         start_response("200 OK\r\nX-Injected: 1", [])
         return [b"ok"]
@@ -120,3 +127,49 @@ def test_http10_keep_alive_is_confirmed(front: Callable[..., FrontServer]) -> No
 def parse_head(answer: bytes) -> dict[str, str]:
     head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
     return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head)}
+
+
+@pytest.mark.parametrize("head", [b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                                  b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"],
+                         ids=["none", "two", "two-http10"])
+def test_host_must_be_there_once(front: Callable[..., FrontServer], head: bytes) -> None:
+    assert "Host" in assert_status(front().raw(head), 400)["message"]
+
+
+def test_http10_gets_no_100_continue(front: Callable[..., FrontServer]) -> None:
+    server = front()
+    answer = server.raw(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in answer
+
+
+def test_pipelined_requests_under_overload_get_one_503_and_a_close(front: Callable[..., FrontServer]) -> None:
+    """Thousands of tiny pipelined requests while the pool is full: one 503, then the connection closes (before,
+    each was answered by recursing once more through the loop callback, up to a RecursionError)."""
+    server = front(threads=1, max_queued_requests=1)
+    GATE.clear()
+    busy = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    try:
+        for s in busy:
+            s.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while server.front.in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = server.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+        assert answer.count(b"HTTP/1.1 503 ") == 1
+        assert_status(answer, 503)
+    finally:
+        GATE.set()
+        for s in busy:
+            s.close()
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_are_plain_ipv4() -> None:
+    """`::ffff:127.0.0.1` is `127.0.0.1` for REMOTE_ADDR (pods are found by IPv4 address) and for the caps."""
+    server = FrontServer(raw_app, {}, 4096, host="::")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /addr HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).endswith(b"\r\n\r\n127.0.0.1")
+            assert server.front.per_source == {"127.0.0.1": 1}
+    finally:
+        server.stop()
