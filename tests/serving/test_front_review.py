@@ -173,3 +173,29 @@ def test_ipv4_clients_of_a_dual_stack_listener_are_plain_ipv4() -> None:
             assert server.front.per_source == {"127.0.0.1": 1}
     finally:
         server.stop()
+
+
+def test_one_byte_chunks_cost_about_their_bytes_in_memory(front: Callable[..., FrontServer]) -> None:
+    """A body of one-byte chunks is counted as max_request_bytes against serving.max_buffered_body_bytes; kept
+    as one object per chunk it would take ~40 times that (a few connections could then exhaust memory)."""
+    import tracemalloc
+
+    server = front()
+    server.front.limits.max_body_bytes = 300_000
+    chunks = b"1\r\nx\r\n" * 200_000
+    tracemalloc.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            GATE.clear()  # the app holds the request (and its body) until the peak is read
+            s.sendall(b"POST /wait HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                      + chunks + b"0\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while server.front.in_flight < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            _current, peak = tracemalloc.get_traced_memory()
+            GATE.set()
+            assert read_until_close(s).startswith(b"HTTP/1.1 200 ")
+    finally:
+        GATE.set()
+        tracemalloc.stop()
+    assert peak < 4_000_000, peak
