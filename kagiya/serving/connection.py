@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         self.server: tuple[str, int] = ("", 0)
         self.pem: str | None = None
         self.scheme = "http"
+        self.held = False  # idle with reading paused until the client takes the previous answer
         self.reserved = 0  # body bytes counted against serving.max_buffered_body_bytes until answered
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
@@ -103,6 +104,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.state != "closed":
             self.write_deadline = None
+            if self.held:
+                self._read_next()
 
     # --- request handling -------------------------------------------------------------------------------
 
@@ -201,6 +204,17 @@ class Connection(asyncio.Protocol):
         self.head = None
         self.state = "idle"
         self.timeout_answer = False
+        if self.write_deadline is not None:
+            # The client is not reading its answers: read (and run) no further request until it does, else
+            # pipelined requests would pile up their answers in the transport's buffer. The write deadline runs.
+            self.held = True
+            self.deadline = None
+            return
+        self._read_next()
+
+    def _read_next(self) -> None:
+        self.held = False
+        assert self.loop is not None
         self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
         self.transport.resume_reading()
         if self.buffer:  # a pipelined request already arrived

@@ -16,6 +16,7 @@ from tests.serving.test_front import assert_status
 
 BIG = 8 * 1024 * 1024
 GATE = threading.Event()
+CALLS = {"/mid": 0}
 
 
 def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -30,6 +31,10 @@ def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if path == "/latin":
         start_response("200 OK", [("X-Name", "caf\u00e9 \u2603")])
         return [b"ok"]
+    if path == "/mid":
+        CALLS["/mid"] += 1
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [b"m" * 1024 * 1024]
     if path == "/wait":
         GATE.wait(10)
     if path == "/addr":
@@ -199,3 +204,23 @@ def test_one_byte_chunks_cost_about_their_bytes_in_memory(front: Callable[..., F
         GATE.set()
         tracemalloc.stop()
     assert peak < 4_000_000, peak
+
+
+def test_pipelined_requests_wait_while_the_client_does_not_read(front: Callable[..., FrontServer]) -> None:
+    """Twenty pipelined requests for 1 MB answers, none read: the front runs the next one only once the client
+    takes the previous answer, so at most one answer waits in the process (before: all twenty, 20 MB)."""
+    server = front(write_timeout_seconds=1)
+    CALLS["/mid"] = 0
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", server.port))
+    with s:
+        s.sendall(b"GET /mid HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        time.sleep(0.6)
+        assert CALLS["/mid"] <= 5  # what the kernel socket buffers absorb, then one in the transport
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        time.sleep(1)
+        assert read_until_close(s)  # dropped at the write deadline
+    assert server.front.total == 0
