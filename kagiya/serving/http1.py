@@ -79,8 +79,10 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
         raise FrontError(400, "the request target must be printable ASCII without spaces")
     if not target.startswith(b"/") and not (target == b"*" and method == b"OPTIONS"):
         if target.startswith((b"http://", b"https://")):  # absolute-form: keep the path
-            slash = target.find(b"/", target.find(b"//") + 2)
-            target = target[slash:] if slash > 0 else b"/"
+            authority = target.find(b"//") + 2
+            ends = [i for i in (target.find(b"/", authority), target.find(b"?", authority)) if i > 0]
+            rest = target[min(ends):] if ends else b""
+            target = rest if rest.startswith(b"/") else b"/" + rest  # `http://h?q=1` keeps its query
         else:
             raise FrontError(400, "the request target must be an absolute path")
     return method.decode("ascii"), target.decode("ascii"), version.decode("ascii")

@@ -224,3 +224,20 @@ def test_pipelined_requests_wait_while_the_client_does_not_read(front: Callable[
         time.sleep(1)
         assert read_until_close(s)  # dropped at the write deadline
     assert server.front.total == 0
+
+
+def echo_target(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{environ['PATH_INFO']}|{environ['QUERY_STRING']}".encode("latin-1")]
+
+
+@pytest.mark.parametrize(("target", "seen"), [(b"http://h/echo?a=1", b"/echo|a=1"), (b"http://h?a=1", b"/|a=1"),
+                                              (b"https://h:8443/e%63ho/%ff", b"/echo/\xff|")])
+def test_absolute_form_targets_keep_path_and_query(target: bytes, seen: bytes) -> None:
+    """PATH_INFO percent-decoded as latin-1 (PEP 3333), QUERY_STRING as sent; `http://h?a=1` kept its query."""
+    server = FrontServer(echo_target, {}, 1024)
+    try:
+        answer = server.raw(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    finally:
+        server.stop()
+    assert answer.endswith(b"\r\n\r\n" + seen)

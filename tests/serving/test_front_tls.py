@@ -145,3 +145,16 @@ def test_a_client_cannot_renegotiate(tls_server: tuple[Callable[..., FrontServer
         client.kill()
     assert b"Verify return code: 0 (ok)" in output
     assert b"RENEGOTIATING" in output and b"no renegotiation" in output
+
+
+def test_client_headers_never_become_the_peer_certificate(tls_server: tuple[Callable[..., FrontServer], Path]) -> None:
+    """Over TLS without a client certificate, `SSL-Client-Cert` / `SSL_CLIENT_CERT` headers do not reach the app's
+    `SSL_CLIENT_CERT` (the mutual-TLS gate of the webhooks reads it)."""
+    make, tmp = tls_server
+    server = make()
+    forged = (tmp / "client.crt").read_text().replace("\n", " ").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+            client_context(tmp, False).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nSSL-Client-Cert: " + forged + b"\r\nSSL_CLIENT_CERT: " + forged
+                  + b"\r\nConnection: close\r\n\r\n")
+        assert read_until_close(s).endswith(b"\r\n\r\nnone")
