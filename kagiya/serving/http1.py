@@ -108,16 +108,18 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             raise FrontError(400, "obsolete header line folding is not accepted")
         if b"\r" in line or b"\n" in line:
             raise FrontError(400, "header lines must end with CRLF")
+        if _BARE.search(line):  # `Transfer-Encoding: \x0bchunked`: one reader's chunked is another's unknown coding
+            raise FrontError(400, "header fields must not contain control characters")
         name, sep, value = line.partition(b":")
         if not sep or not TOKEN_RE.fullmatch(name):
             raise FrontError(400, "malformed header field")
         value = value.strip(b" \t")
         lower = name.lower()
         if lower == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            lengths.update(v.strip(b" \t") for v in value.split(b","))
         elif lower == b"transfer-encoding":
             encodings.append(b"")  # an empty field still names a coding: refused below, never ignored
-            encodings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+            encodings.extend(v.strip(b" \t").lower() for v in value.split(b",") if v.strip(b" \t"))
         elif lower == b"connection":
             tokens = {v.strip().lower() for v in value.split(b",")}
             if b"close" in tokens:

@@ -241,3 +241,12 @@ def test_absolute_form_targets_keep_path_and_query(target: bytes, seen: bytes) -
     finally:
         server.stop()
     assert answer.endswith(b"\r\n\r\n" + seen)
+
+
+@pytest.mark.parametrize("field", [b"Transfer-Encoding: \x0bchunked", b"Transfer-Encoding: chunked\x0c",
+                                   b"Content-Length: 3\x0b", b"X-Note: a\x01b", b"X-Note: a\x7fb"],
+                         ids=["te-vt", "te-ff", "cl-vt", "soh", "del"])
+def test_control_characters_in_header_fields_are_refused(front: Callable[..., FrontServer], field: bytes) -> None:
+    """A coding or length padded with control characters reads differently to a lenient proxy in front."""
+    answer = front().raw(b"POST / HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert_status(answer, 400)
