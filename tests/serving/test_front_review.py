@@ -250,3 +250,37 @@ def test_control_characters_in_header_fields_are_refused(front: Callable[..., Fr
     """A coding or length padded with control characters reads differently to a lenient proxy in front."""
     answer = front().raw(b"POST / HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     assert_status(answer, 400)
+
+
+def test_caps_and_reservations_are_released_however_a_connection_ends(front: Callable[..., FrontServer]) -> None:
+    """Reset mid-body, gone while its request runs, refused (400), idle then reset, closed with its answer unread:
+    afterwards no per-source count, buffered body or in-flight request is left over."""
+    import struct
+
+    server = front(write_timeout_seconds=0.5, max_connections_per_source=8)
+    linger = struct.pack("ii", 1, 0)  # close() sends RST
+    GATE.clear()
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(5)]
+    socks[0].sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\nabc")
+    socks[1].sendall(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    socks[2].sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01\r\n\r\n")
+    socks[3].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    socks[4].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    socks[4].sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        assert_status(read_until_close(socks[2]), 400)
+        assert socks[3].recv(65536).startswith(b"HTTP/1.1 200 ")  # now idle
+        deadline = time.monotonic() + 5
+        while server.front.in_flight < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.front.buffered == 4003 and server.front.per_source == {"127.0.0.1": 4}
+        for s in socks[:4]:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.close()
+    finally:
+        GATE.set()
+    deadline = time.monotonic() + 5
+    while (server.front.per_source or server.front.buffered or server.front.in_flight) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    socks[4].close()
+    assert (server.front.per_source, server.front.buffered, server.front.in_flight, server.front.total) == ({}, 0, 0, 0)
