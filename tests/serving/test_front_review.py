@@ -35,6 +35,9 @@ def raw_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         CALLS["/mid"] += 1
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [b"m" * 1024 * 1024]
+    if path == "/nocontent":
+        start_response("204 No Content", [("Content-Length", "1")])
+        return [b"x"]  # a body the app should not have given: never on the wire
     if path == "/wait":
         GATE.wait(10)
     if path == "/addr":
@@ -284,3 +287,23 @@ def test_caps_and_reservations_are_released_however_a_connection_ends(front: Cal
         time.sleep(0.02)
     socks[4].close()
     assert (server.front.per_source, server.front.buffered, server.front.in_flight, server.front.total) == ({}, 0, 0, 0)
+
+
+@pytest.mark.parametrize("line", [b"G\xc3\x89T / HTTP/1.1", b"GET /\xc3\xa9 HTTP/1.1", b"GET /a\x7f HTTP/1.1",
+                                  b"GET /\tx HTTP/1.1", b"GET\t/ HTTP/1.1", b"GET / HTTP/1.1 ",
+                                  b"GET host:443 HTTP/1.1"],
+                         ids=["method-utf8", "target-utf8", "target-del", "target-tab", "tab-separator",
+                              "trailing-space", "authority-form"])
+def test_request_lines_with_control_or_non_ascii_bytes_are_refused(front: Callable[..., FrontServer],
+                                                                    line: bytes) -> None:
+    assert_status(front().raw(line + b"\r\nHost: x\r\n\r\n"), 400)
+
+
+def test_head_204_and_304_answers_carry_no_body_and_keep_the_stream_in_step(front: Callable[..., FrontServer]) -> None:
+    server = front()
+    answer = server.raw(b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\nGET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, second, third = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and first.endswith(b"\r\n\r\n") and b"Content-Length: %d" % BIG in first
+    assert second.startswith(b"204 ") and second.endswith(b"\r\n\r\n") and b"Content-Length" not in second
+    assert third.startswith(b"200 ") and third.endswith(b"\r\n\r\nok")
