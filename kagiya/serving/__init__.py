@@ -67,6 +67,9 @@ def ssl_context_factory(settings: Settings) -> Callable[[], ssl.SSLContext]:
             context.load_verify_locations(settings.client_ca)
             context.verify_mode = ssl.CERT_OPTIONAL
         context.set_alpn_protocols(["http/1.1"])
+        # No TLS 1.2 renegotiation, whatever the linked OpenSSL's default: the peer certificate is read once per
+        # connection, and each renegotiation is handshake work outside the handshake deadline and caps.
+        context.options |= ssl.OP_NO_RENEGOTIATION
         return context
 
     return lambda: reloading_ssl_context(conf, build)

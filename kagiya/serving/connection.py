@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         self.server: tuple[str, int] = ("", 0)
         self.pem: str | None = None
         self.scheme = "http"
+        self.held = False  # idle with reading paused until the client takes the previous answer
         self.reserved = 0  # body bytes counted against serving.max_buffered_body_bytes until answered
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
@@ -54,7 +55,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername") or ("", 0)
-        self.source = str(self.peer[0])
+        self.source = source_address(self.peer[0])
+        self.peer = (self.source, *self.peer[1:])
         sockname = transport.get_extra_info("sockname") or ("", 0)
         self.server = (str(sockname[0]), int(sockname[1]))
         front = self.front
@@ -91,14 +93,19 @@ class Connection(asyncio.Protocol):
         return False  # half-closed clients get no answer: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.write_deadline = None
         self._forget()
 
     def pause_writing(self) -> None:
         assert self.loop is not None
-        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+        if self.state != "closed":  # once closed, the deadline for the rest of the answer is fixed
+            self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
 
     def resume_writing(self) -> None:
-        self.write_deadline = None
+        if self.state != "closed":
+            self.write_deadline = None
+            if self.held:
+                self._read_next()
 
     # --- request handling -------------------------------------------------------------------------------
 
@@ -148,14 +155,13 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, head: RequestHead, body: bytes) -> None:
         front = self.front
+        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
+            # Closed, not kept alive: answering each pipelined request here would recurse through _next once per
+            # request already buffered (a RecursionError in the loop), and a closed connection sheds load.
+            self.refuse(FrontError(503, "the server is overloaded; retry later"))
+            return
         self.state = "handling"
         self.deadline = None
-        if front.in_flight >= self.config.threads + self.config.max_queued_requests:
-            front.refused(503)
-            self.transport.write(self._status_bytes(FrontError(503, "the server is overloaded; retry later"),
-                                                    close=not head.keep_alive))
-            self._next(head.keep_alive)
-            return
         self.transport.pause_reading()
         environ = build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
                                 peer_cert_pem=self.pem)
@@ -198,6 +204,17 @@ class Connection(asyncio.Protocol):
         self.head = None
         self.state = "idle"
         self.timeout_answer = False
+        if self.write_deadline is not None:
+            # The client is not reading its answers: read (and run) no further request until it does, else
+            # pipelined requests would pile up their answers in the transport's buffer. The write deadline runs.
+            self.held = True
+            self.deadline = None
+            return
+        self._read_next()
+
+    def _read_next(self) -> None:
+        self.held = False
+        assert self.loop is not None
         self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
         self.transport.resume_reading()
         if self.buffer:  # a pipelined request already arrived
@@ -227,6 +244,17 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()
+                if self.transport.get_write_buffer_size():
+                    # A closed transport keeps its unsent answer until the client reads it: keep the connection
+                    # counted (caps) and under the write deadline, else a client that never reads pins the buffer.
+                    assert self.loop is not None
+                    if self.state != "handling":
+                        self._release()
+                    self.state = "closed"
+                    self.deadline = None
+                    if self.write_deadline is None:
+                        self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
+                    return
         self._forget()
 
     def _forget(self) -> None:
@@ -267,6 +295,8 @@ class Connection(asyncio.Protocol):
                 body = b""
         if not keep_alive:
             lines.append(b"Connection: close")
+        elif head.version == "HTTP/1.0":  # an HTTP/1.0 client closes unless told the connection persists
+            lines.append(b"Connection: keep-alive")
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
     def _status_bytes(self, error: FrontError, close: bool = True) -> bytes:
@@ -276,6 +306,13 @@ class Connection(asyncio.Protocol):
         if close:
             lines.append(b"Connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
+
+
+def source_address(host: Any) -> str:
+    """The client's address as caps and REMOTE_ADDR see it: an IPv4 client of a dual-stack listener
+    (`::ffff:10.0.0.5`) is `10.0.0.5`, so it has one per-source count and the metadata service finds its pod."""
+    host = str(host)
+    return host[7:] if host.lower().startswith("::ffff:") and "." in host else host
 
 
 def status_response(error: FrontError) -> Response:

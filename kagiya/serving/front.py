@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from typing import Any
 
-from kagiya.serving.connection import Connection
+from kagiya.serving.connection import Connection, source_address
 from kagiya.serving.http1 import Limits
 from kagiya.serving.settings import ServingSettings
 from kagiya.serving.wsgi import WsgiApp
@@ -108,7 +108,7 @@ class Front:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.05)
                 continue
-            source = str(peer[0])
+            source = source_address(peer[0])
             if self.over_cap(source):
                 self.refused(503)
                 sock.close()

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BARE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB
 REASONS = {
     400: "BadRequest", 408: "Timeout", 413: "RequestEntityTooLarge", 414: "RequestURITooLong",
     431: "RequestHeaderFieldsTooLarge", 500: "InternalError", 501: "NotImplemented", 503: "ServiceUnavailable",
@@ -78,8 +79,10 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
         raise FrontError(400, "the request target must be printable ASCII without spaces")
     if not target.startswith(b"/") and not (target == b"*" and method == b"OPTIONS"):
         if target.startswith((b"http://", b"https://")):  # absolute-form: keep the path
-            slash = target.find(b"/", target.find(b"//") + 2)
-            target = target[slash:] if slash > 0 else b"/"
+            authority = target.find(b"//") + 2
+            ends = [i for i in (target.find(b"/", authority), target.find(b"?", authority)) if i > 0]
+            rest = target[min(ends):] if ends else b""
+            target = rest if rest.startswith(b"/") else b"/" + rest  # `http://h?q=1` keeps its query
         else:
             raise FrontError(400, "the request target must be an absolute path")
     return method.decode("ascii"), target.decode("ascii"), version.decode("ascii")
@@ -96,6 +99,7 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise FrontError(400, "header fields must not contain NUL bytes")
     lengths: set[bytes] = set()
     encodings: list[bytes] = []
+    hosts = 0
     lines = fields.split(b"\r\n") if fields else []
     if len(lines) > limits.max_headers:
         raise FrontError(431, f"more than {limits.max_headers} header fields")
@@ -104,15 +108,18 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             raise FrontError(400, "obsolete header line folding is not accepted")
         if b"\r" in line or b"\n" in line:
             raise FrontError(400, "header lines must end with CRLF")
+        if _BARE.search(line):  # `Transfer-Encoding: \x0bchunked`: one reader's chunked is another's unknown coding
+            raise FrontError(400, "header fields must not contain control characters")
         name, sep, value = line.partition(b":")
         if not sep or not TOKEN_RE.fullmatch(name):
             raise FrontError(400, "malformed header field")
         value = value.strip(b" \t")
         lower = name.lower()
         if lower == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            lengths.update(v.strip(b" \t") for v in value.split(b","))
         elif lower == b"transfer-encoding":
-            encodings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+            encodings.append(b"")  # an empty field still names a coding: refused below, never ignored
+            encodings.extend(v.strip(b" \t").lower() for v in value.split(b",") if v.strip(b" \t"))
         elif lower == b"connection":
             tokens = {v.strip().lower() for v in value.split(b",")}
             if b"close" in tokens:
@@ -120,11 +127,14 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             elif b"keep-alive" in tokens:
                 head.keep_alive = True
         elif lower == b"expect" and value.lower() == b"100-continue":
-            head.expect_continue = True
+            head.expect_continue = version == "HTTP/1.1"  # no 1xx to an HTTP/1.0 client (RFC 9110 15.2)
+        elif lower == b"host":
+            hosts += 1
         head.headers.append((name.decode("ascii"), value.decode("latin-1")))
     if encodings:
         if lengths:
             raise FrontError(400, "both Content-Length and Transfer-Encoding are set")
+        encodings = [coding for coding in encodings if coding] or [b""]
         if encodings != [b"chunked"]:
             raise FrontError(501, "only the chunked transfer coding is supported")
         if version == "HTTP/1.0":
@@ -139,6 +149,8 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         head.content_length = int(raw)
         if head.content_length > limits.max_body_bytes:
             raise FrontError(413, f"request body larger than {limits.max_body_bytes} bytes")
+    if hosts > 1 or (hosts == 0 and version == "HTTP/1.1"):  # RFC 9112 3.2: exactly one Host in HTTP/1.1
+        raise FrontError(400, "an HTTP/1.1 request needs exactly one Host header field")
     return head
 
 
@@ -148,7 +160,7 @@ class ChunkedBody:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.parts: list[bytes] = []
+        self.data = bytearray()  # one buffer, not a list of parts: 1-byte chunks cost ~40 bytes each as objects
         self.size = 0
         self.remaining = -1  # bytes left in the current chunk; -1: expecting a size line; -2: in the trailer
         self.trailer = 0
@@ -159,7 +171,7 @@ class ChunkedBody:
                 take = min(self.remaining, len(buffer))
                 if not take:
                     return False
-                self.parts.append(bytes(buffer[:take]))
+                self.data += buffer[:take]
                 del buffer[:take]
                 self.remaining -= take
                 if self.remaining:
@@ -179,6 +191,8 @@ class ChunkedBody:
                 return False
             line = bytes(buffer[:end])
             del buffer[:end + 2]
+            if _BARE.search(line):  # a bare LF/CR ends the line for a lenient proxy in front: no two readings
+                raise FrontError(400, "chunk lines must end with CRLF and hold no control characters")
             if self.remaining == -2:
                 if not line:
                     return True
@@ -199,4 +213,4 @@ class ChunkedBody:
             self.remaining = length
 
     def body(self) -> bytes:
-        return b"".join(self.parts)
+        return bytes(self.data)

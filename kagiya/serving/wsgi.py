@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,9 @@ log = logging.getLogger("kagiya.serving")
 
 #: Verified client certificate (PEM). No `HTTP_` prefix, so no client header can set it (see kagiya.tls.mtls).
 PEER_CERT_KEY = "SSL_CLIENT_CERT"
+_STATUS_RE = re.compile(r"[1-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
+_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -92,4 +96,18 @@ def call_app(app: WsgiApp, environ: dict[str, Any]) -> Response:
             close()
     if not started:
         raise RuntimeError("the WSGI app returned without calling start_response")
+    check_head(started[0], started[1])
     return Response(started[0], started[1], b"".join(chunks))
+
+
+def check_head(status: str, headers: list[tuple[str, str]]) -> None:
+    """Refuse a status or header the loop could not write as one well-formed HTTP/1.1 head: CR/LF would let
+    app-controlled text (a redirect target, a name from a request) inject headers or a second response, and a
+    character outside latin-1 would fail only in the event loop, leaving the connection unanswered."""
+    if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
+        raise ValueError(f"malformed WSGI status {status!r}")
+    for name, value in headers:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ValueError(f"malformed response header name {name!r}")
+        if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):
+            raise ValueError(f"response header {name} has a value that is not one latin-1 line")

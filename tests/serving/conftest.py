@@ -19,10 +19,10 @@ from kagiya.serving.settings import ServingSettings
 
 class FrontServer:
     def __init__(self, app: Any, serving: dict[str, Any], max_body_bytes: int,
-                 ssl_context: Callable[[], Any] | None = None) -> None:
+                 ssl_context: Callable[[], Any] | None = None, host: str = "127.0.0.1") -> None:
         self.front = Front(app, from_mapping(ServingSettings, serving, "serving"), max_body_bytes=max_body_bytes,
                            ssl_context=ssl_context)
-        self.sock = listen("127.0.0.1", 0)
+        self.sock = listen(host, 0)
         self.port = int(self.sock.getsockname()[1])
         self.loop = asyncio.new_event_loop()
         started = threading.Event()

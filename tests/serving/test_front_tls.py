@@ -4,8 +4,10 @@ handshake is dropped at the handshake deadline, and connections over the per-sou
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,3 +119,42 @@ def test_over_the_per_source_cap_no_handshake_is_made(tls_server: tuple[Callable
     finally:
         for s in held:
             s.close()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
+def test_a_client_cannot_renegotiate(tls_server: tuple[Callable[..., FrontServer], Path]) -> None:
+    """TLS 1.2 renegotiation is refused: the peer certificate is read once per connection, and a client could
+    otherwise make the loop do handshake work on one connection past the handshake deadline and caps."""
+    make, tmp = tls_server
+    server = make(header_timeout_seconds=2)
+    client = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2",
+                               "-CAfile", str(tmp / "ca.crt"), "-cert", str(tmp / "client.crt"),
+                               "-key", str(tmp / "client.key")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert client.stdin is not None and client.stdout is not None
+        seen = b""
+        while b"Verify return code" not in seen:  # the first handshake is done
+            line = client.stdout.readline()
+            assert line, seen
+            seen += line
+        client.stdin.write(b"R\n")  # s_client's command letter: renegotiate
+        client.stdin.flush()
+        output = seen + client.communicate(timeout=10)[0]
+    finally:
+        client.kill()
+    assert b"Verify return code: 0 (ok)" in output
+    assert b"RENEGOTIATING" in output and b"no renegotiation" in output
+
+
+def test_client_headers_never_become_the_peer_certificate(tls_server: tuple[Callable[..., FrontServer], Path]) -> None:
+    """Over TLS without a client certificate, `SSL-Client-Cert` / `SSL_CLIENT_CERT` headers do not reach the app's
+    `SSL_CLIENT_CERT` (the mutual-TLS gate of the webhooks reads it)."""
+    make, tmp = tls_server
+    server = make()
+    forged = (tmp / "client.crt").read_text().replace("\n", " ").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+            client_context(tmp, False).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nSSL-Client-Cert: " + forged + b"\r\nSSL_CLIENT_CERT: " + forged
+                  + b"\r\nConnection: close\r\n\r\n")
+        assert read_until_close(s).endswith(b"\r\n\r\nnone")
