@@ -124,6 +124,8 @@ def _tamper_cases(text: str) -> dict[str, str]:
                                                for i, line in enumerate(lines)),
         "lastmodified changed": text.replace("lastmodified: \"20", "lastmodified: \"19"),
         "keys reordered": "".join(lines[:pw] + [lines[port], lines[pw]] + lines[pw + 1:port] + lines[port + 1:]),
+        # the rules are not under the MAC: sops refuses a file naming two of them rather than pick one
+        "second rule added": text.replace("    encrypted_regex:", "    unencrypted_suffix: _plain\n    encrypted_regex:"),
     }
 
 
@@ -281,3 +283,16 @@ def test_catastrophic_regex_is_refused(sops_bin: str, age_id: AgeIdentity, tmp_p
     path.write_text(text.replace("encrypted_regex: ^(data|stringData)$", "encrypted_regex: ^(a+)+$"))
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code != 0 and res.stdout == "" and "nested quantifier" in res.stderr
+
+
+def test_a_file_naming_no_rule_is_read_with_sops_default_suffix(sops_bin: str, age_id: AgeIdentity,
+                                                                 tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """sops reads a file whose metadata names no rule with `unencrypted_suffix: _unencrypted`; so does kagiya."""
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, text="a: secret\nb_unencrypted: plain\n")
+    text = path.read_text()
+    assert "unencrypted_suffix: _unencrypted" in text
+    path.write_text("".join(line for line in text.splitlines(keepends=True) if "unencrypted_suffix" not in line))
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == yaml.safe_load(_sops_decrypt(sops_bin, age_id, path)) == {
+        "a": "secret", "b_unencrypted": "plain"}
