@@ -124,7 +124,7 @@ def run_function(stdin_text: str, settings: object, base: Path | None = None) ->
     """The KRM function protocol: a ResourceList in, the same list with the decrypted resources appended out."""
     try:
         rl = yaml.safe_load(stdin_text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # RecursionError: `[[[…` deeper than PyYAML's composer recurses
         raise DecryptorConfigError("stdin is not a YAML ResourceList") from None
     if not isinstance(rl, dict) or (rl.get("apiVersion"), rl.get("kind")) != RESOURCE_LIST:
         raise DecryptorConfigError("stdin is not a config.kubernetes.io/v1 ResourceList")
@@ -132,7 +132,10 @@ def run_function(stdin_text: str, settings: object, base: Path | None = None) ->
     if not isinstance(items, list):
         raise DecryptorConfigError("ResourceList items is not a list")
     rl["items"] = items + generate(rl.get("functionConfig"), base or Path.cwd(), settings)
-    return yaml.safe_dump(rl, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30)
+    try:
+        return yaml.safe_dump(rl, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30)
+    except RecursionError:  # an item nested just shallow enough to load but not to dump
+        raise DecryptorConfigError("a ResourceList item is nested too deeply") from None
 
 
 def plugin_script(argv0: list[str]) -> str:

@@ -82,3 +82,13 @@ def test_real_kpt_runs_the_function(encrypted: Tree) -> None:
     res = subprocess.run([kpt, "fn", "eval", str(pkg), "--exec", str(script), "--fn-config", "fn.yaml", "-o", "stdout"],
                          cwd=encrypted.root, env=encrypted.env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "krm-secret" not in res.stdout and "local:default" in res.stderr
+
+
+@pytest.mark.parametrize("depth", [450, 5000])
+def test_deeply_nested_items_fail_cleanly(encrypted: Tree, depth: int) -> None:
+    """A hostile ResourceList item nested deeper than PyYAML recurses (450: loads but does not dump; 5000: does
+    not load) is one error line and an empty stdout, not an internal error, and no Secret is printed."""
+    head = _resource_list(FUNCTION_CONFIG).replace("items: []\n", "")
+    res = encrypted.kagiya("secrets", "krm", input=head + "items:\n- " + "[" * depth + "]" * depth + "\n")
+    assert res.returncode != 0 and res.stdout == ""
+    assert "internal error" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

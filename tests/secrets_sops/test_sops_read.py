@@ -296,3 +296,19 @@ def test_a_file_naming_no_rule_is_read_with_sops_default_suffix(sops_bin: str, a
     assert res.exit_code == 0, res.stderr
     assert yaml.safe_load(res.stdout) == yaml.safe_load(_sops_decrypt(sops_bin, age_id, path)) == {
         "a": "secret", "b_unencrypted": "plain"}
+
+
+@pytest.mark.parametrize("name, text", [
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\nsops:\n  mac: x\n  lastmodified: x\n"),
+    ("deep.json", '{"a": ' + "[" * 5000 + "]" * 5000 + ', "sops": {"mac": "x"}}'),
+    ("deep2.yaml", "".join(" " * i + "k:\n" for i in range(3000)) + "sops:\n  mac: x\n"),
+])
+def test_deeply_nested_file_is_one_error_line(tmp_path: Path, cli, name: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """`[[[…` or a staircase of keys deeper than PyYAML/json recurse: a plain error, not an internal error."""
+    path = tmp_path / name
+    path.write_text(text)
+    for verb in ("decrypt", "check"):
+        res = cli(["secrets", verb, str(path)])
+        assert res.exit_code != 0, res.stderr
+        assert verb == "check" or res.stdout == ""
+        assert "internal error" not in res.stderr and "Traceback" not in res.stderr, res.stderr

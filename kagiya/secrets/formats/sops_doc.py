@@ -298,7 +298,10 @@ def decrypt_json(text: str, settings: object) -> Decrypted:
 
 def decrypt(text: str, settings: object) -> Decrypted:
     """A sops YAML or JSON file, by its first non-blank character (`{` is JSON), fully verified."""
-    return decrypt_json(text, settings) if text.lstrip().startswith("{") else decrypt_yaml(text, settings)
+    try:
+        return decrypt_json(text, settings) if text.lstrip().startswith("{") else decrypt_yaml(text, settings)
+    except RecursionError:  # PyYAML's composer, json and the walks here recurse once per level of `[[[…`
+        raise SopsFormatError("the file is nested too deeply to be a sops file") from None
 
 
 def plaintext_findings(text: str, name: str) -> list[str]:
@@ -325,7 +328,7 @@ def plaintext_findings(text: str, name: str) -> list[str]:
             docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
             meta = _load_metadata(docs)
             leaves = [(path, yaml12(node)) for d in docs for path, node in scan_yaml(d)]  # type: ignore[arg-type]
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, yaml.YAMLError, RecursionError):
         return [f"{name}: not a readable sops file"]
     except SopsFormatError as exc:
         return [f"{name}: {exc.message}"]
