@@ -312,3 +312,25 @@ def test_deeply_nested_file_is_one_error_line(tmp_path: Path, cli, name: str, te
         assert res.exit_code != 0, res.stderr
         assert verb == "check" or res.stdout == ""
         assert "internal error" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("section", [
+    'stringData: {a: hunter2, b: "x y", n: "5"}\n',
+    "stringData: {a: hunter2,\n  b: 'x, y'}\n",
+    "data: {token: aGVsbG8=}\nstringData:\n  p: hunter2\n",
+])
+def test_convert_to_sops_of_flow_style_values(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli,  # type: ignore[no-untyped-def]
+                                              section: str) -> None:
+    """ENC[…] holds `,[]`: inside `{…}` / `[…]` it is quoted, or neither sops nor kagiya could read the file
+    written (with -i, the only copy of the secrets)."""
+    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n" + section
+    path = tmp_path / "k.yaml"
+    path.write_text(text)
+    assert cli(["secrets", "encrypt", "-i", "-k", f"age:{age_id.recipient}", str(path)]).exit_code == 0
+    res = cli(["secrets", "convert", "--to", "sops", "-i", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert "hunter2" not in path.read_text()
+    assert yaml.safe_load(_sops_decrypt(sops_bin, age_id, path)) == yaml.safe_load(text)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == yaml.safe_load(text)
