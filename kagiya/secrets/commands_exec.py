@@ -43,11 +43,9 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
     import base64
     import binascii
 
-    import yaml
-
     out: dict[str, str] = {}
     notes: list[str] = []
-    for doc in yaml.safe_load_all(plaintext):
+    for doc in _documents(plaintext):
         if not isinstance(doc, dict):
             continue
         if doc.get("kind") == "Secret":
@@ -72,6 +70,20 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
                 continue
             out[key] = text
     return out, notes
+
+
+def _documents(plaintext: str) -> list[Any]:
+    """The decrypted file's documents: a sops JSON file is JSON (its tab indentation is not YAML)."""
+    import json
+
+    import yaml
+
+    try:
+        if plaintext.lstrip().startswith("{"):
+            return [json.loads(plaintext)]
+        return list(yaml.safe_load_all(plaintext))
+    except (ValueError, yaml.YAMLError, RecursionError):
+        raise UsageError("the decrypted file is neither YAML nor JSON") from None
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> int:

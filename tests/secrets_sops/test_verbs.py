@@ -243,3 +243,20 @@ def test_exec_env_reports_a_signalled_child_as_128_plus_n(encrypted: Path, env: 
     res = _kagiya(env, "secrets", "exec-env", str(encrypted), "--", sys.executable, "-c",
                   "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert res.returncode == 128 + 9
+
+
+def test_exec_env_with_a_sops_json_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """A sops JSON file (tab-indented, not YAML, once decrypted) gives its values, numbers as sops prints them."""
+    from tests.secrets_sops.conftest import SOPS, make_age_identity, run_sops
+
+    if SOPS is None:
+        pytest.skip("sops binary not installed")
+    ident = make_age_identity(tmp_path / "age")
+    path = tmp_path / "app.env.json"
+    path.write_text('{"DB_PASS": "json-pw", "PORT": 5432, "nested": {"a": "b"}}')
+    run_sops(SOPS, "encrypt", "-i", "--age", ident.recipient, str(path), cwd=tmp_path)
+    env["SOPS_AGE_KEY_FILE"] = str(ident.key_file)
+    script = "import os; print(os.environ['DB_PASS'], os.environ['PORT'], 'nested' in os.environ)"
+    res = _kagiya(env, "secrets", "exec-env", str(path), "--", sys.executable, "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["json-pw", "5432", "False"]

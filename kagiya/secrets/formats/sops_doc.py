@@ -293,7 +293,43 @@ def decrypt_json(text: str, settings: object) -> Decrypted:
 
     plain = visit(doc, ())
     sops.check_mac(aead, meta, walk.mac.hexdigest())
-    return Decrypted(json.dumps(plain, indent="\t", ensure_ascii=False) + "\n", meta, used, walk.values)
+    return Decrypted(_dump_json(plain), meta, used, walk.values)
+
+
+def _dump_json(value: Any) -> str:
+    """sops' JSON output: tab indentation, and numbers as Go's encoding/json writes a float64 (`5432`, not
+    Python's `5432.0`; sops' JSON store reads every number as a float64). Floats become placeholder strings,
+    replaced after json.dumps (which has no hook for the text of a float)."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    floats: list[str] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: swap(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [swap(v) for v in item]
+        if isinstance(item, float):
+            floats.append(_go_json_float(item))
+            return f"{token}-{len(floats) - 1}"
+        return item
+
+    text = json.dumps(swap(value), indent="\t", ensure_ascii=False) + "\n"
+    if floats:
+        text = re.sub(f'"{token}-([0-9]+)"', lambda m: floats[int(m[1])], text)
+    return text
+
+
+def _go_json_float(value: float) -> str:
+    """encoding/json's float64: shortest digits, `f` form unless |v| < 1e-6 or >= 1e21 (then `1e-7`, `1e+21`)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise CryptoError("a JSON number decrypted to NaN or infinity")
+    if value == 0 or 1e-6 <= abs(value) < 1e21:
+        text = sops.go_float(value)
+        return "-0" if text == "-0" or (value == 0 and str(value).startswith("-")) else text
+    mantissa, _, exponent = repr(value).partition("e")
+    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
 
 
 def decrypt(text: str, settings: object) -> Decrypted:
