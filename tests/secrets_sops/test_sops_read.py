@@ -345,3 +345,18 @@ def test_json_numbers_print_as_sops_prints_them(sops_bin: str, age_id: AgeIdenti
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code == 0, res.stderr
     assert res.stdout == _sops_decrypt(sops_bin, age_id, path)
+
+
+def test_a_value_moved_into_a_comment_cannot_add_lines(sops_bin: str, age_id: AgeIdentity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       cli) -> None:
+    """Comments are outside the MAC and an ENC[]'s `type:` is not authenticated: a multi-line list value's
+    ciphertext copied into a `#ENC[…,type:comment]` line must not print as a comment whose later lines are YAML
+    (here a new top-level key that exec-env would export)."""
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, name="l.yaml", text='items:\n  - "one\\nINJECTED: evil"\n')
+    text = path.read_text()
+    value = next(line.split("- ", 1)[1] for line in text.splitlines() if line.lstrip().startswith("- ENC["))
+    path.write_text("#" + value.replace("type:str", "type:comment") + "\n" + text)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert "INJECTED" not in yaml.safe_load(res.stdout)
+    assert yaml.safe_load(res.stdout)["items"] == ["one\nINJECTED: evil"]

@@ -268,6 +268,10 @@ def _comment_edits(text: str, aead: AESGCM, meta: Metadata,
                 _, plain = sops.decrypt_value(aead, match.group(1), ":".join(path) + ":", "comment")
             except CryptoError:
                 continue
+            if any(brk in plain for brk in "\r\n\x85\u2028\u2029"):
+                # sops encrypts a comment line by line; this is a value's ciphertext moved here (`type:` is not
+                # authenticated), whose line breaks would turn the rest of it into YAML (keys for exec-env)
+                break
             yield match.start(), match.end(), "#" + plain
             break
 
