@@ -265,3 +265,32 @@ def test_a_value_behind_a_unicode_line_break_in_a_comment_is_encrypted(keyed: Se
     assert checker.plaintext_values(manifest.parse(out), "f") == []
     plain, _ = ops.decrypt(ops.Source(out, None), keyed)
     assert envelope.plain_values(manifest.parse(plain)) == envelope.plain_values(manifest.parse(text))
+
+
+@st.composite
+def plain_stream_with_hidden_line(draw: st.DrawFn) -> str:
+    """A file entirely inside the scanner's subset except one own-line comment that, after a YAML 1.1 line
+    break, holds a data/stringData entry (or a `kind:`/`data:` line) PyYAML reads as YAML."""
+    indent = draw(st.sampled_from([2, 4]))
+    pad = " " * indent
+    section = draw(st.sampled_from(["data", "stringData"]))
+    keys = draw(st.lists(st.sampled_from(["a", "b", "password", "tls.crt"]), min_size=1, max_size=3, unique=True))
+    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"{pad}name: s", f"{section}:"]
+    lines += [f"{pad}{k}: aGVsbG8=" for k in keys]
+    brk = draw(st.sampled_from(["\x85", "\u2028", "\u2029"]))
+    hidden = draw(st.sampled_from([f"{pad}hidden: c2VjcmV0", f"{pad}# twice{brk}{pad}hidden: c2VjcmV0"]))
+    at = draw(st.integers(5, len(lines)))
+    lines.insert(at, f"{pad}# note{brk}{hidden}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain_stream_with_hidden_line())
+def test_a_line_hidden_after_a_unicode_break_never_stays_plaintext(keyed: SecretsSettings, text: str) -> None:
+    expected = _reference(text, keyed)
+    assert expected is not None and ("hidden" in [k for _, _, k in expected[0]])
+    out = ops.encrypt(ops.Source(text, None), keyed, ["local:t"])
+    assert "c2VjcmV0" not in out
+    sealed = manifest.parse(out)
+    assert checker.plaintext_values(sealed, "f") == [], out
+    assert [(s.secret, s.section, s.key) for s in sealed.slots] == expected[0], out
