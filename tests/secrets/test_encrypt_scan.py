@@ -2,7 +2,8 @@
 
 The scanned path (scan.py + the seal_check safety net) is compared with PyYAML's reading on generated manifests
 full of the YAML that trips hand-written readers: block and folded scalars, quotes and escapes, flow maps,
-comments (own-line and trailing, and own-line ones holding a YAML 1.1 line break: U+2028, U+2029, NEL), anchors and aliases, multi-document streams with `...`, `kind: List`, CRLF,
+comments (own-line and trailing, and own-line ones holding a YAML 1.1 line break: U+2028, U+2029, NEL),
+anchors and aliases, multi-document streams with `...`, `kind: List`, CRLF,
 quoted keys, ConfigMaps with `data:` of their own. Whatever the input, `ops.encrypt` either fails as the PyYAML
 path fails, or writes a file where PyYAML finds exactly the values it found in the input, each one ciphertext,
 decrypting to the original value.

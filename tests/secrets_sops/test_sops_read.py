@@ -125,7 +125,8 @@ def _tamper_cases(text: str) -> dict[str, str]:
         "lastmodified changed": text.replace("lastmodified: \"20", "lastmodified: \"19"),
         "keys reordered": "".join(lines[:pw] + [lines[port], lines[pw]] + lines[pw + 1:port] + lines[port + 1:]),
         # the rules are not under the MAC: sops refuses a file naming two of them rather than pick one
-        "second rule added": text.replace("    encrypted_regex:", "    unencrypted_suffix: _plain\n    encrypted_regex:"),
+        "second rule added": text.replace("    encrypted_regex:",
+                                          "    unencrypted_suffix: _plain\n    encrypted_regex:"),
     }
 
 
