@@ -361,3 +361,25 @@ def test_a_value_moved_into_a_comment_cannot_add_lines(sops_bin: str, age_id: Ag
     assert res.exit_code == 0, res.stderr
     assert "INJECTED" not in yaml.safe_load(res.stdout)
     assert yaml.safe_load(res.stdout)["items"] == ["one\nINJECTED: evil"]
+
+
+def test_thousands_of_added_comments_and_empty_maps_stay_fast(sops_bin: str, age_id: AgeIdentity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              cli) -> None:
+    """Comments and empty mappings are outside the MAC, so anyone can add them to a valid file; trying every
+    comment under every path took about a minute for these ~400 KiB (quadratic). The real comments still open."""
+    import base64
+    import os
+    import time
+
+    path = _sops_encrypt(sops_bin, age_id, tmp_path)
+    text = path.read_text()
+    b64 = lambda n: base64.b64encode(os.urandom(n)).decode()  # noqa: E731
+    junk = "".join(f"k{i}: {{}}\n" for i in range(3000)) + "".join(
+        f"#ENC[AES256_GCM,data:{b64(6)},iv:{b64(32)},tag:{b64(16)},type:comment]\n" for i in range(3000))
+    cut = text.index("sops:")
+    path.write_text(text[:cut] + junk + text[cut:])
+    started = time.monotonic()
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert time.monotonic() - started < 20
+    assert "# database credentials" in res.stdout and "# rotated monthly" in res.stdout

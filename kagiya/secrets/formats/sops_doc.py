@@ -8,6 +8,8 @@ the text. JSON is re-emitted in the same key order with sops' tab indentation. S
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -246,27 +248,37 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
                     edits.append((start, end, ""))
     sops.check_mac(aead, meta, walk.mac.hexdigest())
     # a value or the sops block may hold text that looks like an encrypted comment: only real comments count
-    taken = sorted((s, e) for doc in docs for s, e in _scalar_spans(doc)) + [(s, e) for s, e, r in edits if r == ""]
+    taken = sorted([(s, e) for doc in docs for s, e in _scalar_spans(doc)] + [(s, e) for s, e, r in edits if r == ""])
+    starts = [s for s, _ in taken]
+    ends = list(itertools.accumulate((e for _, e in taken), max))  # spans may nest (the sops block): running max
     edits.extend(c for c in _comment_edits(text, aead, meta, containers)
-                 if not any(s <= c[0] < e for s, e in taken))
+                 if not (i := bisect.bisect_right(starts, c[0])) or ends[i - 1] <= c[0])
     out = text
     for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
         out = out[:start] + replacement + out[end:]
     return Decrypted(out, meta, used, walk.values)
 
 
+#: Failed comment decryptions allowed per file. Comments are outside the MAC, so anyone may add thousands of
+#: `#ENC[…]` lines (and `k: {}` entries, which add paths but no value): each is tried under every path, which was
+#: quadratic (minutes for a few hundred KiB). Past this budget the remaining comments stay as written.
+MAX_COMMENT_TRIES = 50_000
+
+
 def _comment_edits(text: str, aead: AESGCM, meta: Metadata,
                    containers: list[tuple[int, int, tuple[str, ...]]]) -> Iterator[tuple[int, int, str]]:
     """Decrypt `#ENC[…]` comments under their mapping's path; sops keeps a comment it cannot decrypt as it is."""
-    paths = [()] + sorted({p for _, _, p in containers}, key=len, reverse=True)
-    for match in _COMMENT_RE.finditer(text):
-        inner = sorted((p for s, e, p in containers if s <= match.start() <= e), key=len, reverse=True)
-        for path in [*inner, *paths]:
-            if not meta.should_encrypt(path):
-                continue
+    paths = [p for p in [(), *sorted({p for _, _, p in containers}, key=len, reverse=True)] if meta.should_encrypt(p)]
+    matches = list(_COMMENT_RE.finditer(text))
+    budget = MAX_COMMENT_TRIES
+    for match, inner in zip(matches, _enclosing(containers, [m.start() for m in matches]), strict=True):
+        for path in itertools.chain((p for p in inner if meta.should_encrypt(p)), paths):
+            if budget <= 0:
+                return
             try:
                 _, plain = sops.decrypt_value(aead, match.group(1), ":".join(path) + ":", "comment")
             except CryptoError:
+                budget -= 1
                 continue
             if any(brk in plain for brk in "\r\n\x85\u2028\u2029"):
                 # sops encrypts a comment line by line; this is a value's ciphertext moved here (`type:` is not
@@ -274,6 +286,24 @@ def _comment_edits(text: str, aead: AESGCM, meta: Metadata,
                 break
             yield match.start(), match.end(), "#" + plain
             break
+
+
+def _enclosing(containers: list[tuple[int, int, tuple[str, ...]]],
+               positions: list[int]) -> Iterator[list[tuple[str, ...]]]:
+    """For each of the ascending `positions`, the paths of the containers around it, deepest first, in one sweep
+    (containers nest, so the open ones form a stack)."""
+    order = sorted(containers, key=lambda c: (c[0], -c[1]))
+    stack: list[tuple[int, int, tuple[str, ...]]] = []
+    i = 0
+    for pos in positions:
+        while i < len(order) and order[i][0] <= pos:
+            while stack and stack[-1][1] < order[i][0]:
+                stack.pop()
+            stack.append(order[i])
+            i += 1
+        while stack and stack[-1][1] < pos:
+            stack.pop()
+        yield sorted((p for s, e, p in stack if s <= pos <= e), key=len, reverse=True)
 
 
 def decrypt_json(text: str, settings: object) -> Decrypted:
