@@ -253,10 +253,19 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
     ends = list(itertools.accumulate((e for _, e in taken), max))  # spans may nest (the sops block): running max
     edits.extend(c for c in _comment_edits(text, aead, meta, containers)
                  if not (i := bisect.bisect_right(starts, c[0])) or ends[i - 1] <= c[0])
-    out = text
-    for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
-        out = out[:start] + replacement + out[end:]
-    return Decrypted(out, meta, used, walk.values)
+    return Decrypted(apply_edits(text, edits), meta, used, walk.values)
+
+
+def apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """`text` with each (start, end, replacement) made, in one pass: rebuilding the string per edit was
+    quadratic, and a valid encrypted comment copied 100,000 times is 100,000 edits. Edits do not overlap."""
+    pieces: list[str] = []
+    pos = 0
+    for start, end, replacement in sorted(edits, key=lambda e: e[0]):
+        pieces += (text[pos:start], replacement)
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
 #: Failed comment decryptions allowed per file. Comments are outside the MAC, so anyone may add thousands of

@@ -105,9 +105,7 @@ def encrypt_yaml(text: str, recipients: list[str], settings: object) -> str:
         if meta.should_encrypt(path):
             comment = sops_doc.CommentText(text[start + 1:end])
             edits.append((start, end, "#" + encrypt_value(aead, comment, ":".join(path) + ":")))
-    out = text
-    for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
-        out = out[:start] + replacement + out[end:]
+    out = sops_doc.apply_edits(text, edits)
     lastmodified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     block: dict[str, Any] = {}
     for uri in recipients:
