@@ -67,7 +67,7 @@ def parse_config(obj: Any) -> list[str]:
     if unknown:
         raise DecryptorConfigError(f"SecretDecryptor: unknown field(s) {', '.join(unknown)} (allowed: files)")
     files = obj.get("files")
-    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f and "\0" not in f for f in files):
         raise DecryptorConfigError("SecretDecryptor: files must be a non-empty list of file names")
     if len(files) > MAX_FILES:
         raise DecryptorConfigError(f"SecretDecryptor: more than {MAX_FILES} files")

@@ -46,6 +46,7 @@ def test_resource_list_round_trip(encrypted: Tree) -> None:
     ({**FUNCTION_CONFIG, "extra": 1}, "unknown field"),
     ({**FUNCTION_CONFIG, "files": ["/etc/passwd"]}, "outside the kustomization"),
     ({**FUNCTION_CONFIG, "files": ["missing.yaml"]}, "no such file"),
+    ({**FUNCTION_CONFIG, "files": ["db\0.enc.yaml"]}, "file names"),
 ])
 def test_bad_config_prints_nothing(encrypted: Tree, config: object, message: str) -> None:
     res = encrypted.kagiya("secrets", "krm", input=_resource_list(config))
