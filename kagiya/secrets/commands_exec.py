@@ -43,11 +43,9 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
     import base64
     import binascii
 
-    import yaml
-
     out: dict[str, str] = {}
     notes: list[str] = []
-    for doc in yaml.safe_load_all(plaintext):
+    for doc in _documents(plaintext):
         if not isinstance(doc, dict):
             continue
         if doc.get("kind") == "Secret":
@@ -74,8 +72,26 @@ def env_values(plaintext: str) -> tuple[dict[str, str], list[str]]:
     return out, notes
 
 
+def _documents(plaintext: str) -> list[Any]:
+    """The decrypted file's documents: a sops JSON file is JSON (its tab indentation is not YAML)."""
+    import json
+
+    import yaml
+
+    try:
+        if plaintext.lstrip().startswith("{"):
+            return [json.loads(plaintext)]
+        return list(yaml.safe_load_all(plaintext))
+    except (ValueError, yaml.YAMLError, RecursionError):
+        raise UsageError("the decrypted file is neither YAML nor JSON") from None
+
+
 def _run(argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> int:
-    """Run the child in the foreground; our exit status is its status (128+N for a signal, as shells report)."""
+    """Run the child in the foreground; our exit status is its status (128+N for a signal, as shells report).
+
+    SIGTERM and SIGHUP sent to kagiya (a CI runner cancelling, a closed terminal) are passed on to the child and
+    kagiya waits for it: dying at once would leave the child running and skip exec-file's FIFO clean-up."""
+    import signal
     import subprocess
 
     try:
@@ -84,10 +100,22 @@ def _run(argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int
         raise UsageError(f"command not found: {argv[0]}") from None
     except PermissionError:
         raise UsageError(f"command not executable: {argv[0]}") from None
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, lambda number, _frame: proc.send_signal(number))
+        except ValueError:  # not the main thread (an embedding caller): keep the default handling
+            pass
     try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        code = proc.wait()
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # Ctrl-C reached the child too (same process group): wait for it
+                continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 128 - code if code < 0 else code
 
 

@@ -22,6 +22,7 @@ missing key, a damaged file, a bad config — is one line on stderr, a non-zero 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def parse_config(obj: Any) -> list[str]:
     if unknown:
         raise DecryptorConfigError(f"SecretDecryptor: unknown field(s) {', '.join(unknown)} (allowed: files)")
     files = obj.get("files")
-    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f and "\0" not in f for f in files):
         raise DecryptorConfigError("SecretDecryptor: files must be a non-empty list of file names")
     if len(files) > MAX_FILES:
         raise DecryptorConfigError(f"SecretDecryptor: more than {MAX_FILES} files")
@@ -91,9 +92,10 @@ def generate(config: Any, base: Path, settings: object) -> list[dict[str, Any]]:
         path = resolve(base, name)
         src = ops.read_source(str(path), settings)
         plain = formats.decrypt(src.text, settings, path=path)
-        try:
-            docs = list(yaml.safe_load_all(plain.text))
-        except yaml.YAMLError:
+        try:  # a sops JSON file decrypts to JSON, whose tab indentation is not YAML
+            docs = [json.loads(plain.text)] if plain.format == formats.SOPS and plain.text.lstrip().startswith(
+                "{") else list(yaml.safe_load_all(plain.text))
+        except (ValueError, yaml.YAMLError, RecursionError):
             raise DecryptorConfigError(f"{name}: the decrypted file is not valid YAML") from None
         for doc in docs:
             if doc is None:
@@ -124,7 +126,7 @@ def run_function(stdin_text: str, settings: object, base: Path | None = None) ->
     """The KRM function protocol: a ResourceList in, the same list with the decrypted resources appended out."""
     try:
         rl = yaml.safe_load(stdin_text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # RecursionError: `[[[…` deeper than PyYAML's composer recurses
         raise DecryptorConfigError("stdin is not a YAML ResourceList") from None
     if not isinstance(rl, dict) or (rl.get("apiVersion"), rl.get("kind")) != RESOURCE_LIST:
         raise DecryptorConfigError("stdin is not a config.kubernetes.io/v1 ResourceList")
@@ -132,7 +134,10 @@ def run_function(stdin_text: str, settings: object, base: Path | None = None) ->
     if not isinstance(items, list):
         raise DecryptorConfigError("ResourceList items is not a list")
     rl["items"] = items + generate(rl.get("functionConfig"), base or Path.cwd(), settings)
-    return yaml.safe_dump(rl, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30)
+    try:
+        return yaml.safe_dump(rl, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30)
+    except RecursionError:  # an item nested just shallow enough to load but not to dump
+        raise DecryptorConfigError("a ResourceList item is nested too deeply") from None
 
 
 def plugin_script(argv0: list[str]) -> str:

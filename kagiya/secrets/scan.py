@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 _LINE_SOURCE = r" *([A-Za-z0-9_][A-Za-z0-9_./-]*):"
 _line: re.Pattern[str] | None = None
 _PLAIN_FIRST_BAD = set("-?:,[]{}#&*!|>'\"%@` ")
+#: Line breaks of YAML 1.1 besides \n and \r: `# note<U+2028>  b: value` is a comment to us, a value to PyYAML.
+_UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")
 
 
 class _Map:
@@ -127,6 +129,8 @@ def scan(body: str) -> list[SecretDoc] | None:
 
     if "\t" in body or "\r" in body or body.startswith("%") or "\n..." in body or body.startswith("..."):
         return None
+    if not body.isascii() and any(brk in body for brk in _UNICODE_BREAKS):
+        return None  # PyYAML (and libyaml-based readers) end a line, even a comment, at these; we split on \n only
     bounds, begin, at = [], 0, 0 if body.startswith("---") else body.find("\n---")
     while at >= 0:  # `---` lines (str.find: a multi-line regex would crawl through megabyte values)
         line_start = at if at == 0 and body.startswith("---") else at + 1

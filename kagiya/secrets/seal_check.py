@@ -36,6 +36,8 @@ def only_ciphertext(body: str, values: int) -> bool:
     Line by line with anchored matches, never a regex search through the text: values may be megabytes long."""
     if "\r" in body or "\t" in body:
         return False
+    if not body.isascii() and ("\x85" in body or "\u2028" in body or "\u2029" in body):
+        return False  # YAML 1.1 line breaks (PyYAML, libyaml): a "comment" line may hold a value after one
     header, entry, cipher, tail = _patterns()
 
     def is_cipher(value: str) -> bool:

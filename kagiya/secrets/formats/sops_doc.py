@@ -8,6 +8,8 @@ the text. JSON is re-emitted in the same key order with sops' tab indentation. S
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -246,30 +248,71 @@ def decrypt_yaml(text: str, settings: object) -> Decrypted:
                     edits.append((start, end, ""))
     sops.check_mac(aead, meta, walk.mac.hexdigest())
     # a value or the sops block may hold text that looks like an encrypted comment: only real comments count
-    taken = sorted((s, e) for doc in docs for s, e in _scalar_spans(doc)) + [(s, e) for s, e, r in edits if r == ""]
+    taken = sorted([(s, e) for doc in docs for s, e in _scalar_spans(doc)] + [(s, e) for s, e, r in edits if r == ""])
+    starts = [s for s, _ in taken]
+    ends = list(itertools.accumulate((e for _, e in taken), max))  # spans may nest (the sops block): running max
     edits.extend(c for c in _comment_edits(text, aead, meta, containers)
-                 if not any(s <= c[0] < e for s, e in taken))
-    out = text
-    for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
-        out = out[:start] + replacement + out[end:]
-    return Decrypted(out, meta, used, walk.values)
+                 if not (i := bisect.bisect_right(starts, c[0])) or ends[i - 1] <= c[0])
+    return Decrypted(apply_edits(text, edits), meta, used, walk.values)
+
+
+def apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """`text` with each (start, end, replacement) made, in one pass: rebuilding the string per edit was
+    quadratic, and a valid encrypted comment copied 100,000 times is 100,000 edits. Edits do not overlap."""
+    pieces: list[str] = []
+    pos = 0
+    for start, end, replacement in sorted(edits, key=lambda e: e[0]):
+        pieces += (text[pos:start], replacement)
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+#: Failed comment decryptions allowed per file. Comments are outside the MAC, so anyone may add thousands of
+#: `#ENC[…]` lines (and `k: {}` entries, which add paths but no value): each is tried under every path, which was
+#: quadratic (minutes for a few hundred KiB). Past this budget the remaining comments stay as written.
+MAX_COMMENT_TRIES = 50_000
 
 
 def _comment_edits(text: str, aead: AESGCM, meta: Metadata,
                    containers: list[tuple[int, int, tuple[str, ...]]]) -> Iterator[tuple[int, int, str]]:
     """Decrypt `#ENC[…]` comments under their mapping's path; sops keeps a comment it cannot decrypt as it is."""
-    paths = [()] + sorted({p for _, _, p in containers}, key=len, reverse=True)
-    for match in _COMMENT_RE.finditer(text):
-        inner = sorted((p for s, e, p in containers if s <= match.start() <= e), key=len, reverse=True)
-        for path in [*inner, *paths]:
-            if not meta.should_encrypt(path):
-                continue
+    paths = [p for p in [(), *sorted({p for _, _, p in containers}, key=len, reverse=True)] if meta.should_encrypt(p)]
+    matches = list(_COMMENT_RE.finditer(text))
+    budget = MAX_COMMENT_TRIES
+    for match, inner in zip(matches, _enclosing(containers, [m.start() for m in matches]), strict=True):
+        for path in itertools.chain((p for p in inner if meta.should_encrypt(p)), paths):
+            if budget <= 0:
+                return
             try:
                 _, plain = sops.decrypt_value(aead, match.group(1), ":".join(path) + ":", "comment")
             except CryptoError:
+                budget -= 1
                 continue
+            if any(brk in plain for brk in "\r\n\x85\u2028\u2029"):
+                # sops encrypts a comment line by line; this is a value's ciphertext moved here (`type:` is not
+                # authenticated), whose line breaks would turn the rest of it into YAML (keys for exec-env)
+                break
             yield match.start(), match.end(), "#" + plain
             break
+
+
+def _enclosing(containers: list[tuple[int, int, tuple[str, ...]]],
+               positions: list[int]) -> Iterator[list[tuple[str, ...]]]:
+    """For each of the ascending `positions`, the paths of the containers around it, deepest first, in one sweep
+    (containers nest, so the open ones form a stack)."""
+    order = sorted(containers, key=lambda c: (c[0], -c[1]))
+    stack: list[tuple[int, int, tuple[str, ...]]] = []
+    i = 0
+    for pos in positions:
+        while i < len(order) and order[i][0] <= pos:
+            while stack and stack[-1][1] < order[i][0]:
+                stack.pop()
+            stack.append(order[i])
+            i += 1
+        while stack and stack[-1][1] < pos:
+            stack.pop()
+        yield sorted((p for s, e, p in stack if s <= pos <= e), key=len, reverse=True)
 
 
 def decrypt_json(text: str, settings: object) -> Decrypted:
@@ -293,12 +336,51 @@ def decrypt_json(text: str, settings: object) -> Decrypted:
 
     plain = visit(doc, ())
     sops.check_mac(aead, meta, walk.mac.hexdigest())
-    return Decrypted(json.dumps(plain, indent="\t", ensure_ascii=False) + "\n", meta, used, walk.values)
+    return Decrypted(_dump_json(plain), meta, used, walk.values)
+
+
+def _dump_json(value: Any) -> str:
+    """sops' JSON output: tab indentation, and numbers as Go's encoding/json writes a float64 (`5432`, not
+    Python's `5432.0`; sops' JSON store reads every number as a float64). Floats become placeholder strings,
+    replaced after json.dumps (which has no hook for the text of a float)."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    floats: list[str] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: swap(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [swap(v) for v in item]
+        if isinstance(item, float):
+            floats.append(_go_json_float(item))
+            return f"{token}-{len(floats) - 1}"
+        return item
+
+    text = json.dumps(swap(value), indent="\t", ensure_ascii=False) + "\n"
+    if floats:
+        text = re.sub(f'"{token}-([0-9]+)"', lambda m: floats[int(m[1])], text)
+    return text
+
+
+def _go_json_float(value: float) -> str:
+    """encoding/json's float64: shortest digits, `f` form unless |v| < 1e-6 or >= 1e21 (then `1e-7`, `1e+21`)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise CryptoError("a JSON number decrypted to NaN or infinity")
+    if value == 0 or 1e-6 <= abs(value) < 1e21:
+        text = sops.go_float(value)
+        return "-0" if text == "-0" or (value == 0 and str(value).startswith("-")) else text
+    mantissa, _, exponent = repr(value).partition("e")
+    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
 
 
 def decrypt(text: str, settings: object) -> Decrypted:
     """A sops YAML or JSON file, by its first non-blank character (`{` is JSON), fully verified."""
-    return decrypt_json(text, settings) if text.lstrip().startswith("{") else decrypt_yaml(text, settings)
+    try:
+        return decrypt_json(text, settings) if text.lstrip().startswith("{") else decrypt_yaml(text, settings)
+    except RecursionError:  # PyYAML's composer, json and the walks here recurse once per level of `[[[…`
+        raise SopsFormatError("the file is nested too deeply to be a sops file") from None
 
 
 def plaintext_findings(text: str, name: str) -> list[str]:
@@ -325,7 +407,7 @@ def plaintext_findings(text: str, name: str) -> list[str]:
             docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
             meta = _load_metadata(docs)
             leaves = [(path, yaml12(node)) for d in docs for path, node in scan_yaml(d)]  # type: ignore[arg-type]
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, yaml.YAMLError, RecursionError):
         return [f"{name}: not a readable sops file"]
     except SopsFormatError as exc:
         return [f"{name}: {exc.message}"]

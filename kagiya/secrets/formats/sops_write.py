@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from yaml.nodes import MappingNode, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kagiya.errors import UsageError
 from kagiya.secrets.formats import sops, sops_doc
@@ -88,6 +88,7 @@ def encrypt_yaml(text: str, recipients: list[str], settings: object) -> str:
     aead = AESGCM(dek)
     mac = sops.MacHasher(meta)
     edits: list[tuple[int, int, str]] = []
+    flows = _flow_spans(doc)
     for path, node in sops_doc.scan_yaml(doc):
         value = sops_doc.yaml12(node)  # type: ignore[arg-type]
         encrypted = meta.should_encrypt(path)
@@ -96,14 +97,15 @@ def encrypt_yaml(text: str, recipients: list[str], settings: object) -> str:
             start, end = node.start_mark.index, node.end_mark.index
             if getattr(node, "style", None) in ("|", ">"):  # keep the line break(s) a block scalar ends with
                 end = start + len(text[start:end].rstrip("\r\n"))
-            edits.append((start, end, encrypt_value(aead, value, ":".join(path) + ":")))
+            sealed = encrypt_value(aead, value, ":".join(path) + ":")
+            if any(s <= start < e for s, e in flows):  # `,[]` of ENC[…] would end a plain scalar in `{…}`
+                sealed = f'"{sealed}"'
+            edits.append((start, end, sealed))
     for start, end, path in sops_doc.comments_with_paths(text, doc):
         if meta.should_encrypt(path):
             comment = sops_doc.CommentText(text[start + 1:end])
             edits.append((start, end, "#" + encrypt_value(aead, comment, ":".join(path) + ":")))
-    out = text
-    for start, end, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
-        out = out[:start] + replacement + out[end:]
+    out = sops_doc.apply_edits(text, edits)
     lastmodified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     block: dict[str, Any] = {}
     for uri in recipients:
@@ -115,6 +117,20 @@ def encrypt_yaml(text: str, recipients: list[str], settings: object) -> str:
         out += "\n"
     return out + yaml.dump({"sops": block}, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False,
                            width=1 << 30)
+
+
+def _flow_spans(node: Node) -> list[tuple[int, int]]:
+    """(start, end) of every flow collection (`{…}`, `[…]`): an ENC[…] value inside one must be quoted."""
+    spans: list[tuple[int, int]] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, MappingNode | SequenceNode):
+            if current.flow_style:
+                spans.append((current.start_mark.index, current.end_mark.index))
+            for item in current.value:
+                stack.extend(item if isinstance(item, tuple) else (item,))
+    return spans
 
 
 class _BlockDumper(yaml.SafeDumper):
