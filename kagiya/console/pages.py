@@ -21,6 +21,7 @@ from kagiya.errors import BadRequest, KagiyaError, NotFound
 from kagiya.iam import bindings
 from kagiya.iam.api import explanation
 from kagiya.iam.context import IamContext, iam_context
+from kagiya.iam.explain_text import explain_lines
 from kagiya.iam.policy import approver_groups, policy_for
 
 MAX_COMMENT = 2000
@@ -68,22 +69,6 @@ def _verdict(ctx: IamContext, item: Mapping[str, Any]) -> dict[str, Any]:
         lines = [f"explain unavailable: {exc.message}"]
     return {"allowed": decision.allowed, "rule": decision.rule, "lines": lines,
             "approvers": ", ".join(approver_groups(policy, ctx.settings.admin_groups))}
-
-
-def explain_lines(result: Mapping[str, Any]) -> list[str]:
-    """The explanation as `kagiya iam explain` prints it."""
-    who = (f"pod {result['namespace']}/{result['pod']}" if result.get("pod")
-           else f"service account {result['namespace']}/{result['serviceAccount']}")
-    lines = [f"{who} (service account {result['serviceAccount']})"]
-    for r in result["results"]:
-        if r["allowed"]:
-            lines.append(f"  {r['cloud']}: {r['identity']['identity']} from {r['source']}, allowed by {r['rule']}")
-        else:
-            lines.append(f"  {r['cloud']}: none ({r['reason']})")
-        for c in r["considered"]:
-            verdict = "allowed" if c["allowed"] else "refused"
-            lines.append(f"    considered {c['source']} {c['identity']}: {verdict} ({c['rule']})")
-    return lines
 
 
 def _pending(ctx: IamContext) -> tuple[list[dict[str, Any]], bool]:

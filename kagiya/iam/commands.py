@@ -302,14 +302,7 @@ def explain(ctx: click.Context, namespace: str, pod: str, service_account: str, 
         raise UsageError("give exactly one of --pod or --service-account")
     result = make_client(ctx).call("GET", "/v1/iam/explain", query={
         "namespace": namespace, "pod": pod, "serviceAccount": service_account, "cloud": cloud})
-    who = f"pod {namespace}/{result['pod']}" if result.get("pod") else f"service account {namespace}/{service_account}"
-    lines = [f"{who} (service account {result['serviceAccount']})"]
-    for r in result["results"]:
-        if r["allowed"]:
-            lines.append(f"  {r['cloud']}: {r['identity']['identity']} from {r['source']}, allowed by {r['rule']}")
-        else:
-            lines.append(f"  {r['cloud']}: none ({r['reason']})")
-        for c in r["considered"]:
-            verdict = "allowed" if c["allowed"] else "refused"
-            lines.append(f"    considered {c['source']} {c['identity']}: {verdict} ({c['rule']})")
+    from kagiya.iam.explain_text import explain_lines
+
+    lines = explain_lines({"namespace": namespace, "serviceAccount": service_account, **result})
     emit(result, output, "\n".join(lines))
