@@ -358,14 +358,19 @@ def list_requests(ctx: IamContext, filters: Mapping[str, str], after: int = 0,
 # ---- bindings --------------------------------------------------------------------------------------------------
 
 
+#: Built once: the metadata path runs this query on every credential request (a revocation must apply at once), and
+#: building the statement per call cost as much as running it.
+_WORKLOAD_BINDINGS = (sa.select(bindings).where(bindings.c.namespace == sa.bindparam("namespace"),
+                                                bindings.c.service_account == sa.bindparam("service_account"),
+                                                bindings.c.state == "active").order_by(bindings.c.id))
+
+
 def workload_bindings(ctx: IamContext, namespace: str, service_account: str) -> list[Binding]:
-    """Active, unexpired bindings of one workload, oldest first."""
-    t = bindings
-    stmt = (sa.select(t).where(t.c.namespace == namespace, t.c.service_account == service_account,
-                               t.c.state == "active").order_by(t.c.id))
+    """Active, unexpired bindings of one workload, oldest first (read from the store on every call)."""
     now = ctx.clock()
     with ctx.store.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
+        rows = conn.execute(_WORKLOAD_BINDINGS,
+                            {"namespace": namespace, "service_account": service_account}).mappings().all()
     return [b for b in (Binding.from_row(r, now) for r in rows) if b.state == "active"]
 
 

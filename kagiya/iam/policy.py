@@ -300,14 +300,21 @@ def auto_approving_groups(policy: NamespacePolicy, admin_groups: Sequence[str]) 
 # ---- stored policies -------------------------------------------------------------------------------------------
 
 
-def load_stored(store: Any, namespace: str) -> dict[str, Any] | None:
-    """The stored (canonical) policy body of `namespace`, or None."""
+@functools.cache
+def _policy_body_query() -> Any:
+    """Built once: the metadata path reads the policy on every credential request (so a tightened policy applies at
+    once), and building the statement per call cost as much as running it."""
     import sqlalchemy as sa
 
     from kagiya.iam.schema import policies
 
+    return sa.select(policies.c.body).where(policies.c.namespace == sa.bindparam("namespace"))
+
+
+def load_stored(store: Any, namespace: str) -> dict[str, Any] | None:
+    """The stored (canonical) policy body of `namespace`, or None (read from the store on every call)."""
     with store.connect() as conn:
-        row = conn.execute(sa.select(policies.c.body).where(policies.c.namespace == namespace)).first()
+        row = conn.execute(_policy_body_query(), {"namespace": namespace}).first()
     return json.loads(row[0]) if row else None
 
 
