@@ -73,6 +73,8 @@ PROBE_INTERVAL_SECONDS = 1.0
 
 Migration = Callable[[Connection], None]
 CONNECT_TIMEOUT_SECONDS = 5
+#: Idle SQLite connections kept (a file database): at least the serving front's default handler threads.
+SQLITE_POOL_SIZE = 20
 #: Advisory lock id that serialises schema migrations on PostgreSQL ("kagiya" in ASCII, truncated).
 MIGRATION_LOCK_KEY = 0x6B6167697961
 
@@ -343,7 +345,11 @@ def _make_engine(url: str, echo: bool) -> Engine:
             private_file(Path(parsed.database))
             for leftover in ("-wal", "-shm", "-journal"):  # left by a killed process; SQLite reuses them as they are
                 private_file(Path(parsed.database + leftover), create=False)
-        engine = sa.create_engine(url, echo=echo, hide_parameters=True,
+        # SQLAlchemy's default pool (5 + 10 overflow) is smaller than the serving front's 16 handler threads plus the
+        # background writers, so busy request threads queued for a connection; SQLite connections are cheap.
+        in_memory = not parsed.database or parsed.database == ":memory:" or "mode=memory" in parsed.database
+        pool: dict[str, Any] = {} if in_memory else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 16}
+        engine = sa.create_engine(url, echo=echo, hide_parameters=True, **pool,
                                   connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
