@@ -320,11 +320,16 @@ def load_stored(store: Any, namespace: str) -> dict[str, Any] | None:
 
 def policy_for(ctx: Any, namespace: str) -> NamespacePolicy:
     """The effective policy of `namespace`: stored rules plus the namespace's annotations (when kube is on)."""
+    return policy_from_stored(ctx, namespace, load_stored(ctx.store, namespace))
+
+
+def policy_from_stored(ctx: Any, namespace: str, stored: Mapping[str, Any] | None) -> NamespacePolicy:
+    """`policy_for` with the stored body already read (the credential path reads it with the bindings)."""
     annotations: Mapping[str, str] | None = None
     if ctx.kube is not None:
         ns = ctx.kube.namespace(namespace)
         annotations = ns.annotations if ns is not None else None
-    return effective_policy(namespace, load_stored(ctx.store, namespace), annotations)
+    return effective_policy(namespace, stored, annotations)
 
 
 def save_policy(ctx: Any, namespace: str, body: Mapping[str, Any], actor: str, request_id: str) -> dict[str, Any]:

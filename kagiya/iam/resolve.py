@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kagiya.errors import Invalid
-from kagiya.iam.bindings import AZURE_GUID, check_identity, workload_bindings
+from kagiya.iam.bindings import AZURE_GUID, Binding, check_identity, workload_bindings, workload_bindings_and_policy
 from kagiya.iam.context import IamContext
 from kagiya.iam.issuers.base import session_name as sts_session_name
-from kagiya.iam.policy import CLOUDS, NamespacePolicy, policy_for
+from kagiya.iam.policy import CLOUDS, NamespacePolicy, policy_for, policy_from_stored
 from kagiya.kube import PodInfo
 
 POD_ROLE = "iam.amazonaws.com/role"
@@ -113,8 +113,12 @@ def resolve_workload(ctx: IamContext, namespace: str, service_account: str, pod:
     """The identity of one workload in one cloud (see the module docstring for the contract)."""
     if cloud not in CLOUDS:
         raise ValueError(f"unknown cloud {cloud!r}")
-    policy = policy or policy_for(ctx, namespace)
-    cands = [c for c in candidates(ctx, namespace, service_account, pod, policy) if c.cloud == cloud]
+    found: list[Binding] | None = None
+    if policy is None:
+        # The credential path runs this on every request: the bindings and the policy in one read of the store.
+        found, stored = workload_bindings_and_policy(ctx, namespace, service_account)
+        policy = policy_from_stored(ctx, namespace, stored)
+    cands = [c for c in candidates(ctx, namespace, service_account, pod, policy, found) if c.cloud == cloud]
     return _pick(ctx, namespace, service_account, pod, cloud, policy, cands)
 
 
@@ -128,11 +132,12 @@ def resolve_all(ctx: IamContext, namespace: str, service_account: str,
 
 
 def candidates(ctx: IamContext, namespace: str, service_account: str, pod: PodInfo | None,
-               policy: NamespacePolicy) -> list[Candidate]:
-    """Every source that names an identity for this workload, each judged by `policy`."""
+               policy: NamespacePolicy, found: list[Binding] | None = None) -> list[Candidate]:
+    """Every source that names an identity for this workload, each judged by `policy` (`found`: the workload's
+    bindings when the caller already read them, else they are read now)."""
     base = ctx.iam.base_role_arn
     out: list[Candidate] = []
-    for b in workload_bindings(ctx, namespace, service_account):
+    for b in found if found is not None else workload_bindings(ctx, namespace, service_account):
         if not b.selects(pod.labels if pod else None):
             continue
         verdict = policy.check(b.cloud, b.identity, base)
