@@ -36,6 +36,8 @@ from kagiya.serving.wsgi import WsgiApp
 
 log = logging.getLogger("kagiya.serving")
 SWEEP_SECONDS = 0.1
+#: Pending connections the kernel queues before accept (asyncio would otherwise re-listen with 100).
+LISTEN_BACKLOG = 1024
 
 
 class Front:
@@ -85,7 +87,9 @@ class Front:
     async def start(self, sock: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
         if self.ssl_context is None:
-            self.server = await self.loop.create_server(lambda: Connection(self), sock=sock)
+            # asyncio listens on `sock` again with its own backlog (100 unless told): 200 pods connecting at once
+            # overflowed it and the dropped SYNs came back a second later, past botocore's 1 s IMDS timeout.
+            self.server = await self.loop.create_server(lambda: Connection(self), sock=sock, backlog=LISTEN_BACKLOG)
         else:
             self._listener = sock
             self._acceptor = self.loop.create_task(self._accept_tls(sock))
@@ -195,7 +199,7 @@ class Front:
         return self._date[1]
 
 
-def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+def listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
     """A listening TCP socket (IPv6 when `host` is an IPv6 address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
