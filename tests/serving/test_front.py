@@ -289,3 +289,32 @@ def test_bodies_being_received_are_bounded_in_total(serve: Callable[..., FrontSe
     ok = server.raw(b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
                     % (len(payload), payload))
     assert parse(ok)[0] == 200 and server.front.buffered == 0
+
+
+def test_two_hundred_connects_while_the_loop_is_busy_are_all_queued(serve: Callable[..., FrontServer]) -> None:
+    """200 pods connecting at once must all be queued by the kernel, not have SYNs dropped (retried a second later,
+    past botocore's 1 s IMDS timeout): asyncio re-listens with a backlog of 100 unless the front passes its own."""
+    server = serve()
+    busy, free = threading.Event(), threading.Event()
+    server.loop.call_soon_threadsafe(lambda: (busy.set(), time.sleep(1.5), free.set()))  # nothing accepted meanwhile
+    assert busy.wait(5)
+    conns: list[socket.socket] = []
+    refused = 0
+    try:
+        for _ in range(200):
+            s = socket.socket()
+            conns.append(s)
+            s.settimeout(0.3)
+            try:
+                s.connect(("127.0.0.1", server.port))
+            except OSError:
+                refused += 1
+    finally:
+        for s in conns:
+            s.close()
+    assert refused == 0
+    assert free.wait(5)
+    deadline = time.monotonic() + 10  # let the front accept and close them all before it is stopped
+    time.sleep(0.3)
+    while server.front.total and time.monotonic() < deadline:
+        time.sleep(0.05)
