@@ -25,6 +25,16 @@ log = logging.getLogger("kagiya.iam")
 Listener = Callable[[str, Mapping[str, Any]], None]
 
 
+def _call_each(listeners: list[Callable[..., None]], what: str, *args: Any) -> None:
+    """Call every listener after a committed change; one that fails is logged and never fails the caller (a
+    notification or a prefetch must not undo a decision that is already stored)."""
+    for listener in list(listeners):
+        try:
+            listener(*args)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.warning("iam listener failed for %s", what, exc_info=True)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -46,11 +56,7 @@ class IamContext:
     def grants_changed(self, namespace: str, service_account: str | None = None) -> None:
         """Tell listeners (after the change committed) that pods of `namespace` (`service_account`) may have gained
         an identity; a listener's failure is logged, never the caller's."""
-        for listener in list(self.grant_listeners):
-            try:
-                listener(namespace, service_account)
-            except Exception:  # noqa: BLE001 - prefetch is an optimisation; the approval stands
-                logging.getLogger("kagiya.iam").exception("grant listener failed for namespace %s", namespace)
+        _call_each(self.grant_listeners, f"grants changed in {namespace}", namespace, service_account)
 
     @property
     def iam(self) -> IamSettings:
@@ -72,11 +78,7 @@ class IamContext:
 
     def emit(self, event: str, request: Mapping[str, Any]) -> None:
         """Tell the listeners; a failing listener is logged, never the caller's problem (the change is made)."""
-        for listener in self.listeners:
-            try:
-                listener(event, request)
-            except Exception:  # noqa: BLE001 - a notification must never undo or fail a committed decision
-                log.warning("iam listener failed for %s", event, exc_info=True)
+        _call_each(self.listeners, event, event, request)
 
     def kube_index(self) -> KubeIndex:
         """The index (its watch threads started in this process); raises UpstreamUnavailable when kube is off."""
