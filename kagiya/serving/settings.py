@@ -14,6 +14,9 @@ from typing import Literal
 class ServingSettings:
     #: The front's event loop: uvloop (libuv, less CPU per request; measured in docs/operations.md) or the stdlib's.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    #: Answer what the app can answer from memory (a cached TokenReview) on the event loop, without a handler
+    #: thread; everything else, and anything unusual about such a request, still goes to the handler pool.
+    inline_answers: bool = True
     #: Handler threads running the app. Requests wait for one only once they are completely read.
     threads: int = 16
     #: Complete requests allowed to wait for a thread; past it the front answers 503 + Retry-After.
