@@ -85,7 +85,11 @@ def _check_text(text: str, what: str) -> None:
 
 def json_body(limit: int | None = None) -> dict[str, Any]:
     """The body as a JSON object. Content-Type is not required (kube-apiserver clients omit it)."""
-    data = raw_body(limit)
+    return json_object(raw_body(limit))
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """A request body already read (and within its size limit) as a JSON object; 400 otherwise."""
     if not data.strip():
         raise BadRequest("request body is empty; expected a JSON object")
     parsed = parse_json(data)

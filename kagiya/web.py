@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -101,43 +102,68 @@ def settings_of(app: Any) -> Settings:
     return app.extensions["kagiya.settings"]
 
 
-def _install_request_hooks(app: Flask, settings: Settings) -> None:
+def request_id(offered: str) -> str:
+    """The client's `X-Request-Id` when it is a plain token, else a fresh one."""
+    return offered if offered and REQUEST_ID_RE.match(offered) else new_request_id()
+
+
+def check_request(environ: dict[str, Any], limit: int, cert_paths: tuple[str, ...]) -> None:
+    """The refusals every route shares before its view runs (the loop's inline answers defer on them)."""
+    path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+    if "\x00" in path or "%00" in query or "\x00" in query:
+        # No route takes NUL characters, and PostgreSQL cannot store them: one refusal for every route.
+        raise BadRequest("NUL characters are not allowed in the path or the query")
+    if cert_paths and path.startswith(cert_paths) and not environ.get(PEER_CERT_ENVIRON):
+        raise Forbidden("a client certificate signed by the configured client CA is required for this path")
+    length = environ.get("CONTENT_LENGTH")
+    if length and length.isascii() and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+
+
+RequestChecks = Callable[[dict[str, Any]], None]
+RequestRecorder = Callable[[str, str, int, float], None]
+
+
+def request_checks(app: Any) -> RequestChecks:
+    """`check_request` with this app's body limit and client-certificate paths."""
+    settings = settings_of(app)
     limit = settings.max_request_bytes
     cert_paths = tuple(settings.client_cert_paths) if settings.client_ca else ()
+    return lambda environ: check_request(environ, limit, cert_paths)
+
+
+def request_recorder(app: Any) -> RequestRecorder:
+    """Records one answered request (route rule, method, status, seconds): request metrics, and the access log
+    as `access_log` asks."""
+    observe = metrics.metrics_of(app).observe
+    log_from = {"all": 0, "errors": 400, "off": 1000}[settings_of(app).access_log]
+
+    def record(route: str, method: str, status: int, seconds: float) -> None:
+        observe(route, method, status, seconds)
+        if status >= log_from:
+            access_log.info("request", extra={"method": method, "route": route, "status": status,
+                                              "duration_ms": round(seconds * 1000, 2)})
+
+    return record
+
+
+def _install_request_hooks(app: Flask, settings: Settings) -> None:
+    checks = request_checks(app)
+    record = request_recorder(app)
 
     @app.before_request
     def _request_id_and_size() -> None:
-        offered = request.headers.get("X-Request-Id", "")
-        g.request_id = offered if offered and REQUEST_ID_RE.match(offered) else new_request_id()
+        g.request_id = request_id(request.headers.get("X-Request-Id", ""))
         g.kagiya_t0 = time.perf_counter()
-        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
-            # No route takes NUL characters, and PostgreSQL cannot store them: one refusal for every route.
-            raise BadRequest("NUL characters are not allowed in the path or the query")
-        if cert_paths and request.path.startswith(cert_paths) and not request.environ.get(PEER_CERT_ENVIRON):
-            raise Forbidden("a client certificate signed by the configured client CA is required for this path")
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
-
-    observe = metrics.metrics_of(app).observe
-    log_from = {"all": 0, "errors": 400, "off": 1000}[settings.access_log]
+        checks(request.environ)
 
     @app.after_request
     def _stamp(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
         seconds = time.perf_counter() - g.get("kagiya_t0", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule else "<unmatched>"
-        observe(route, request.method, response.status_code, seconds)
-        if response.status_code >= log_from:
-            access_log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": response.status_code,
-                    "duration_ms": round(seconds * 1000, 2),
-                },
-            )
+        record(request.url_rule.rule if request.url_rule else "<unmatched>", request.method,
+               response.status_code, seconds)
         return response
 
 
