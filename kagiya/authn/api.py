@@ -17,19 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import Counter
 
-from kagiya import audit
+from kagiya import audit, inline
 from kagiya.authn import reviews, routing
 from kagiya.authn.providers.base import User
 from kagiya.authn.settings import AuthnSettings
 from kagiya.config import Settings
 from kagiya.errors import BadRequest, Forbidden, KagiyaError, UpstreamUnavailable
-from kagiya.httpjson import json_body
+from kagiya.httpjson import json_body, json_object
 from kagiya.metrics import metric
 from kagiya.openapi import describe
 from kagiya.tls import mtls
@@ -136,7 +137,7 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
     # The metric label comes from a resolved route only: an unknown path must not mint new label values.
     label = "unknown"
     try:
-        route = _route(state.authenticator.providers, path_route)
+        route = _route(state.authenticator.providers, path_route, mtls.peer_subject(request.environ))
         label = route.label
         parsed = reviews.parse_token_review(json_body())
         # No failed-review limit here: the apiserver is the webhook's single caller (see Authenticator.review).
@@ -151,27 +152,46 @@ def _review(path_route: tuple[str, str] | None) -> tuple[Response, int]:
     except KagiyaError as exc:
         state.count(label, exc.code.lower())
         raise
-    decision = outcome.decision
-    result = decision.result
-    kind = "authenticated" if isinstance(result, User) else "rejected"
-    state.count(decision.provider, kind)
+    result = outcome.decision.result
     if not outcome.cached or state.settings.audit_cache_hits:
-        _audit(decision.provider, "success" if isinstance(result, User) else "denied", parsed.token,
+        _audit(outcome.decision.provider, "success" if isinstance(result, User) else "denied", parsed.token,
                result if isinstance(result, User) else None, "" if isinstance(result, User) else result.reason,
                cached=outcome.cached)
+    return Response(_reply(state, parsed, outcome.decision), mimetype="application/json"), 200
+
+
+def _cached_review(state: _State, environ: dict[str, Any], args: Mapping[str, Any]) -> tuple[int, bytes] | None:
+    """The loop's answer (kagiya.inline) for a review already in the cache, as `_review` would give it; None
+    for anything else (a miss, a bad body, a refused route, audited cache hits): `_review` answers those."""
+    if state.settings.audit_cache_hits:
+        return None  # an audit write may wait on the store
+    path_route = (args["provider_type"], args["name"]) if args else None
+    try:
+        route = _route(state.authenticator.providers, path_route, mtls.peer_subject(environ))
+        parsed = reviews.parse_token_review(json_object(environ["wsgi.input"].getvalue()))
+    except KagiyaError:
+        return None
+    decision = state.authenticator.cached(route, parsed.token, parsed.audiences)
+    if decision is None:
+        return None
+    return 200, _reply(state, parsed, decision)
+
+
+def _reply(state: _State, parsed: reviews.TokenReviewRequest, decision: routing.Decision) -> bytes:
+    """The TokenReview answer as compact JSON, counted by deciding provider and outcome."""
+    result = decision.result
     if isinstance(result, User):
-        return _json(reviews.authenticated_reply(parsed.api_version, result, parsed.audiences)), 200
-    return _json(reviews.rejected_reply(parsed.api_version, judged_reason(decision.provider, result.reason))), 200
+        state.count(decision.provider, "authenticated")
+        body = reviews.authenticated_reply(parsed.api_version, result, parsed.audiences)
+    else:
+        state.count(decision.provider, "rejected")
+        body = reviews.rejected_reply(parsed.api_version, judged_reason(decision.provider, result.reason))
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def judged_reason(provider: str, reason: str) -> str:
     """The rejection as the apiserver logs it, naming the provider that judged the token (`ldap/corp: ...`)."""
     return f"{provider}: {reason}" if "/" in provider else reason
-
-
-def _json(body: dict[str, Any]) -> Response:
-    """The reply as compact JSON; a plain Response is cheaper than jsonify on the hot (cached) path."""
-    return Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -193,9 +213,10 @@ def apiserver_timeout(value: str) -> float | None:
     return max(0.1, seconds - TIMEOUT_MARGIN) if seconds > 0 else None
 
 
-def _route(providers: routing.ProviderSet, path_route: tuple[str, str] | None) -> routing.Route:
-    """The verified client certificate decides first; a URL path may only repeat what the certificate names."""
-    subject = mtls.peer_subject(request.environ)
+def _route(providers: routing.ProviderSet, path_route: tuple[str, str] | None,
+           subject: Mapping[str, Sequence[str]] | None) -> routing.Route:
+    """The verified client certificate (its `subject`) decides first; a URL path may only repeat what the
+    certificate names."""
     if mtls.is_agent_certificate(subject):
         raise Forbidden("a node agent certificate may not ask for token reviews")
     cert_route = providers.cert_route(*routing.subject_fields(subject)) if subject is not None else None
@@ -234,3 +255,6 @@ def init_app(app: Flask, settings: Settings) -> None:
                        "TokenReviews by deciding provider and outcome.", ("provider", "outcome")),
     )
     app.register_blueprint(bp)
+    state = app.extensions[STATE]
+    for endpoint in ("token_review", "guard_token_review", "provider_token_review"):
+        inline.register(app, f"{bp.name}.{endpoint}", lambda environ, args: _cached_review(state, environ, args))

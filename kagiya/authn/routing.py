@@ -231,10 +231,10 @@ class Authenticator:
         user of the cluster, so limiting it per source would let a few garbage tokens lock everyone out.
         `timeout` (the apiserver's `?timeout=`) shortens the configured review deadline, never lengthens it.
         """
-        key = cache_key(route.key, token, audiences)
-        cached = self.cache.get(key)
+        cached = self.cached(route, token, audiences)
         if cached is not None:
             return Outcome(cached, True)
+        key = cache_key(route.key, token, audiences)
         if source is not None and self.limiter.over(source):
             raise TooManyRequests("too many failed token reviews from this client; retry in a minute")
         deadline = min(self.timeout, timeout) if timeout else self.timeout
@@ -243,6 +243,10 @@ class Authenticator:
         if source is not None and isinstance(decision.result, Rejected) and not from_cache:
             self.limiter.record_failure(source)
         return Outcome(decision, from_cache)
+
+    def cached(self, route: Route, token: str, audiences: Sequence[str] = ()) -> Decision | None:
+        """The decision still cached for this token on this route, or None; never calls a provider."""
+        return self.cache.get(cache_key(route.key, token, audiences))
 
     def close(self, wait: bool = True) -> None:
         """Stop the review threads (waiting for reviews still talking to a slow provider when `wait`)."""

@@ -95,15 +95,18 @@ def run(settings: Settings, *, dev: bool = False) -> None:
 
 def serve_app(app: Any, settings: Settings) -> None:
     """Serve a WSGI app on the front until SIGTERM/SIGINT, with the listener, TLS and loop `settings` name."""
+    from kagiya.inline import inline_answerer
     from kagiya.serving.front import Front, listen
 
-    front = Front(app, settings.section("serving"), max_body_bytes=settings.max_request_bytes,
-                  ssl_context=ssl_context_factory(settings) if settings.tls_cert else None)
+    config = settings.section("serving")
+    front = Front(app, config, max_body_bytes=settings.max_request_bytes,
+                  ssl_context=ssl_context_factory(settings) if settings.tls_cert else None,
+                  inline=inline_answerer(app) if config.inline_answers else None)
     sock = listen(settings.host, settings.port)
     # The loop shares the interpreter lock with the handler threads: a 1 ms switch interval (default 5 ms) lets it
     # take ready sockets sooner while handlers run (lower latency, measured in docs/operations.md).
     sys.setswitchinterval(0.001)
-    if settings.section("serving").event_loop == "uvloop":
+    if config.event_loop == "uvloop":
         import uvloop
 
         uvloop.run(front.serve_forever(sock))

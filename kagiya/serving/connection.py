@@ -24,6 +24,8 @@ log = logging.getLogger("kagiya.serving")
 _NO_BODY = ("1", "204", "304")
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Pipelined requests answered inline in one go before the loop serves other connections.
+INLINE_BATCH = 16
 
 
 class Connection(asyncio.Protocol):
@@ -110,6 +112,27 @@ class Connection(asyncio.Protocol):
     # --- request handling -------------------------------------------------------------------------------
 
     def _process(self) -> None:
+        """Read requests from the buffer: each complete one is answered on the loop (`Front.inline`) or handed to
+        the pool (then reading pauses until it is answered). A loop of its own, not recursion, so pipelined
+        requests answered inline cannot exhaust the stack; after INLINE_BATCH of them the rest waits for the
+        loop's next turn, so one client's pipeline cannot hold the loop."""
+        answered = 0
+        while self.state in ("head", "body"):
+            request = self._read_request()
+            if request is None:
+                return
+            environ = self._environ(*request)
+            if not self._answer_inline(request[0], environ):
+                self._dispatch(request[0], environ)
+                return
+            answered += 1
+            if answered >= INLINE_BATCH and self.state == "head":
+                assert self.loop is not None
+                self.loop.call_soon(self._process)
+                return
+
+    def _read_request(self) -> tuple[RequestHead, bytes] | None:
+        """The next complete request in the buffer, or None (incomplete, or refused and closing)."""
         try:
             if self.state == "head":
                 while self.buffer[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request line
@@ -117,7 +140,7 @@ class Connection(asyncio.Protocol):
                 end = self.buffer.find(b"\r\n\r\n")
                 if end < 0:
                     check_incomplete(self.buffer, self.front.limits)
-                    return
+                    return None
                 self.head = head = parse_head(bytes(self.buffer[:end]), self.front.limits)
                 del self.buffer[:end + 4]
                 need = head.content_length or (self.front.limits.max_body_bytes if head.chunked else 0)
@@ -138,22 +161,65 @@ class Connection(asyncio.Protocol):
             if head.chunked:
                 assert self.chunks is not None
                 if not self.chunks.feed(self.buffer):
-                    return
+                    return None
                 body = self.chunks.body()
                 self.chunks = None
             elif head.content_length:
                 if len(self.buffer) < head.content_length:
-                    return
+                    return None
                 body = bytes(self.buffer[:head.content_length])
                 del self.buffer[:head.content_length]
             else:
                 body = b""
         except FrontError as exc:
             self.refuse(exc)
-            return
-        self._dispatch(head, body)
+            return None
+        return head, body
 
-    def _dispatch(self, head: RequestHead, body: bytes) -> None:
+    def _environ(self, head: RequestHead, body: bytes) -> dict[str, Any]:
+        return build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
+                             peer_cert_pem=self.pem)
+
+    def _answer_inline(self, head: RequestHead, environ: dict[str, Any]) -> bool:
+        """Answer on the loop when the app has the answer in memory (True); else the pool answers (False).
+
+        The app's inline answerer returns None for anything it would have to wait for or that is unusual, and
+        an exception here only means the pool answers instead."""
+        inline = self.front.inline
+        if inline is None:
+            return False
+        try:
+            response = inline(environ)
+        except Exception:  # noqa: BLE001 - the pool's run of the same request gives the real answer
+            log.exception("the loop-side answer failed; the handler pool answers instead")
+            return False
+        if response is None:
+            return False
+        keep_alive = head.keep_alive and not self.front.closing
+        self.transport.write(self._response_bytes(head, response, keep_alive))
+        self._release()
+        if not keep_alive:
+            self.close()
+            return True
+        assert self.loop is not None
+        self.head = None
+        if self.write_deadline is not None:  # the client does not read its answers: read nothing more until it does
+            self.state = "idle"
+            self.timeout_answer = False
+            self.held = True
+            self.deadline = None
+            self.transport.pause_reading()
+        elif self.buffer:  # a pipelined request already arrived
+            self.state = "head"
+            self.timeout_answer = True
+            self.deadline = self.loop.time() + self.config.header_timeout_seconds
+        else:
+            self.state = "idle"
+            self.timeout_answer = False
+            self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
+        return True
+
+    def _dispatch(self, head: RequestHead, environ: dict[str, Any]) -> None:
         front = self.front
         if front.in_flight >= self.config.threads + self.config.max_queued_requests:
             # Closed, not kept alive: answering each pipelined request here would recurse through _next once per
@@ -163,8 +229,6 @@ class Connection(asyncio.Protocol):
         self.state = "handling"
         self.deadline = None
         self.transport.pause_reading()
-        environ = build_environ(head, body, scheme=self.scheme, server=self.server, peer=self.peer,
-                                peer_cert_pem=self.pem)
         front.in_flight += 1
         front.pool.submit(self._run, head, environ)
 

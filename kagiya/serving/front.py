@@ -11,6 +11,12 @@ TLS: the handshake runs on the loop with a deadline; the context comes from `kag
 cache on each connection (replaced certificate files apply to new connections), and a verified client
 certificate reaches the app as `environ["SSL_CLIENT_CERT"]` (the key web.py's client-certificate gate reads).
 
+Answers already in memory (a cached TokenReview) need no thread: the app may give an `inline` answerer that
+the loop asks first with the complete request; it answers only what it can without waiting on anything, and
+returns None for everything else, which the pool runs as usual. A thread handoff and Flask's request machinery
+cost several times the work of such an answer, and under the interpreter lock one process would otherwise
+serve fewer cached reviews than the two gunicorn processes it replaced (docs/operations.md, "Serving model").
+
 Connections are asyncio Protocols (no coroutine per read) and deadlines are checked by one sweeper every
 `SWEEP_SECONDS`, so the per-request cost on the loop stays small: the loop shares one interpreter lock with the
 handler threads.
@@ -32,7 +38,10 @@ from typing import Any
 from kagiya.serving.connection import Connection, source_address
 from kagiya.serving.http1 import Limits
 from kagiya.serving.settings import ServingSettings
-from kagiya.serving.wsgi import WsgiApp
+from kagiya.serving.wsgi import Response, WsgiApp
+
+#: The app's loop-side answerer: a complete request's WSGI environ to a whole answer, or None for "run the app".
+InlineAnswer = Callable[[dict[str, Any]], Response | None]
 
 log = logging.getLogger("kagiya.serving")
 SWEEP_SECONDS = 0.1
@@ -44,8 +53,9 @@ class Front:
     """Serve `app` on a listening socket until `shutdown()` (or SIGTERM/SIGINT under `serve_forever`)."""
 
     def __init__(self, app: WsgiApp, config: ServingSettings, *, max_body_bytes: int,
-                 ssl_context: Callable[[], ssl.SSLContext] | None = None) -> None:
+                 ssl_context: Callable[[], ssl.SSLContext] | None = None, inline: InlineAnswer | None = None) -> None:
         self.app = app
+        self.inline = inline
         self.config = config
         self.ssl_context = ssl_context
         self.limits = Limits(config.max_uri_bytes, config.max_header_bytes, config.max_headers, max_body_bytes)

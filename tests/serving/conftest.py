@@ -1,5 +1,5 @@
-"""The serving front in-process: kagiya's real app behind `kagiya.serving.front.Front` on a loopback port, its
-event loop in a daemon thread, with small limits so the tests that cross them stay fast."""
+"""The serving front in-process: kagiya's real app behind `kagiya.serving.front.Front` on a loopback port (with
+its loop-side answers, as `kagiya serve` builds it), its event loop in a daemon thread, with small limits so the tests that cross them stay fast."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from kagiya.config import from_mapping
+from kagiya.inline import inline_answerer
 from kagiya.serving.front import Front, listen
 from kagiya.serving.settings import ServingSettings
 
@@ -20,8 +21,9 @@ from kagiya.serving.settings import ServingSettings
 class FrontServer:
     def __init__(self, app: Any, serving: dict[str, Any], max_body_bytes: int,
                  ssl_context: Callable[[], Any] | None = None, host: str = "127.0.0.1") -> None:
-        self.front = Front(app, from_mapping(ServingSettings, serving, "serving"), max_body_bytes=max_body_bytes,
-                           ssl_context=ssl_context)
+        config = from_mapping(ServingSettings, serving, "serving")
+        self.front = Front(app, config, max_body_bytes=max_body_bytes, ssl_context=ssl_context,
+                           inline=inline_answerer(app) if config.inline_answers else None)
         self.sock = listen(host, 0)
         self.port = int(self.sock.getsockname()[1])
         self.loop = asyncio.new_event_loop()
