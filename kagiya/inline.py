@@ -27,6 +27,9 @@ from kagiya.errors import KagiyaError
 from kagiya.serving.wsgi import Response
 
 EXTENSION = "kagiya.inline"
+#: Larger bodies go to the pool: parsing one (up to max_request_bytes) would hold the loop, and with it every
+#: other connection, for milliseconds. A TokenReview with the longest token allowed is about 16 KiB.
+MAX_INLINE_BODY_BYTES = 64 * 1024
 #: (WSGI environ, route arguments) -> (HTTP status, JSON body), or None: let the handler pool answer.
 InlineHandler = Callable[[dict[str, Any], Mapping[str, Any]], tuple[int, bytes] | None]
 
@@ -49,6 +52,8 @@ def inline_answerer(app: Any) -> Callable[[dict[str, Any]], Response | None] | N
 
     def answer(environ: dict[str, Any]) -> Response | None:
         started = time.perf_counter()
+        if int(environ.get("CONTENT_LENGTH") or 0) > MAX_INLINE_BODY_BYTES:  # the front sets the read length
+            return None
         method = environ["REQUEST_METHOD"]
         # PATH_INFO carries the raw bytes as latin-1 (PEP 3333); Flask routes on their UTF-8 reading.
         path = environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace")

@@ -1,5 +1,6 @@
 """The serving front in-process: kagiya's real app behind `kagiya.serving.front.Front` on a loopback port (with
-its loop-side answers, as `kagiya serve` builds it), its event loop in a daemon thread, with small limits so the tests that cross them stay fast."""
+its loop-side answers, as `kagiya serve` builds it), its event loop in a daemon thread, with small limits so the
+tests that cross them stay fast."""
 
 from __future__ import annotations
 

@@ -230,3 +230,30 @@ def test_an_answer_too_big_to_take_holds_the_connection(serve: Callable[..., Fro
         time.sleep(3.0)
         assert not server.front.connections, "the connection that never read was not dropped"
     assert parse(server.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0] == 200
+
+
+def test_a_large_body_is_parsed_by_the_pool_not_the_loop(serve: Callable[..., FrontServer], issuer: OidcIssuer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body past MAX_INLINE_BODY_BYTES (padding a cached review) is not parsed on the loop, where it would
+    hold every other connection; the pool answers it the same."""
+    from kagiya import inline
+    from kagiya.authn import api
+
+    server = serve()
+    token = issuer.mint(sub="gina", expires_in=600)
+    post(server, review(token))
+    padded = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token},
+                         "metadata": {"annotations": {"pad": "x" * (inline.MAX_INLINE_BODY_BYTES + 1)}}}).encode()
+    parsed: list[int] = []  # bodies the loop-side handler parsed
+    real = api.json_object
+
+    def watching(data: bytes) -> Any:
+        parsed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(api, "json_object", watching)
+    answer = post(server, padded)
+    assert answer.json()["status"]["authenticated"] is True
+    assert parsed == []  # the loop-side handler never saw it
+    post(server, review(token))
+    assert parsed == [len(review(token))]  # the small one was parsed on the loop
