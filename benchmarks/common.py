@@ -1,5 +1,5 @@
-"""Helpers the benchmarks share: percentiles, a server's CPU, concurrent clients released together, and the
-admin calls and readiness wait of the benchmarks that drive a `kagiya serve` process.
+"""Helpers the benchmarks share: percentiles, a server's and the machine's CPU, concurrent clients released
+together, and the admin calls and readiness wait of the benchmarks that drive a `kagiya serve` process.
 
 Not a benchmark itself (`benchmarks/run.py` runs only `bench_*.py`). Scripts import it as `benchmarks.common`
 after putting the repository root on `sys.path`, as they do for `tests.support`.
@@ -46,6 +46,17 @@ def process_cpu(pid: int) -> float:
         if int(entry.name) == pid or int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def machine_cpu() -> float:
+    """CPU seconds (all cores, every process) the machine has been busy so far: user, nice, system, irq, softirq
+    and steal from /proc/stat. The difference over an interval, less what the benchmark's own processes used,
+    is the outside load on a shared machine during that interval."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    assert fields[0] == "cpu"
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_together(jobs: Sequence[Callable[[], None]]) -> float:
