@@ -67,9 +67,11 @@ from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
 SLOW = 300
-ROUNDS = 8
-PROBES = 250
-SETTLE = 0.5
+ROUNDS = 20
+PROBES = 125
+SETTLE = 0.3
+#: A half with more outside load than this (% of one core) counts as disturbed in the report.
+DISTURBED = 25
 CONNECTIONS = 16
 WRK_THREADS = 1
 TP_ROUNDS = 5
@@ -109,12 +111,29 @@ Gunicorn().run()
 """
 
 #: The slow clients, in their own process so their trickling does not slow the probing client down. Commands on
-#: stdin: "open PORT" opens the connections and starts trickling ("open N"); "close" counts the connections still
-#: open with no answer from the server, closes all ("closed N").
+#: stdin: "open PORT" opens the connections and starts trickling ("open N REFUSED": connects refused and tried
+#: again, each also named on stderr); "close" counts the connections still open with no answer from the server,
+#: closes all ("closed N").
 SLOW_CLIENTS = """
 import select, socket, sys, time
 count = int(sys.argv[1])
-socks, due, nxt = [], 0.0, 0
+socks, due, nxt, refused = [], 0.0, 0, 0
+
+def connect(port, source):
+    global refused
+    for attempt in range(5):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", port))
+            return s
+        except ConnectionRefusedError:
+            refused += 1
+            print("slow clients: connect from %s:%d refused" % s.getsockname(), file=sys.stderr, flush=True)
+            s.close()
+            time.sleep(0.1)
+    raise ConnectionRefusedError(port)
 
 def unanswered(s):
     s.setblocking(False)
@@ -132,14 +151,14 @@ while True:
         if not command:
             break
         if command[0] == "open":
+            refused = 0
             for i in range(count):
-                s = socket.create_connection(("127.0.0.1", int(command[1])), timeout=5,
-                                             source_address=(f"127.0.0.{2 + i % 3}", 0))
+                s = connect(int(command[1]), f"127.0.0.{2 + i % 3}")
                 s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n" if i % 2 else
                           b"POST /authn/tokenreviews HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100000\\r\\n\\r\\n")
                 socks.append(s)
             due, nxt = time.monotonic(), 0
-            print("open", len(socks), flush=True)
+            print("open", len(socks), refused, flush=True)
         else:
             waiting = sum(unanswered(s) for s in socks)
             for s in socks:
@@ -163,24 +182,27 @@ class SlowClients:
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", SLOW_CLIENTS, str(SLOW)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
+        self.refused: dict[int, int] = {}  # connects refused (and tried again), by server port
 
-    def _command(self, line: str) -> int:
+    def _command(self, line: str) -> list[int]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline().split()
-        if len(answer) != 2:
+        if not answer:
             raise RuntimeError(f"slow clients: no answer to {line!r} (exit {self.proc.poll()})")
-        return int(answer[1])
+        return [int(n) for n in answer[1:]]
 
     def open(self, port: int) -> None:
-        if self._command(f"open {port}") != SLOW:
+        opened, refused = self._command(f"open {port}")
+        self.refused[port] = self.refused.get(port, 0) + refused
+        if opened != SLOW:
             raise RuntimeError("slow clients: not all connections opened")
         time.sleep(SETTLE)
 
     def close(self) -> int:
         """Close the connections; return how many were still open and unanswered."""
-        waiting = self._command("close")
+        (waiting,) = self._command("close")
         time.sleep(SETTLE)
         return waiting
 
@@ -192,12 +214,13 @@ class SlowClients:
 
 @dataclass
 class Half:
-    """One idle or slow half-round of probes: latencies in ms, failures, CPU in % of one core."""
+    """One idle or slow half-round of probes: latencies in ms, failures, its length and CPU in seconds."""
 
     health: list[float]
     reviews: list[float]
     failed: int
     first_failure: str
+    seconds: float
     front_cpu: float
     slow_cpu: float
     outside_cpu: float
@@ -250,8 +273,7 @@ def probe_half(server: ServerProcess, body: bytes, slow: SlowClients, slowed: bo
     machine, own, cpu = machine_cpu() - machine0, time.process_time() - own0, [process_cpu(p) for p in pids]
     seconds = time.monotonic() - t0
     front_cpu, slow_cpu = (cpu[i] - cpu0[i] for i in range(2))
-    half = Half(health, reviews, failed, first, front_cpu / seconds * 100, slow_cpu / seconds * 100,
-                (machine - own - front_cpu - slow_cpu) / seconds * 100)
+    half = Half(health, reviews, failed, first, seconds, front_cpu, slow_cpu, machine - own - front_cpu - slow_cpu)
     if slowed:
         half.unanswered = slow.close()
     return half
@@ -259,7 +281,8 @@ def probe_half(server: ServerProcess, body: bytes, slow: SlowClients, slowed: bo
 
 @dataclass
 class WrkRun:
-    """One wrk run: requests/s, latency p50/p99 in ms, answers, socket errors, CPU in % of one core."""
+    """One wrk run: requests/s, latency p50/p99 in ms, answers, socket errors, CPU in % of one core (wrk's, the
+    server's, and the rest of the machine's: outside load)."""
 
     rps: float
     p50: float
@@ -270,6 +293,7 @@ class WrkRun:
     socket_errors: int
     wrk_cpu: float
     server_cpu: float
+    outside_cpu: float
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -281,9 +305,10 @@ def wrk(server: ServerProcess, body_file: Path, seconds: int) -> WrkRun:
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s",
             "-s", str(LUA), f"http://127.0.0.1:{server.port}", "--", str(body_file)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server0, t0 = process_cpu(server.proc.pid), time.monotonic()
+    server0, own0, machine0, t0 = process_cpu(server.proc.pid), time.process_time(), machine_cpu(), time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    elapsed, server_cpu = time.monotonic() - t0, process_cpu(server.proc.pid) - server0
+    elapsed, machine, own = time.monotonic() - t0, machine_cpu() - machine0, time.process_time() - own0
+    server_cpu = process_cpu(server.proc.pid) - server0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = done.stdout
 
@@ -305,7 +330,8 @@ def wrk(server: ServerProcess, body_file: Path, seconds: int) -> WrkRun:
     return WrkRun(float(field(r"^Requests/sec:\s+([\d.]+)")), ms(field(r"^\s+50%\s+(\S+)")),
                   ms(field(r"^\s+99%\s+(\S+)")), int(answers[0]), int(answers[1]), answers[2],
                   sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0,
-                  wrk_cpu / elapsed * 100, server_cpu / elapsed * 100)
+                  wrk_cpu / elapsed * 100, server_cpu / elapsed * 100,
+                  (machine - own - wrk_cpu - server_cpu) / elapsed * 100)
 
 
 def review(token: str) -> bytes:
@@ -313,7 +339,7 @@ def review(token: str) -> bytes:
                        "spec": {"token": token}}).encode()
 
 
-def report_slow(name: str, halves: dict[bool, list[Half]]) -> tuple[float, float]:
+def report_slow(name: str, halves: dict[bool, list[Half]], refused: int) -> tuple[float, float]:
     """Print part 1's lines for one front; return the pooled p99 ratios (healthz, TokenReview)."""
     idle, slow = halves[False], halves[True]
     pooled = []
@@ -328,13 +354,21 @@ def report_slow(name: str, halves: dict[bool, list[Half]]) -> tuple[float, float
               f"{statistics.median(per_round):>8.2f}x  {min(per_round):.2f}-{max(per_round):.2f}x")
     failed = sum(h.failed for h in idle + slow)
     first = next((h.first_failure for h in idle + slow if h.failed), "")
-    print(f"{'':<17}CPU % of a core, idle/slow halves (median): front "
-          f"{statistics.median(h.front_cpu for h in idle):.0f}/{statistics.median(h.front_cpu for h in slow):.0f}, "
-          f"slow clients "
-          f"{statistics.median(h.slow_cpu for h in slow):.1f}, outside load "
-          f"{statistics.median(h.outside_cpu for h in idle):.0f}/{statistics.median(h.outside_cpu for h in slow):.0f}"
-          f"; still open at the end of slow halves: {min(h.unanswered for h in slow)}-"
-          f"{max(h.unanswered for h in slow)} of {SLOW}; failed probes {failed}{': ' + first if failed else ''}")
+
+    def cpu(hs: list[Half], attr: str) -> float:
+        return sum(getattr(h, attr) for h in hs) / sum(h.seconds for h in hs) * 100
+
+    def disturbed(hs: list[Half]) -> int:
+        return sum(h.outside_cpu / h.seconds * 100 > DISTURBED for h in hs)
+
+    print(f"{'':<17}CPU, % of a core in idle/slow halves: front {cpu(idle, 'front_cpu'):.0f}/"
+          f"{cpu(slow, 'front_cpu'):.0f}, slow clients {cpu(slow, 'slow_cpu'):.1f}, outside load "
+          f"{cpu(idle, 'outside_cpu'):.0f}/{cpu(slow, 'outside_cpu'):.0f} (halves over {DISTURBED}%: "
+          f"{disturbed(idle)}/{disturbed(slow)} of {len(idle)})")
+    print(f"{'':<17}connections still open and unanswered at the end of each slow half: "
+          f"{min(h.unanswered for h in slow)}-{max(h.unanswered for h in slow)} of {SLOW}; connects refused (and "
+          f"tried again) {refused}; failed probes {failed}"
+          f"{': ' + first if failed else ''}")
     return pooled[0], pooled[1]
 
 
@@ -399,6 +433,7 @@ def main() -> int:
                 slow.close()
             finally:
                 slow.stop()
+            refused = slow.refused
             runs: dict[str, list[WrkRun]] = {name: [] for name in servers}
             names = list(servers)
             for r in range(TP_ROUNDS):
@@ -414,7 +449,7 @@ def main() -> int:
           f"(alternating), {PROBES} probe pairs per half, one keep-alive client; ms")
     print(f"{'server':<17}{'probe':<20}{'idle':>7}{'p99':>7}{'slow':>7}{'p99':>7}{'pooled':>9}{'rounds':>9}  range")
     print(f"{'':<17}{'':<20}{'p50':>7}{'':>7}{'p50':>7}{'':>7}{'p99 ratio':>9}{'median':>9}")
-    slow_ratios = {name: report_slow(name, halves[name]) for name in FRONTS}
+    slow_ratios = {name: report_slow(name, halves[name], refused[servers[name].port]) for name in FRONTS}
     print(f"front CPU with only the {SLOW} slow connections open: {idle_cost[0]:.1f}% of a core "
           f"(the slow clients' process: {idle_cost[1]:.1f}%; 3 s)")
     print(f"gunicorn (2 gthread workers x 8) with the same {SLOW} slow connections: {len(g_h) + len(g_r)} of 6 probes "
@@ -422,19 +457,19 @@ def main() -> int:
 
     print(f"2) cached TokenReview throughput: wrk -t{WRK_THREADS} -c{CONNECTIONS}, {TP_SECONDS} s per run, "
           f"{TP_ROUNDS} rounds, servers rotated each round")
-    print(f"{'server':<17}{'best':>7}{'median':>8} req/s  {'p50':>6}{'p99':>7} ms (best run)  server CPU  "
-          f"failed  socket errors  rounds (req/s)")
+    print(f"{'server':<17}{'best':>7}{'median':>8} req/s  {'p50':>6}{'p99':>7} ms (best run)  CPU: server  "
+          f"outside  failed  socket errors  rounds (req/s)")
     for name, rounds in runs.items():
         best = max(rounds, key=lambda run: run.rps)
         print(f"{name:<17}{best.rps:>7.0f}{statistics.median(r.rps for r in rounds):>8.0f}        {best.p50:>6.2f}"
-              f"{best.p99:>7.2f}              {statistics.median(r.server_cpu for r in rounds):>4.0f}%"
-              f"{sum(r.bad for r in rounds):>8}{sum(r.socket_errors for r in rounds):>15}  "
-              f"{' '.join(f'{r.rps:.0f}' for r in rounds)}")
+              f"{best.p99:>7.2f}                   {statistics.median(r.server_cpu for r in rounds):>4.0f}%"
+              f"{statistics.median(r.outside_cpu for r in rounds):>8.0f}%{sum(r.bad for r in rounds):>8}"
+              f"{sum(r.socket_errors for r in rounds):>15}  {' '.join(f'{r.rps:.0f}' for r in rounds)}")
         for run in rounds:
             if run.bad:
                 print(f"  {name}: {run.bad} answers not 200 with authenticated:true, first: {run.first_bad}")
-    print(f"wrk used at most {max(r.wrk_cpu for rounds in runs.values() for r in rounds):.0f}% of a core; "
-          "server CPU is the median over runs, % of one core (the machine has 2)")
+    print(f"wrk used at most {max(r.wrk_cpu for rounds in runs.values() for r in rounds):.0f}% of a core; CPU: "
+          "median over runs, % of one core (the machine has 2); outside: the rest of the machine (other work)")
     ratio = {name: (max(r.rps for r in runs[name]) / max(r.rps for r in runs["gunicorn"]),
                     statistics.median(r.rps for r in runs[name]) / statistics.median(r.rps for r in runs["gunicorn"]))
              for name in FRONTS}
