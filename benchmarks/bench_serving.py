@@ -24,18 +24,20 @@ the review cached, in each gunicorn worker too).
      latency, and it would land on either condition at random.
    - Reported: the pooled p99 of all halves of a condition and its ratio (what the goal reads), and the median and
      range of the per-round ratios (slow p99 / idle p99 of the same round), which one disturbed round cannot move.
-     CPU per half, in % of one core: the front's, the slow clients' (small: they are not what moves the probe) and
-     the rest of the machine's (outside load), so a disturbed run shows as one.
+     CPU in each condition, in % of one core: the front's, the slow clients' (about 2%: they are not what moves the
+     probe) and the rest of the machine's (outside load), with how many halves of each condition had more than
+     DISTURBED% outside load: a disturbed run shows as one, and whether the disturbance fell evenly.
    The pool-only front gets the same rounds (the effect of the loop-side path), gunicorn the same slow clients and
    a few probes with a short timeout (what the front replaces).
 2. Throughput: wrk, a C load generator in its own process, POSTs the cached TokenReview (Content-Type
    application/json) over CONNECTIONS keep-alive connections (what the apiserver-side benchmark used) for
    TP_SECONDS s per server, TP_ROUNDS rounds, the servers' order rotated each round; best and median of each, and
-   front/gunicorn and front-pool-only/gunicorn ratios. The Python client this replaced shared one interpreter
-   lock with itself and reported 0.78x where wrk showed about 0.5x. A Lua callback (wrk_tokenreview.lua) counts
-   every answer that is not 200 with "authenticated":true; wrk counts socket errors. One wrk thread (-t1): one
-   thread drives tens of thousands of requests/s on loopback, far above these servers, and uses a fraction of a
-   core here (printed); a second would only take CPU from the servers on this 2-core machine.
+   front/gunicorn and front-pool-only/gunicorn ratios. The in-process Python client this replaced ran its 16
+   connections' threads under one interpreter lock, about one core, and measured itself as much as the servers.
+   A Lua callback (wrk_tokenreview.lua) counts every answer that is not 200 with "authenticated":true; wrk counts
+   socket errors. One wrk thread (-t1): it needs well under a fifth of a core at these rates (printed), so it is
+   not the limit, and a second thread would only take CPU from the servers on this 2-core machine. CPU per run
+   (server, outside load) is printed too: gunicorn's two workers can use both cores, the front one interpreter.
    Goal: the front's best not lower than gunicorn's best, with no failed answer or socket error on any server.
 
 Exit status 1 when wrk is missing, a throughput answer failed on any server or a probe failed on a front; a missed
