@@ -50,8 +50,6 @@ import gc
 import http.client
 import json
 import os
-import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -64,7 +62,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine_cpu, pct, process_cpu  # noqa: E402
+from benchmarks.common import WrkRun, machine_cpu, pct, process_cpu, run_wrk  # noqa: E402
 from tests.standins.oidc_issuer import OidcIssuer  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
@@ -281,59 +279,11 @@ def probe_half(server: ServerProcess, body: bytes, slow: SlowClients, slowed: bo
     return half
 
 
-@dataclass
-class WrkRun:
-    """One wrk run: requests/s, latency p50/p99 in ms, answers, socket errors, CPU in % of one core (wrk's, the
-    server's, and the rest of the machine's: outside load)."""
-
-    rps: float
-    p50: float
-    p99: float
-    ok: int
-    bad: int
-    first_bad: str
-    socket_errors: int
-    wrk_cpu: float
-    server_cpu: float
-    outside_cpu: float
-
-
-UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
 def wrk(server: ServerProcess, body_file: Path, seconds: int) -> WrkRun:
-    """Run wrk against `server` for `seconds` and parse its report (a parse failure raises with the output)."""
+    """The cached TokenReview from `body_file` against `server` for `seconds` (wrk_tokenreview.lua)."""
     assert server.proc is not None
-    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-            "-s", str(LUA), f"http://127.0.0.1:{server.port}", "--", str(body_file)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server0, own0, machine0, t0 = process_cpu(server.proc.pid), time.process_time(), machine_cpu(), time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    elapsed, machine, own = time.monotonic() - t0, machine_cpu() - machine0, time.process_time() - own0
-    server_cpu = process_cpu(server.proc.pid) - server0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = done.stdout
-
-    def field(pattern: str) -> str:
-        found = re.search(pattern, out, re.MULTILINE)
-        if done.returncode or found is None:
-            raise RuntimeError(f"wrk exit {done.returncode}, no {pattern!r} in its output:\n{out}{done.stderr}")
-        return found.group(1)
-
-    def ms(text: str) -> float:
-        value = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-        if value is None:
-            raise RuntimeError(f"wrk: unexpected duration {text!r}")
-        return float(value.group(1)) * UNITS[value.group(2)]
-
-    answers = field(r"^kagiya-answers (\d+ \d+ .*)$").split(" ", 2)
-    socket_errors = re.search(r"^\s*Socket errors: (.*)$", out, re.MULTILINE)
-    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return WrkRun(float(field(r"^Requests/sec:\s+([\d.]+)")), ms(field(r"^\s+50%\s+(\S+)")),
-                  ms(field(r"^\s+99%\s+(\S+)")), int(answers[0]), int(answers[1]), answers[2],
-                  sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0,
-                  wrk_cpu / elapsed * 100, server_cpu / elapsed * 100,
-                  (machine - own - wrk_cpu - server_cpu) / elapsed * 100)
+    return run_wrk(server.port, LUA, [str(body_file)], threads=WRK_THREADS, connections=CONNECTIONS,
+                   seconds=seconds, server_pid=server.proc.pid)
 
 
 def review(token: str) -> bytes:
@@ -374,7 +324,7 @@ def report_slow(name: str, halves: dict[bool, list[Half]], refused: int) -> tupl
     return pooled[0], pooled[1]
 
 
-def config_file(tmpdir: Path, name: str, issuer_url: str, serving: dict[str, object]) -> Path:
+def config_file(tmpdir: Path, name: str, issuer_url: str, serving: dict[str, bool]) -> Path:
     """A config for one server, with its own data directory (no store shared between the servers)."""
     path = tmpdir / f"{name}.yaml"
     path.write_text(json.dumps({
@@ -417,7 +367,7 @@ def main() -> int:
                           f"{warm.socket_errors} socket errors")
             slow = SlowClients()
             try:
-                halves = {name: {False: [], True: []} for name in FRONTS}  # type: dict[str, dict[bool, list[Half]]]
+                halves: dict[str, dict[bool, list[Half]]] = {name: {False: [], True: []} for name in FRONTS}
                 for r in range(ROUNDS):  # idle and slow halves alternate which goes first; the fronts take turns
                     for name in FRONTS if r % 2 == 0 else FRONTS[::-1]:
                         for slowed in (False, True) if r % 2 == 0 else (True, False):
