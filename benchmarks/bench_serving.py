@@ -25,12 +25,12 @@ the review cached, in each gunicorn worker too).
    - Reported: the pooled p99 of all halves of a condition and its ratio (what the goal reads) with a 90% bootstrap
      interval over rounds (how much it owes to which rounds happened to be disturbed), and the median of the
      per-round ratios (slow p99 / idle p99 of the same round), which one disturbed round cannot move. Resampled
-     from this benchmark's own halves, the design it replaces (3 rounds of 150 probe pairs) spreads over 0.5x-3.8x
-     (90%) on the same front: the 1.2x-2.0x seen between its runs was sampling and outside load, not slow clients.
-     20 rounds of 200 narrow that to roughly 0.7x-1.3x, as the printed interval shows each run.
+     from this benchmark's own halves, the design it replaces (3 rounds of 150 probe pairs) spread as wide as
+     0.4x-3.8x (90%) on the same front: the 1.2x-2.0x seen between its runs was sampling and outside load, not
+     the slow clients. 20 rounds of 200 narrow that several-fold (0.7x-1.3x on the pool path; printed each run).
      CPU in each condition, in % of one core: the front's, the slow clients' (about 2%: they are not what moves the
-     probe) and the rest of the machine's (outside load), with how many halves of each condition had more than
-     DISTURBED% outside load: a disturbed run shows as one, and whether the disturbance fell evenly.
+     probe) and the rest of the machine's (outside load, shown from 0), with how many halves of each condition had
+     more than DISTURBED% outside load: a disturbed run shows as one, and whether the disturbance fell evenly.
    The pool-only front gets the same rounds (the effect of the loop-side path), gunicorn the same slow clients and
    a few probes with a short timeout (what the front replaces).
 2. Throughput: wrk, a C load generator in its own process, POSTs the cached TokenReview (Content-Type
@@ -39,9 +39,11 @@ the review cached, in each gunicorn worker too).
    front/gunicorn and front-pool-only/gunicorn ratios. The in-process Python client this replaced ran its 16
    connections' threads under one interpreter lock, about one core, and measured itself as much as the servers.
    A Lua callback (wrk_tokenreview.lua) counts every answer that is not 200 with "authenticated":true; wrk counts
-   socket errors. One wrk thread (-t1): it needs well under a fifth of a core at these rates (printed), so it is
-   not the limit, and a second thread would only take CPU from the servers on this 2-core machine. CPU per run
-   (server, outside load) is printed too: gunicorn's two workers can use both cores, the front one interpreter.
+   socket errors. One wrk thread (-t1): it needed under a third of a core even at 11,000 req/s (printed each run),
+   so it is not the limit, and a second thread would only take CPU from the servers on this 2-core machine. CPU
+   per run is printed too: the server's (gunicorn's two workers can use both cores, the front runs one
+   interpreter) and the outside load, which on a shared machine takes whatever the servers leave idle (so it is a
+   sign of contention more than a cause; from 10 ms ticks, accurate to a few %, shown from 0).
    Goal: the front's best not lower than gunicorn's best, with no failed answer or socket error on any server.
 
 Exit status 1 when wrk is missing, a throughput answer failed on any server or a probe failed on a front; a missed
@@ -327,7 +329,7 @@ def report_slow(name: str, halves: dict[bool, list[Half]], refused: int) -> tupl
     first = next((h.first_failure for h in idle + slow if h.failed), "")
 
     def cpu(hs: list[Half], attr: str) -> float:
-        return sum(getattr(h, attr) for h in hs) / sum(h.seconds for h in hs) * 100
+        return max(0.0, sum(getattr(h, attr) for h in hs) / sum(h.seconds for h in hs) * 100)
 
     def disturbed(hs: list[Half]) -> int:
         return sum(h.outside_cpu / h.seconds * 100 > DISTURBED for h in hs)
@@ -435,7 +437,7 @@ def main() -> int:
         best = max(rounds, key=lambda run: run.rps)
         print(f"{name:<17}{best.rps:>7.0f}{statistics.median(r.rps for r in rounds):>8.0f}        {best.p50:>6.2f}"
               f"{best.p99:>7.2f}                   {statistics.median(r.server_cpu for r in rounds):>4.0f}%"
-              f"{statistics.median(r.outside_cpu for r in rounds):>8.0f}%{sum(r.bad for r in rounds):>8}"
+              f"{max(0.0, statistics.median(r.outside_cpu for r in rounds)):>8.0f}%{sum(r.bad for r in rounds):>8}"
               f"{sum(r.socket_errors for r in rounds):>15}  {' '.join(f'{r.rps:.0f}' for r in rounds)}")
         for run in rounds:
             if run.bad:
