@@ -215,8 +215,12 @@ class SlowClients:
 
     def stop(self) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
+        self.proc.stdin.close()  # end of input: the process closes its connections and exits
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 @dataclass
