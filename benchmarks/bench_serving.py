@@ -29,7 +29,7 @@ the review cached, in each gunicorn worker too).
      from this benchmark's own halves, the design it replaces (3 rounds of 150 probe pairs) spread as wide as
      0.4x-3.8x (90%) on the same front: the 1.2x-2.0x seen between its runs was sampling and outside load, not
      the slow clients. 20 rounds of 200 narrow that several-fold (0.7x-1.3x on the pool path; printed each run).
-     CPU in each condition, in % of one core: the front's, the slow clients' (about 2%: they are not what moves the
+     CPU in each condition, in % of one core: the front's, the slow clients' (a few %: they are not what moves the
      probe) and the rest of the machine's (outside load, shown from 0), with how many halves of each condition had
      more than DISTURBED% outside load: a disturbed run shows as one, and whether the disturbance fell evenly.
    The pool-only front gets the same rounds (the effect of the loop-side path), gunicorn the same slow clients and
