@@ -1,0 +1,89 @@
+"""Adversarial checks of the loop-side TokenReview answers (kagiya.inline): for odd requests, client certificates
+and connection states the loop answers exactly as the app would through the handler pool (status, body, headers,
+metrics, access log), or leaves the request to the pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.serving.conftest import FrontServer, parse
+from tests.serving.test_inline import URL, metric, post, review
+from tests.standins.oidc_issuer import OidcIssuer
+
+
+@pytest.fixture
+def issuer() -> Iterator[OidcIssuer]:
+    with OidcIssuer(client_id="kube") as idp:
+        yield idp
+
+
+@pytest.fixture
+def settings(make_settings: Any, issuer: OidcIssuer, token_file: Any) -> Any:
+    return make_settings({"access_log": "all", "log_level": "INFO", "authn": {
+        "token_file": str(token_file), "failed_reviews_per_minute": 0,
+        "providers": [{"type": "oidc", "name": "corp", "issuer": issuer.url, "audiences": ["kube"]}]}})
+
+
+def request_bytes(method: bytes, target: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (b"%s %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (method, target, extra, len(body), body))
+
+
+def comparable(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (without the Date and X-Request-Id values) and body of an answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split(" ")[1]), {k: v for k, v in fields.items() if k not in ("date", "x-request-id")}, body
+
+
+def test_odd_requests_get_the_answer_the_app_gives(serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    """Every request below is sent with a cached token to a front that answers on the loop and to one that runs
+    only the app: the answers must be the same. OPTIONS is Flask's automatic answer (Allow, no review), and a
+    WebSocket upgrade is refused by Flask's router (400): the loop must leave both to the app."""
+    inline_front, pool = serve(), serve(inline_answers=False)
+    token = issuer.mint(sub="alice", groups=["dev"], expires_in=600)
+    body = review(token)
+    for path in (URL, "/tokenreviews", "/authn/oidc/corp/tokenreviews"):
+        assert requests.post(pool.url + path, data=body, timeout=5).json()["status"]["authenticated"] is True
+    cases = [
+        request_bytes(b"POST", URL.encode(), body),
+        request_bytes(b"OPTIONS", URL.encode(), body),
+        request_bytes(b"OPTIONS", b"/authn/oidc/corp/tokenreviews", body),
+        request_bytes(b"post", URL.encode(), body),
+        request_bytes(b"POST", URL.encode(), body, b"Connection: upgrade\r\nUpgrade: websocket\r\n"),
+        request_bytes(b"POST", b"/tokenreviews", body, b"Connection: Upgrade\r\nUpgrade: WebSocket\r\n"),
+        request_bytes(b"POST", URL.encode(), body, b"Upgrade: h2c\r\nConnection: upgrade\r\n"),
+        request_bytes(b"POST", b"/authn/oidc/co%72p/tokenreviews", body),
+        request_bytes(b"POST", b"/authn/oidc/corp%2F/tokenreviews", body),
+        request_bytes(b"POST", b"/authn/oidc/c%C3%B6rp/tokenreviews", body),
+        request_bytes(b"POST", b"/authn/oidc/c%FFrp/tokenreviews", body),
+        request_bytes(b"POST", b"/authn/oidc/corp/tokenreviews/", body),
+        request_bytes(b"POST", b"//authn//tokenreviews", body),
+        request_bytes(b"POST", b"/tokenreviews?timeout=10s", body),
+        request_bytes(b"POST", b"/tokenreviews?timeout=%C2%B2s&x=%00", body),
+        request_bytes(b"POST", URL.encode(), body, b"X-Request-Id: a\r\nX-Request-Id: b\r\n"),
+        request_bytes(b"POST", URL.encode(), body, b"Content-Type: text/plain\r\nContent-Encoding: gzip\r\n"),
+        request_bytes(b"POST", b"http://h/authn/tokenreviews", body),
+    ]
+    different = [(case.split(b"\r\n\r\n")[0], comparable(inline_front.raw(case)), comparable(pool.raw(case)))
+                 for case in cases]
+    different = [d for d in different if d[1] != d[2]]
+    assert not different, "\n".join(f"{head!r}:\n  loop {a}\n  app  {b}" for head, a, b in different)
+
+
+def test_the_method_is_recorded_as_the_app_records_it(serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    """A lower-case `post` is routed like POST by Flask and counted as POST; the loop must not mint a `post` series
+    (any spelling of the method would be a new label value)."""
+    server = serve()
+    token = issuer.mint(sub="bob", expires_in=600)
+    post(server, review(token))
+    before = metric(server, "kagiya_http_requests_total", route=URL, method="POST", status="200")
+    answer = server.raw(request_bytes(b"pOsT", URL.encode(), review(token)))
+    assert parse(answer)[2]["status"]["authenticated"] is True
+    assert metric(server, "kagiya_http_requests_total", route=URL, method="POST", status="200") == before + 1
+    assert 'method="pOsT"' not in requests.get(server.url + "/metrics", timeout=5).text
