@@ -74,10 +74,10 @@ def inline_answerer(app: Any) -> Callable[[dict[str, Any]], Response | None] | N
         if result is None:
             return None
         status, body = result
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("X-Request-Id", request_id(environ.get("HTTP_X_REQUEST_ID", ""))),
-                   ("Cache-Control", "no-store")]
-        record(rule.rule, method, status, time.perf_counter() - started)
+                   ("X-Request-Id", rid), ("Cache-Control", "no-store")]
+        record(rule.rule, method, status, time.perf_counter() - started, rid)
         return Response(f"{status} {HTTPStatus(status).phrase}", headers, body)
 
     return answer

@@ -4,12 +4,16 @@ metrics, access log), or leaves the request to the pool."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from kagiya.logs import JsonFormatter
 from tests.serving.conftest import FrontServer, parse
 from tests.serving.test_inline import URL, metric, post, review
 from tests.standins.oidc_issuer import OidcIssuer
@@ -87,3 +91,33 @@ def test_the_method_is_recorded_as_the_app_records_it(serve: Callable[..., Front
     assert parse(answer)[2]["status"]["authenticated"] is True
     assert metric(server, "kagiya_http_requests_total", route=URL, method="POST", status="200") == before + 1
     assert 'method="pOsT"' not in requests.get(server.url + "/metrics", timeout=5).text
+
+
+@pytest.fixture
+def access_lines() -> Iterator[io.StringIO]:
+    """The kagiya.access log as JSON lines (formatted when logged, in the thread or loop that logs them)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("kagiya.access")
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_access_log_line_carries_the_request_id(serve: Callable[..., FrontServer], issuer: OidcIssuer,
+                                                    access_lines: io.StringIO) -> None:
+    inline_front, pool = serve(), serve(inline_answers=False)
+    token = issuer.mint(sub="carol", expires_in=600)
+    post(pool, review(token))
+    for server, request_id in ((pool, "from-pool"), (inline_front, "from-loop")):
+        assert post(server, review(token), {"X-Request-Id": request_id}).headers["X-Request-Id"] == request_id
+    lines = [json.loads(line) for line in access_lines.getvalue().splitlines()]
+    by_id = {line.get("requestId"): line for line in lines}
+    assert {"from-pool", "from-loop"} <= set(by_id), lines
+    pool_line, loop_line = by_id["from-pool"], by_id["from-loop"]
+    assert {k for k in pool_line if k not in ("time", "duration_ms")} == \
+        {k for k in loop_line if k not in ("time", "duration_ms")}
+    assert (loop_line["route"], loop_line["method"], loop_line["status"]) == (URL, "POST", 200)
