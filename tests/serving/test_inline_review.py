@@ -121,3 +121,18 @@ def test_the_access_log_line_carries_the_request_id(serve: Callable[..., FrontSe
     assert {k for k in pool_line if k not in ("time", "duration_ms")} == \
         {k for k in loop_line if k not in ("time", "duration_ms")}
     assert (loop_line["route"], loop_line["method"], loop_line["status"]) == (URL, "POST", 200)
+
+
+def test_a_body_the_loop_cannot_parse_is_a_400_not_a_loop_failure(serve: Callable[..., FrontServer],
+                                                                  issuer: OidcIssuer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A TokenReview with a 5,000-digit number (valid JSON that Python refuses to convert) made the loop-side
+    handler raise (a traceback per request on the loop) and the app answer 500; it is a 400 Status."""
+    server = serve()
+    token = issuer.mint(sub="hal", expires_in=600)
+    post(server, review(token))
+    body = review(token)[:-1] + b',"n":' + b"1" * 5000 + b"}"
+    with caplog.at_level(logging.ERROR, logger="kagiya"):
+        answer = post(server, body)
+    assert answer.status_code == 400 and answer.json()["kind"] == "Status"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
