@@ -123,6 +123,80 @@ def test_the_access_log_line_carries_the_request_id(serve: Callable[..., FrontSe
     assert (loop_line["route"], loop_line["method"], loop_line["status"]) == (URL, "POST", 200)
 
 
+@pytest.fixture
+def mtls_fronts(make_settings: Any, issuer: OidcIssuer, token_file: Any,
+                tmp_path: Any) -> Iterator[tuple[FrontServer, FrontServer, Any]]:
+    """The app over mutual TLS twice: a front that answers cached reviews on its loop, and one that does not."""
+    from kagiya.serving import ssl_context_factory
+    from kagiya.web import create_app
+    from tests.serving.test_front_tls import _cert
+
+    ca = _cert(tmp_path / "ca", "test-ca", "ca", ca=True)
+    _cert(tmp_path / "server", "server", "kagiya", issuer=ca, san=True)
+    for name, org in (("corp", "oidc"), ("node-1", "agent"), ("nobody", "github"), ("x", "token-auth")):
+        _cert(tmp_path / f"client-{org}", name, org, issuer=ca)
+    settings = make_settings({
+        "tls_cert": str(tmp_path / "server.crt"), "tls_key": str(tmp_path / "server.key"),
+        "client_ca": str(tmp_path / "ca.crt"),
+        "authn": {"token_file": str(token_file), "failed_reviews_per_minute": 0,
+                  "providers": [{"type": "oidc", "name": "corp", "issuer": issuer.url, "audiences": ["kube"]}]}})
+    app = create_app(settings)
+    fronts = [FrontServer(app, {"inline_answers": on}, settings.max_request_bytes, ssl_context_factory(settings))
+              for on in (True, False)]
+    try:
+        yield fronts[0], fronts[1], tmp_path
+    finally:
+        for front in fronts:
+            front.stop()
+        app.extensions["kagiya.store"].dispose()
+
+
+def test_client_certificates_route_loop_answers_as_they_route_the_apps(
+        mtls_fronts: tuple[FrontServer, FrontServer, Any], issuer: OidcIssuer) -> None:
+    """Over mutual TLS, for each client certificate (a provider's O=/CN=, a node agent's O=agent, a provider type
+    with no such provider, the token file's, none) and each review path, a cached review gets the app's answer
+    from the loop: 403 for an agent certificate, a path the certificate does not name, or no certificate on a
+    client-certificate path; the certificate's provider otherwise."""
+    inline_front, pool, pki = mtls_fronts
+    tokens = [issuer.mint(sub="alice", groups=["dev"], expires_in=600), "dev-token-0002", "never-issued-token"]
+    paths = [URL, "/tokenreviews", "/authn/oidc/corp/tokenreviews", "/authn/token-auth/default/tokenreviews"]
+    on_loop: list[int] = []
+    real = inline_front.front.inline
+    assert real is not None
+
+    def counting(environ: dict[str, Any]) -> Any:
+        answer = real(environ)
+        if answer is not None:
+            on_loop.append(int(answer.status[:3]))
+        return answer
+
+    inline_front.front.inline = counting
+    different = []
+    seen = set()
+    for org in ("oidc", "agent", "github", "token-auth", None):
+        sessions = []
+        for front in (inline_front, pool):
+            session = requests.Session()
+            if org:
+                session.cert = (str(pki / f"client-{org}.crt"), str(pki / f"client-{org}.key"))
+            sessions.append((front, session))
+        for path in paths:
+            for token in tokens:
+                answers = []
+                for front, session in (sessions[1], *sessions):  # the pool first: the decision is then cached
+                    r = session.post(f"https://127.0.0.1:{front.port}{path}", data=review(token), timeout=10,
+                                     verify=str(pki / "ca.crt"))  # per request: REQUESTS_CA_BUNDLE beats a session's
+                    answers.append((r.status_code, r.content))
+                seen.add(answers[1][0])
+                if answers[1] != answers[2]:
+                    different.append((org, path, token[:12], answers[1], answers[2]))
+        for _, session in sessions:
+            session.close()
+    assert not different, "\n".join(map(str, different))
+    assert seen == {200, 403}  # both kinds of answer were compared
+    assert len(on_loop) >= 10 and set(on_loop) == {200}  # and the 200s came from the loop
+
+
 def test_a_body_the_loop_cannot_parse_is_a_400_not_a_loop_failure(serve: Callable[..., FrontServer],
                                                                   issuer: OidcIssuer,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
