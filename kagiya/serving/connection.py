@@ -115,7 +115,8 @@ class Connection(asyncio.Protocol):
         """Read requests from the buffer: each complete one is answered on the loop (`Front.inline`) or handed to
         the pool (then reading pauses until it is answered). A loop of its own, not recursion, so pipelined
         requests answered inline cannot exhaust the stack; after INLINE_BATCH of them the rest waits for the
-        loop's next turn, so one client's pipeline cannot hold the loop."""
+        loop's next turn, so one client's pipeline cannot hold the loop, and reading pauses meanwhile, so a client
+        that sends faster than the loop answers is not read ahead into memory (a turn reads up to 256 KiB)."""
         answered = 0
         while self.state in ("head", "body"):
             request = self._read_request()
@@ -128,8 +129,14 @@ class Connection(asyncio.Protocol):
             answered += 1
             if answered >= INLINE_BATCH and self.state == "head":
                 assert self.loop is not None
-                self.loop.call_soon(self._process)
+                self.transport.pause_reading()
+                self.loop.call_soon(self._next_batch)
                 return
+
+    def _next_batch(self) -> None:
+        if self.state in ("head", "body"):
+            self.transport.resume_reading()
+            self._process()
 
     def _read_request(self) -> tuple[RequestHead, bytes] | None:
         """The next complete request in the buffer, or None (incomplete, or refused and closing)."""

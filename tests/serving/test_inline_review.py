@@ -210,3 +210,50 @@ def test_a_body_the_loop_cannot_parse_is_a_400_not_a_loop_failure(serve: Callabl
         answer = post(server, body)
     assert answer.status_code == 400 and answer.json()["kind"] == "Status"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+PIPELINING_CLIENT = r"""
+import socket, sys, threading
+port, count, one = int(sys.argv[1]), int(sys.argv[2]), sys.stdin.buffer.read()
+s = socket.create_connection(("127.0.0.1", port))
+threading.Thread(target=s.sendall, args=(one * count,), daemon=True).start()
+answers, tail = 0, b""
+while answers < count:
+    data = s.recv(1 << 22)
+    if not data:
+        break
+    answers += (tail + data).count(b"HTTP/1.1 200 OK")
+    tail = data[-16:]
+print(answers)
+"""
+
+
+def test_a_client_pipelining_faster_than_the_loop_answers_is_not_read_ahead(
+        serve: Callable[..., FrontServer], issuer: OidcIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client (another process) sends 4 MB of pipelined cached reviews at once and reads every answer, so
+    its answers never back up. The loop answers INLINE_BATCH per turn but reads up to 256 KiB per turn: unless it
+    stops reading while answered requests are still buffered, the connection's buffer grows with whatever the
+    client sends (megabytes here; without bound for a faster client)."""
+    import subprocess
+    import sys
+
+    from kagiya.serving import connection
+
+    server = serve()
+    token = issuer.mint(sub="ivy", expires_in=600)
+    post(server, review(token))
+    one = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (URL.encode(), len(review(token)),
+                                                                           review(token))
+    peak = [0]
+    real = connection.Connection.data_received
+
+    def measuring(self: connection.Connection, data: bytes) -> None:
+        real(self, data)
+        peak[0] = max(peak[0], len(self.buffer))
+
+    monkeypatch.setattr(connection.Connection, "data_received", measuring)
+    count = 4_000_000 // len(one)
+    done = subprocess.run([sys.executable, "-c", PIPELINING_CLIENT, str(server.port), str(count)], input=one,
+                          capture_output=True, timeout=60, check=True)
+    assert int(done.stdout) == count
+    assert peak[0] < 512 * 1024, f"{peak[0]} bytes of requests buffered on one connection"
