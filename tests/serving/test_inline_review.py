@@ -4,17 +4,22 @@ metrics, access log), or leaves the request to the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from kagiya import inline
 from kagiya.logs import JsonFormatter
-from tests.serving.conftest import FrontServer, parse
+from tests.serving.conftest import FrontServer, parse, read_until_close
 from tests.serving.test_inline import URL, metric, post, review
 from tests.standins.oidc_issuer import OidcIssuer
 
@@ -257,3 +262,150 @@ def test_a_client_pipelining_faster_than_the_loop_answers_is_not_read_ahead(
                           capture_output=True, timeout=60, check=True)
     assert int(done.stdout) == count
     assert peak[0] < 512 * 1024, f"{peak[0]} bytes of requests buffered on one connection"
+
+
+def one_review(token: str, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" % (URL.encode(), extra,
+                                                                             len(review(token)), review(token))
+
+
+def read_answer(s: socket.socket) -> bytes:
+    """One whole answer (head and Content-Length body) from `s`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_after_an_inline_answer_an_idle_connection_gets_the_keepalive_deadline(
+        serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    server = serve(keepalive_timeout_seconds=0.5, header_timeout_seconds=30)
+    token = issuer.mint(sub="jo", expires_in=600)
+    post(server, review(token))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(one_review(token))
+        assert read_answer(s).startswith(b"HTTP/1.1 200 OK")
+        t0 = time.monotonic()
+        assert read_until_close(s) == b""  # closed quietly once idle past the keep-alive deadline
+        assert time.monotonic() - t0 < 2
+
+
+def test_after_an_inline_answer_a_pipelined_partial_request_gets_the_header_deadline(
+        serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    server = serve(keepalive_timeout_seconds=30, header_timeout_seconds=0.5)
+    token = issuer.mint(sub="kim", expires_in=600)
+    post(server, review(token))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(one_review(token) + b"POST /authn/tokenreviews HTTP/1.1\r\nHost: x\r\n")
+        assert read_answer(s).startswith(b"HTTP/1.1 200 OK")
+        t0 = time.monotonic()
+        rest = read_until_close(s)
+        assert rest.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 2
+
+
+def test_a_failing_loop_side_handler_leaves_the_request_to_the_pool_once(
+        serve: Callable[..., FrontServer], app: Any, issuer: OidcIssuer) -> None:
+    """A bug in a loop-side handler (it raises) costs nothing but the handoff: the pool answers the request, once
+    (counted once), and the connection serves the next request."""
+    server = serve()
+    token = issuer.mint(sub="lee", expires_in=600)
+    expected = post(server, review(token)).content
+
+    def broken(environ: dict[str, Any], args: Any) -> Any:
+        raise RuntimeError("a bug in the loop-side handler")
+
+    handlers = app.extensions[inline.EXTENSION]
+    handlers["authn.token_review"], working = broken, handlers["authn.token_review"]
+    try:
+        before = metric(server, "kagiya_http_requests_total", route=URL, method="POST", status="200")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(one_review(token) * 2)
+            answers = [read_answer(s) for _ in range(2)]
+        assert all(a.startswith(b"HTTP/1.1 200 OK") and a.endswith(expected) for a in answers)
+        assert metric(server, "kagiya_http_requests_total", route=URL, method="POST", status="200") == before + 2
+    finally:
+        handlers["authn.token_review"] = working
+
+
+def test_shutdown_with_pipelined_inline_requests_buffered(serve: Callable[..., FrontServer], issuer: OidcIssuer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown begins (on the loop) while a client's pipelined cached reviews wait for their next batch: every
+    answer sent is whole and in order, the first one after shutdown began carries `Connection: close`, and
+    nothing follows it."""
+    from kagiya.serving import connection
+
+    server = serve()
+    token = issuer.mint(sub="mo", expires_in=600)
+    post(server, review(token))
+    shutdowns: list[Any] = []
+    real = connection.Connection._next_batch
+
+    one = len(one_review(token, b"X-Request-Id: n0000\r\n"))
+
+    def first_batch_starts_shutdown(self: connection.Connection) -> None:
+        # Shutdown starts once this batch leaves complete requests buffered (else the connection could be idle
+        # with the client's next requests still in flight, and an idle connection is closed without an answer).
+        if not shutdowns and len(self.buffer) > (connection.INLINE_BATCH + 1) * one:
+            shutdowns.append(asyncio.ensure_future(server.front.shutdown()))
+        real(self)
+
+    monkeypatch.setattr(connection.Connection, "_next_batch", first_batch_starts_shutdown)
+    count = 400
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"".join(one_review(token, b"X-Request-Id: n%04d\r\n" % i) for i in range(count)))
+        data = read_until_close(s)
+    deadline = time.monotonic() + 10
+    while not (shutdowns and shutdowns[0].done()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert shutdowns and shutdowns[0].done()
+    heads = []
+    while data:  # answers one after another: head, blank line, Content-Length bytes of body
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        assert len(rest) >= length, "a partial answer"
+        heads.append(head)
+        data = rest[length:]
+    assert connection.INLINE_BATCH <= len(heads) < count
+    ids = [int(re.search(rb"X-Request-Id: n(\d+)", h).group(1)) for h in heads]  # type: ignore[union-attr]
+    assert ids == list(range(len(heads)))
+    assert all(h.startswith(b"HTTP/1.1 200 OK") for h in heads)
+    assert [b"Connection: close" in h for h in heads] == [False] * (len(heads) - 1) + [True]
+
+
+def test_the_last_answers_reach_a_client_that_sent_more_than_the_front_reads(
+        serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    """A client pipelines 300 cached reviews with large answers (the last one `Connection: close`), then bytes the
+    front will never read, and reads slowly. Closing the socket with that input unread makes the kernel reset
+    the connection and drop the answers still queued for the client; the front half-closes and discards the
+    rest of the input instead, so every answer arrives, the last one carrying `Connection: close`."""
+    import threading
+
+    server = serve()
+    token = issuer.mint(sub="ned", groups=["g" * 200] * 40, expires_in=600)
+    post(server, review(token))
+    count = 300
+    payload = one_review(token) * (count - 1) + one_review(token, b"Connection: close\r\n") + b"x" * 200_000
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connecting: a small receive window
+        s.settimeout(5)
+        s.connect(("127.0.0.1", server.port))
+
+        def send() -> None:
+            try:
+                s.sendall(payload)
+            except OSError:
+                pass  # reset by the front: the failure this test looks for shows on the reading side
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(0.3)  # answers back up in the front's buffers while the client is busy sending
+        data = read_until_close(s)
+        sender.join(5)
+    assert data.count(b"HTTP/1.1 200 OK") == count
+    assert data.count(b"Connection: close") == 1 and data.endswith(b"}}}")
