@@ -42,12 +42,36 @@ def request_bytes(method: bytes, target: bytes, body: bytes, extra: bytes = b"")
             % (method, target, extra, len(body), body))
 
 
-def comparable(answer: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers (without the Date and X-Request-Id values) and body of an answer."""
-    head, _, body = answer.partition(b"\r\n\r\n")
+def loop_answers(server: FrontServer) -> list[int]:
+    """The statuses of the answers `server`'s loop gives itself from now on (the rest went to the pool)."""
+    answered: list[int] = []
+    real = server.front.inline
+    assert real is not None
+
+    def counting(environ: dict[str, Any]) -> Any:
+        answer = real(environ)
+        if answer is not None:
+            answered.append(int(answer.status[:3]))
+        return answer
+
+    server.front.inline = counting
+    return answered
+
+
+def with_audiences(body: bytes, audiences: list[str]) -> bytes:
+    parsed = json.loads(body)
+    parsed["spec"]["audiences"] = audiences
+    return json.dumps(parsed).encode()
+
+
+def comparable(answer: bytes) -> tuple[bool, int, dict[str, str], bytes]:
+    """Interim 100 or not, status, headers (without the Date and X-Request-Id values) and body of an answer."""
+    continued = answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    head, _, body = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n").partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split(" ")[1]), {k: v for k, v in fields.items() if k not in ("date", "x-request-id")}, body
+    return (continued, int(lines[0].split(" ")[1]),
+            {k: v for k, v in fields.items() if k not in ("date", "x-request-id")}, body)
 
 
 def test_odd_requests_get_the_answer_the_app_gives(serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
@@ -78,11 +102,23 @@ def test_odd_requests_get_the_answer_the_app_gives(serve: Callable[..., FrontSer
         request_bytes(b"POST", URL.encode(), body, b"X-Request-Id: a\r\nX-Request-Id: b\r\n"),
         request_bytes(b"POST", URL.encode(), body, b"Content-Type: text/plain\r\nContent-Encoding: gzip\r\n"),
         request_bytes(b"POST", b"http://h/authn/tokenreviews", body),
+        request_bytes(b"POST", URL.encode(), with_audiences(body, ["kube"])),
+        request_bytes(b"POST", URL.encode(), with_audiences(body, ["someone-else"])),
+        request_bytes(b"POST", URL.encode(), review(token, "authentication.k8s.io/v1beta1")),
+        request_bytes(b"POST", URL.encode(), review("never-issued-token")),
+        request_bytes(b"POST", b"/authn/token-auth/default/tokenreviews", review("dev-token-0002")),
+        b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+        % (URL.encode(), len(body), body),
+        b"POST %s HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (URL.encode(), len(body), body),
+        request_bytes(b"POST", URL.encode(), body, b"Expect: 100-continue\r\n"),
+        request_bytes(b"POST", URL.encode(), body, b"Content-Type: application/x-www-form-urlencoded\r\n"),
     ]
+    on_loop = loop_answers(inline_front)
     different = [(case.split(b"\r\n\r\n")[0], comparable(inline_front.raw(case)), comparable(pool.raw(case)))
                  for case in cases]
     different = [d for d in different if d[1] != d[2]]
     assert not different, "\n".join(f"{head!r}:\n  loop {a}\n  app  {b}" for head, a, b in different)
+    assert len(on_loop) >= 10  # the usual requests among them were answered on the loop
 
 
 def test_the_method_is_recorded_as_the_app_records_it(serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
@@ -165,17 +201,7 @@ def test_client_certificates_route_loop_answers_as_they_route_the_apps(
     inline_front, pool, pki = mtls_fronts
     tokens = [issuer.mint(sub="alice", groups=["dev"], expires_in=600), "dev-token-0002", "never-issued-token"]
     paths = [URL, "/tokenreviews", "/authn/oidc/corp/tokenreviews", "/authn/token-auth/default/tokenreviews"]
-    on_loop: list[int] = []
-    real = inline_front.front.inline
-    assert real is not None
-
-    def counting(environ: dict[str, Any]) -> Any:
-        answer = real(environ)
-        if answer is not None:
-            on_loop.append(int(answer.status[:3]))
-        return answer
-
-    inline_front.front.inline = counting
+    on_loop = loop_answers(inline_front)
     different = []
     seen = set()
     for org in ("oidc", "agent", "github", "token-auth", None):
@@ -409,3 +435,34 @@ def test_the_last_answers_reach_a_client_that_sent_more_than_the_front_reads(
         sender.join(5)
     assert data.count(b"HTTP/1.1 200 OK") == count
     assert data.count(b"Connection: close") == 1 and data.endswith(b"}}}")
+
+
+def test_an_expired_cached_decision_is_not_answered_on_the_loop(make_settings: Any, issuer: OidcIssuer,
+                                                                token_file: Any) -> None:
+    """Past the cache TTL the loop leaves the review to the app, which decides afresh and audits the decision,
+    as it does for a first review; within the TTL the loop answers and nothing is audited (as in the app)."""
+    from kagiya import audit
+    from kagiya.web import create_app
+
+    app = create_app(make_settings({"authn": {
+        "token_file": str(token_file), "cache_ttl_seconds": 0.5,
+        "providers": [{"type": "oidc", "name": "corp", "issuer": issuer.url, "audiences": ["kube"]}]}}))
+    server = FrontServer(app, {}, app.config["MAX_CONTENT_LENGTH"])
+    try:
+        on_loop = loop_answers(server)
+        token = issuer.mint(sub="olga", expires_in=600)
+        store = app.extensions["kagiya.store"]
+
+        def audited() -> int:
+            return len(audit.query(store, audit.AuditQuery(actor="olga", action="authn.tokenreview"))[0])
+
+        assert post(server, review(token)).json()["status"]["authenticated"] is True
+        assert (len(on_loop), audited()) == (0, 1)
+        assert post(server, review(token)).json()["status"]["authenticated"] is True
+        assert (len(on_loop), audited()) == (1, 1)
+        time.sleep(0.6)
+        assert post(server, review(token)).json()["status"]["authenticated"] is True
+        assert (len(on_loop), audited()) == (1, 2)
+    finally:
+        server.stop()
+        app.extensions["kagiya.store"].dispose()
