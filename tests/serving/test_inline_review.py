@@ -466,3 +466,30 @@ def test_an_expired_cached_decision_is_not_answered_on_the_loop(make_settings: A
     finally:
         server.stop()
         app.extensions["kagiya.store"].dispose()
+
+
+def test_pipelined_requests_answered_by_the_pool_and_the_loop_keep_their_order(
+        serve: Callable[..., FrontServer], issuer: OidcIssuer) -> None:
+    """A pipeline mixing requests the pool answers (a first review, a 404, a bad body) with cached reviews the loop
+    answers: one answer per request, in request order, the loop never answering ahead of the pool."""
+    server = serve()
+    cached = issuer.mint(sub="pia", expires_in=600)
+    post(server, review(cached))
+    on_loop = loop_answers(server)
+    fresh = issuer.mint(sub="quinn", expires_in=600)
+    bad = b"{" + review(cached)
+    requests_ = [
+        (one_review(fresh, b"X-Request-Id: r0\r\n"), 200),
+        (one_review(cached, b"X-Request-Id: r1\r\n"), 200),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\nX-Request-Id: r2\r\n\r\n", 404),
+        (one_review(cached, b"X-Request-Id: r3\r\n"), 200),
+        (b"POST %s HTTP/1.1\r\nHost: x\r\nX-Request-Id: r4\r\nContent-Length: %d\r\n\r\n%s"
+         % (URL.encode(), len(bad), bad), 400),
+        (one_review(cached, b"X-Request-Id: r5\r\nConnection: close\r\n"), 200),
+    ]
+    answer = server.raw(b"".join(r for r, _ in requests_))
+    statuses = [int(s) for s in re.findall(rb"HTTP/1.1 (\d{3}) ", answer)]
+    assert statuses == [status for _, status in requests_]
+    assert re.findall(rb"X-Request-Id: (r\d)", answer) == [b"r%d" % i for i in range(len(requests_))]
+    assert b"quinn" in answer.split(b"X-Request-Id: r1")[0]  # the first review's answer came first
+    assert on_loop == [200, 200, 200]
