@@ -50,6 +50,8 @@ def parse_json(data: bytes | str, what: str = "request body") -> Any:
         raise NotJson(f"{what} is not valid JSON{where}") from None
     except RecursionError:
         raise BadRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # valid JSON, but an integer past Python's digit limit (sys.get_int_max_str_digits)
+        raise BadRequest(f"{what} holds a number with too many digits") from None
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     nested = raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
     escaped = _ESCAPE_RE.search(raw) is not None

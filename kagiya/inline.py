@@ -54,7 +54,9 @@ def inline_answerer(app: Any) -> Callable[[dict[str, Any]], Response | None] | N
         started = time.perf_counter()
         if int(environ.get("CONTENT_LENGTH") or 0) > MAX_INLINE_BODY_BYTES:  # the front sets the read length
             return None
-        method = environ["REQUEST_METHOD"]
+        if "HTTP_UPGRADE" in environ:  # Flask's router refuses a WebSocket upgrade to an HTTP route (400)
+            return None
+        method = environ["REQUEST_METHOD"].upper()  # as Flask routes, counts and logs it
         # PATH_INFO carries the raw bytes as latin-1 (PEP 3333); Flask routes on their UTF-8 reading.
         path = environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace")
         try:
@@ -62,8 +64,8 @@ def inline_answerer(app: Any) -> Callable[[dict[str, Any]], Response | None] | N
         except HTTPException:  # 404, 405 and redirects: Flask answers them
             return None
         handler = handlers.get(rule.endpoint)
-        if handler is None:
-            return None
+        if handler is None or (method == "OPTIONS" and rule.provide_automatic_options):
+            return None  # OPTIONS: Flask's automatic answer (Allow), not the view's
         try:
             checks(environ)
         except KagiyaError:
@@ -72,10 +74,10 @@ def inline_answerer(app: Any) -> Callable[[dict[str, Any]], Response | None] | N
         if result is None:
             return None
         status, body = result
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("X-Request-Id", request_id(environ.get("HTTP_X_REQUEST_ID", ""))),
-                   ("Cache-Control", "no-store")]
-        record(rule.rule, method, status, time.perf_counter() - started)
+                   ("X-Request-Id", rid), ("Cache-Control", "no-store")]
+        record(rule.rule, method, status, time.perf_counter() - started, rid)
         return Response(f"{status} {HTTPStatus(status).phrase}", headers, body)
 
     return answer

@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        request_id = _request_id()
+        request_id = record.__dict__.get("request_id") or _request_id()  # given when logged outside a request
         if request_id:
             line["requestId"] = request_id
         for key in EXTRA_KEYS:

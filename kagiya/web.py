@@ -121,7 +121,7 @@ def check_request(environ: dict[str, Any], limit: int, cert_paths: tuple[str, ..
 
 
 RequestChecks = Callable[[dict[str, Any]], None]
-RequestRecorder = Callable[[str, str, int, float], None]
+RequestRecorder = Callable[[str, str, int, float, str], None]
 
 
 def request_checks(app: Any) -> RequestChecks:
@@ -133,16 +133,20 @@ def request_checks(app: Any) -> RequestChecks:
 
 
 def request_recorder(app: Any) -> RequestRecorder:
-    """Records one answered request (route rule, method, status, seconds): request metrics, and the access log
-    as `access_log` asks."""
+    """Records one answered request (route rule, method, status, seconds, request id): request metrics, and the
+    access log as `access_log` asks. The request id is given for answers made outside a Flask request (the
+    loop's inline answers), where the log formatter cannot read it from `g`."""
     observe = metrics.metrics_of(app).observe
     log_from = {"all": 0, "errors": 400, "off": 1000}[settings_of(app).access_log]
 
-    def record(route: str, method: str, status: int, seconds: float) -> None:
+    def record(route: str, method: str, status: int, seconds: float, request_id: str = "") -> None:
         observe(route, method, status, seconds)
         if status >= log_from:
-            access_log.info("request", extra={"method": method, "route": route, "status": status,
-                                              "duration_ms": round(seconds * 1000, 2)})
+            extra: dict[str, Any] = {"method": method, "route": route, "status": status,
+                                     "duration_ms": round(seconds * 1000, 2)}
+            if request_id:
+                extra["request_id"] = request_id
+            access_log.info("request", extra=extra)
 
     return record
 
@@ -163,7 +167,7 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         response.headers.setdefault("Cache-Control", "no-store")
         seconds = time.perf_counter() - g.get("kagiya_t0", time.perf_counter())
         record(request.url_rule.rule if request.url_rule else "<unmatched>", request.method,
-               response.status_code, seconds)
+               response.status_code, seconds, g.get("request_id", ""))
         return response
 
 

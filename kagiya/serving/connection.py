@@ -26,6 +26,8 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Pipelined requests answered inline in one go before the loop serves other connections.
 INLINE_BATCH = 16
+#: After a last answer, how long the front keeps reading (and discarding) what the client still sends.
+LINGER_SECONDS = 2.0
 
 
 class Connection(asyncio.Protocol):
@@ -51,6 +53,7 @@ class Connection(asyncio.Protocol):
         self.scheme = "http"
         self.held = False  # idle with reading paused until the client takes the previous answer
         self.reserved = 0  # body bytes counted against serving.max_buffered_body_bytes until answered
+        self.lingering = False  # last answer sent with a FIN; discarding input until the client closes
 
     # --- asyncio callbacks ------------------------------------------------------------------------------
 
@@ -115,7 +118,8 @@ class Connection(asyncio.Protocol):
         """Read requests from the buffer: each complete one is answered on the loop (`Front.inline`) or handed to
         the pool (then reading pauses until it is answered). A loop of its own, not recursion, so pipelined
         requests answered inline cannot exhaust the stack; after INLINE_BATCH of them the rest waits for the
-        loop's next turn, so one client's pipeline cannot hold the loop."""
+        loop's next turn, so one client's pipeline cannot hold the loop, and reading pauses meanwhile, so a client
+        that sends faster than the loop answers is not read ahead into memory (a turn reads up to 256 KiB)."""
         answered = 0
         while self.state in ("head", "body"):
             request = self._read_request()
@@ -128,8 +132,14 @@ class Connection(asyncio.Protocol):
             answered += 1
             if answered >= INLINE_BATCH and self.state == "head":
                 assert self.loop is not None
-                self.loop.call_soon(self._process)
+                self.transport.pause_reading()
+                self.loop.call_soon(self._next_batch)
                 return
+
+    def _next_batch(self) -> None:
+        if self.state in ("head", "body"):
+            self.transport.resume_reading()
+            self._process()
 
     def _read_request(self) -> tuple[RequestHead, bytes] | None:
         """The next complete request in the buffer, or None (incomplete, or refused and closing)."""
@@ -199,7 +209,7 @@ class Connection(asyncio.Protocol):
         self.transport.write(self._response_bytes(head, response, keep_alive))
         self._release()
         if not keep_alive:
-            self.close()
+            self._close_after_answer()
             return True
         assert self.loop is not None
         self.head = None
@@ -262,7 +272,7 @@ class Connection(asyncio.Protocol):
         """After an answer: close, or wait (idle) for the next request on this connection."""
         self._release()
         if not keep_alive:
-            self.close()
+            self._close_after_answer()
             return
         assert self.loop is not None
         self.head = None
@@ -300,7 +310,32 @@ class Connection(asyncio.Protocol):
             return
         self.front.refused(error.code)
         self.transport.write(self._status_bytes(error))
-        self.close()
+        self._close_after_answer()
+
+    def _close_after_answer(self) -> None:
+        """Close after a last answer (`Connection: close`, a refusal, shutdown) in stages: send the answer and a
+        FIN, then read and discard what the client still sends until it closes or LINGER_SECONDS pass. Closing a
+        socket with unread input (pipelined requests, the rest of a refused body) makes the kernel send a reset,
+        which destroys the answers the client has not read yet. TLS transports cannot half-close: closed now."""
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            self.close()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):  # the client reset the connection already
+            self.close(abort=True)
+            return
+        assert self.loop is not None
+        self._release()
+        self.state = "closed"
+        self.lingering = True
+        self.buffer.clear()
+        self.head = self.chunks = None
+        transport.resume_reading()
+        self.deadline = self.loop.time() + LINGER_SECONDS  # the sweeper closes it then (`expired`)
+        if self.write_deadline is None and transport.get_write_buffer_size():
+            self.write_deadline = self.loop.time() + self.config.write_timeout_seconds
 
     def close(self, abort: bool = False) -> None:
         if self.transport is not None:

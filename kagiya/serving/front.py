@@ -185,9 +185,10 @@ class Front:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _busy(self) -> bool:
-        """A request is being received (within its deadlines), run, or answered."""
+        """A request is being received (within its deadlines), run, or answered (a last answer is still being
+        taken: closing the socket now could reset it before the client has read it)."""
         return bool(self.in_flight) or any(
-            conn.state in ("body", "handling") or (conn.state == "head" and conn.buffer)
+            conn.state in ("body", "handling") or (conn.state == "head" and conn.buffer) or conn.lingering
             for conn in self.connections)
 
     async def _sweep(self) -> None:

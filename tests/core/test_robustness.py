@@ -96,6 +96,24 @@ def test_json_nested_ten_thousand_deep_is_400_on_every_json_route(client: Any, r
                 assert_400(resp, f"{method} {path}")
 
 
+def test_json_numbers_past_the_int_digit_limit_are_400_on_every_json_route(client: Any,
+                                                                          routes: list[tuple[str, str]]) -> None:
+    """Python refuses to convert integers longer than 4,300 digits with a plain ValueError (not a JSON syntax
+    error): a 5,000-digit number anywhere in a body is a 400 Status, not a 500."""
+    long_number = b"1" * 5000
+    bodies = (long_number, b'{"a":' + long_number + b"}",
+              b'{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"t","n":'
+              + long_number + b"}}")
+    for method, path in routes:
+        if method not in ("POST", "PUT", "PATCH") or path.startswith(METADATA_PREFIXES + HTML_PREFIXES):
+            continue
+        for body in bodies:
+            resp = client.open(path, method=method, data=body, headers={**ADMIN, "Content-Type": "application/json"})
+            check(resp, method, path)
+            if resp.status_code not in (401, 403, 404, 405, 415):
+                assert_400(resp, f"{method} {path}")
+
+
 def test_json_nesting_up_to_the_cap_is_accepted(client: Any) -> None:
     from kagiya.httpjson import MAX_JSON_DEPTH, parse_json
 
