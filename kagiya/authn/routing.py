@@ -231,10 +231,10 @@ class Authenticator:
         user of the cluster, so limiting it per source would let a few garbage tokens lock everyone out.
         `timeout` (the apiserver's `?timeout=`) shortens the configured review deadline, never lengthens it.
         """
-        cached = self.cached(route, token, audiences)
+        key = cache_key(route.key, token, audiences)  # hashed once: a miss uses it again below
+        cached = self.cache.get(key)
         if cached is not None:
             return Outcome(cached, True)
-        key = cache_key(route.key, token, audiences)
         if source is not None and self.limiter.over(source):
             raise TooManyRequests("too many failed token reviews from this client; retry in a minute")
         deadline = min(self.timeout, timeout) if timeout else self.timeout

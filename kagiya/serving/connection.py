@@ -1,5 +1,6 @@
-"""One client connection of the HTTP front (an asyncio Protocol): buffer bytes until a request is complete, hand
-it to the handler pool, write the whole answer; refuse what the limits exclude with a Kubernetes `Status` body.
+"""One client connection of the HTTP front (an asyncio Protocol): buffer bytes until a request is complete, answer
+it on the loop (the app's inline answerer) or hand it to the handler pool, write the whole answer; refuse what the
+limits exclude with a Kubernetes `Status` body (the bytes themselves: `kagiya.serving.wire`).
 
 Deadlines are fields (`deadline`, `write_deadline`) that the front's sweeper checks, so no timer or coroutine is
 made per read. See `kagiya.serving.front` for the model.
@@ -8,21 +9,18 @@ made per read. See `kagiya.serving.front` for the model.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from kagiya.errors import status_body
-from kagiya.serving.http1 import PHRASES, REASONS, ChunkedBody, FrontError, RequestHead, check_incomplete, parse_head
+from kagiya.serving.http1 import ChunkedBody, FrontError, RequestHead, check_incomplete, parse_head
+from kagiya.serving.wire import response_bytes, status_bytes, status_response
 from kagiya.serving.wsgi import Response, build_environ, call_app
 
 if TYPE_CHECKING:
     from kagiya.serving.front import Front
 
 log = logging.getLogger("kagiya.serving")
-_NO_BODY = ("1", "204", "304")
-_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Pipelined requests answered inline in one go before the loop serves other connections.
 INLINE_BATCH = 16
@@ -69,7 +67,7 @@ class Connection(asyncio.Protocol):
         if ssl_object is None and front.over_cap(self.source):  # TLS connections were checked before the handshake
             self.state = "closed"
             front.refused(503)
-            transport.write(self._status_bytes(FrontError(503, "too many connections; retry later")))
+            transport.write(status_bytes(FrontError(503, "too many connections; retry later"), front.http_date()))
             transport.close()
             return
         if ssl_object is not None:
@@ -111,6 +109,7 @@ class Connection(asyncio.Protocol):
             self.write_deadline = None
             if self.held:
                 self._read_next()
+                self._process()
 
     # --- request handling -------------------------------------------------------------------------------
 
@@ -205,35 +204,13 @@ class Connection(asyncio.Protocol):
             return False
         if response is None:
             return False
-        keep_alive = head.keep_alive and not self.front.closing
-        self.transport.write(self._response_bytes(head, response, keep_alive))
-        self._release()
-        if not keep_alive:
-            self._close_after_answer()
-            return True
-        assert self.loop is not None
-        self.head = None
-        if self.write_deadline is not None:  # the client does not read its answers: read nothing more until it does
-            self.state = "idle"
-            self.timeout_answer = False
-            self.held = True
-            self.deadline = None
-            self.transport.pause_reading()
-        elif self.buffer:  # a pipelined request already arrived
-            self.state = "head"
-            self.timeout_answer = True
-            self.deadline = self.loop.time() + self.config.header_timeout_seconds
-        else:
-            self.state = "idle"
-            self.timeout_answer = False
-            self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
+        self._answer(head, response)
         return True
 
     def _dispatch(self, head: RequestHead, environ: dict[str, Any]) -> None:
         front = self.front
         if front.in_flight >= self.config.threads + self.config.max_queued_requests:
-            # Closed, not kept alive: answering each pipelined request here would recurse through _next once per
-            # request already buffered (a RecursionError in the loop), and a closed connection sheds load.
+            # Closed, not kept alive: a closed connection sheds load, and its pipelined requests are not read.
             self.refuse(FrontError(503, "the server is overloaded; retry later"))
             return
         self.state = "handling"
@@ -264,38 +241,43 @@ class Connection(asyncio.Protocol):
         self._release()
         if self.state == "closed":
             return
-        keep_alive = head.keep_alive and not self.front.closing
-        self.transport.write(self._response_bytes(head, response, keep_alive))
-        self._next(keep_alive)
+        self._answer(head, response)
+        self._process()  # a pipelined request that arrived meanwhile
 
-    def _next(self, keep_alive: bool) -> None:
-        """After an answer: close, or wait (idle) for the next request on this connection."""
+    def _answer(self, head: RequestHead, response: Response) -> None:
+        """Write a whole answer (from the loop or the pool), then close, or wait for the next request."""
+        keep_alive = head.keep_alive and not self.front.closing
+        self.transport.write(response_bytes(head, response, keep_alive, self.front.http_date()))
         self._release()
         if not keep_alive:
             self._close_after_answer()
             return
-        assert self.loop is not None
         self.head = None
-        self.state = "idle"
-        self.timeout_answer = False
         if self.write_deadline is not None:
             # The client is not reading its answers: read (and run) no further request until it does, else
             # pipelined requests would pile up their answers in the transport's buffer. The write deadline runs.
+            self.state = "idle"
+            self.timeout_answer = False
             self.held = True
             self.deadline = None
+            self.transport.pause_reading()
             return
         self._read_next()
 
     def _read_next(self) -> None:
-        self.held = False
+        """Wait for the next request: under the header deadline when one is already buffered (pipelined), else
+        under the keep-alive deadline. The caller runs `_process` for a buffered one."""
         assert self.loop is not None
-        self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
+        self.held = False
         self.transport.resume_reading()
-        if self.buffer:  # a pipelined request already arrived
+        if self.buffer:
             self.state = "head"
             self.timeout_answer = True
             self.deadline = self.loop.time() + self.config.header_timeout_seconds
-            self._process()
+        else:
+            self.state = "idle"
+            self.timeout_answer = False
+            self.deadline = self.loop.time() + self.config.keepalive_timeout_seconds
 
     def expired(self) -> None:
         """The sweeper found this connection past its deadline."""
@@ -309,7 +291,7 @@ class Connection(asyncio.Protocol):
         if self.state == "closed":
             return
         self.front.refused(error.code)
-        self.transport.write(self._status_bytes(error))
+        self.transport.write(status_bytes(error, self.front.http_date()))
         self._close_after_answer()
 
     def _close_after_answer(self) -> None:
@@ -372,53 +354,9 @@ class Connection(asyncio.Protocol):
             else:
                 front.per_source.pop(self.source, None)
 
-    # --- bytes on the wire ------------------------------------------------------------------------------
-
-    def _response_bytes(self, head: RequestHead, response: Response, keep_alive: bool) -> bytes:
-        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
-        declared = None
-        for name, value in response.headers:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP:
-                if lower == "content-length":
-                    declared = value
-                continue
-            lines.append(f"{name}: {value}".encode("latin-1"))
-        body = response.body
-        if response.status.startswith(_NO_BODY):
-            body = b""
-        else:
-            length = declared if head.method == "HEAD" and declared else len(body)
-            lines.append(f"Content-Length: {length}".encode("latin-1"))
-            if head.method == "HEAD":
-                body = b""
-        if not keep_alive:
-            lines.append(b"Connection: close")
-        elif head.version == "HTTP/1.0":  # an HTTP/1.0 client closes unless told the connection persists
-            lines.append(b"Connection: keep-alive")
-        return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-    def _status_bytes(self, error: FrontError, close: bool = True) -> bytes:
-        response = status_response(error)
-        lines = [f"HTTP/1.1 {response.status}\r\nDate: ".encode("latin-1") + self.front.http_date()]
-        lines += [f"{k}: {v}".encode("latin-1") for k, v in response.headers]
-        if close:
-            lines.append(b"Connection: close")
-        return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
-
 
 def source_address(host: Any) -> str:
     """The client's address as caps and REMOTE_ADDR see it: an IPv4 client of a dual-stack listener
     (`::ffff:10.0.0.5`) is `10.0.0.5`, so it has one per-source count and the metadata service finds its pod."""
     host = str(host)
     return host[7:] if host.lower().startswith("::ffff:") and "." in host else host
-
-
-def status_response(error: FrontError) -> Response:
-    """A Kubernetes `Status` answer for a request the front refuses (503 adds Retry-After)."""
-    body = json.dumps(status_body(error.code, REASONS.get(error.code, "InternalError"), error.message)).encode()
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
-               ("Content-Length", str(len(body)))]
-    if error.code == 503:
-        headers.append(("Retry-After", "1"))
-    return Response(f"{error.code} {PHRASES.get(error.code, 'Error')}", headers, body)
